@@ -1,1 +1,20 @@
-//! placeholder
+//! The numeric core of the engine: f32 tensors and the kernels that compute on
+//! them. Images are NHWC, conv kernels HWIO, dense kernels `[in, out]`.
+//! Nothing here knows about gradients: `autograd` pairs these kernels into
+//! forward/backward ops.
+//!
+//! Every fast kernel has a naive twin in [`reference`] that it is tested against.
+
+pub mod conv;
+pub mod elementwise;
+pub mod error;
+pub mod gemm;
+pub mod geometry;
+pub mod pool;
+pub mod reference;
+pub mod tensor;
+
+pub use error::{Result, TensorError};
+pub use gemm::{sgemm, Trans};
+pub use geometry::{ConvGeometry, Padding, PoolGeometry};
+pub use tensor::Tensor;
