@@ -1,0 +1,20 @@
+//! The differentiable ops. Each file holds one op's forward function and,
+//! right below it, the backward that undoes it.
+
+pub mod add;
+pub mod batch_norm;
+pub mod conv2d;
+pub mod dense;
+pub mod pool;
+pub mod relu;
+pub mod softmax_cross_entropy;
+pub mod zero_pad;
+
+pub use add::add;
+pub use batch_norm::{batch_norm_infer, batch_norm_train, BatchStats};
+pub use conv2d::conv2d;
+pub use dense::dense;
+pub use pool::{global_avg_pool, max_pool};
+pub use relu::relu;
+pub use softmax_cross_entropy::{softmax, softmax_cross_entropy};
+pub use zero_pad::zero_pad;

@@ -1,0 +1,80 @@
+//! Pooling ops. Max pool remembers which input won each window and routes the
+//! gradient there; global average pool spreads it evenly over the pixels.
+
+use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use tensor::pool::{
+    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward,
+};
+use tensor::{Padding, PoolGeometry, Tensor};
+
+/// Max pool over `kernel x kernel` windows (padded positions never win).
+pub fn max_pool(g: &mut Graph, x: Var, kernel: usize, stride: usize, padding: Padding) -> Var {
+    let xv = g.value(x);
+    let [batch, in_h, in_w, channels] =
+        xv.dims4("max_pool input").unwrap_or_else(|e| panic!("{e}"));
+    let geom = PoolGeometry {
+        batch,
+        in_h,
+        in_w,
+        channels,
+        kernel,
+        stride,
+        padding,
+    };
+    let mut y = Tensor::zeros(&geom.output_shape());
+    let mut argmax = vec![0u32; y.numel()];
+    max_pool_forward(&geom, xv.data(), y.data_mut(), &mut argmax)
+        .unwrap_or_else(|e| panic!("max_pool: {e}"));
+    let record = g.mode().record;
+    g.push(
+        y,
+        &[x],
+        MaxPoolBackward {
+            input_shape: geom.input_shape(),
+            argmax: if record { argmax } else { Vec::new() },
+        },
+    )
+}
+
+struct MaxPoolBackward {
+    input_shape: [usize; 4],
+    argmax: Vec<u32>,
+}
+
+impl Backward for MaxPoolBackward {
+    fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+        let mut dx = Tensor::zeros(&self.input_shape);
+        max_pool_backward(dy.data(), &self.argmax, dx.data_mut());
+        vec![Some(dx)]
+    }
+}
+
+/// Global average pool: `[N, H, W, C] -> [N, C]`.
+pub fn global_avg_pool(g: &mut Graph, x: Var) -> Var {
+    let xv = g.value(x);
+    let [n, h, w, c] = xv
+        .dims4("global_avg_pool input")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut y = Tensor::zeros(&[n, c]);
+    global_avg_pool_forward(xv.data(), n, h * w, c, y.data_mut());
+    g.push(
+        y,
+        &[x],
+        GlobalAvgPoolBackward {
+            input_shape: [n, h, w, c],
+        },
+    )
+}
+
+struct GlobalAvgPoolBackward {
+    input_shape: [usize; 4],
+}
+
+impl Backward for GlobalAvgPoolBackward {
+    fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+        let [n, h, w, c] = self.input_shape;
+        let mut dx = Tensor::zeros(&self.input_shape);
+        global_avg_pool_backward(dy.data(), n, h * w, c, dx.data_mut());
+        vec![Some(dx)]
+    }
+}

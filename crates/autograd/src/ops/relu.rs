@@ -1,0 +1,23 @@
+//! ReLU: `y = max(x, 0)`, `dx = dy * [y > 0]`. The backward reads the output,
+//! which is positive exactly where the input was, so the input can be freed.
+
+use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use tensor::elementwise::{relu as relu_kernel, relu_backward};
+use tensor::Tensor;
+
+pub fn relu(g: &mut Graph, x: Var) -> Var {
+    let xv = g.value(x);
+    let mut y = Tensor::zeros(xv.shape());
+    relu_kernel(xv.data(), y.data_mut());
+    g.push(y, &[x], ReluBackward)
+}
+
+struct ReluBackward;
+
+impl Backward for ReluBackward {
+    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+        let mut dx = Tensor::zeros(dy.shape());
+        relu_backward(ctx.output.data(), dy.data(), dx.data_mut());
+        vec![Some(dx)]
+    }
+}

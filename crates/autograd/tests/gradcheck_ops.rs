@@ -1,0 +1,212 @@
+//! Every op's backward against central finite differences (see
+//! `autograd::gradcheck` for the step and tolerances), over random shapes.
+
+use autograd::gradcheck::GradCheck;
+use autograd::ops;
+use autograd::{Backward, BackwardCtx, Graph, ParamStore, Var};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tensor::{Padding, Tensor};
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()).unwrap()
+}
+
+/// Values at least 0.1 from zero, so a finite-difference step of 1e-2 never
+/// crosses the ReLU kink.
+fn away_from_zero(shape: &[usize], seed: u64) -> Tensor {
+    let mut t = random(shape, seed);
+    t.data_mut()
+        .iter_mut()
+        .for_each(|v| *v = v.signum() * (0.1 + v.abs()));
+    t
+}
+
+/// Distinct values at least 0.05 apart (a shuffled ramp), so no max-pool
+/// window has a near tie that a 1e-2 step could flip.
+fn distinct(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut v: Vec<f32> = (0..n).map(|i| i as f32 * 0.05 - n as f32 * 0.025).collect();
+    for i in (1..n).rev() {
+        v.swap(i, rng.gen_range(0..=i));
+    }
+    Tensor::from_vec(shape, v).unwrap()
+}
+
+fn check(inputs: &[Tensor], f: impl Fn(&mut Graph, &[Var]) -> Var) {
+    check_with(GradCheck::default(), inputs, f)
+}
+
+fn check_with(c: GradCheck, inputs: &[Tensor], f: impl Fn(&mut Graph, &[Var]) -> Var) {
+    let params = ParamStore::new();
+    if let Err(e) = c.run(&params, inputs, f) {
+        panic!("gradient check failed: {e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv2d(n in 1usize..3, h in 1usize..6, w in 1usize..6, cin in 1usize..4, cout in 1usize..4,
+              k in prop::sample::select(vec![1usize, 2, 3]), stride in 1usize..3,
+              pads in prop::array::uniform4(0usize..2), bias in any::<bool>(), seed in any::<u64>()) {
+        let padding = Padding { top: pads[0], bottom: pads[1], left: pads[2], right: pads[3] };
+        prop_assume!(h + pads[0] + pads[1] >= k && w + pads[2] + pads[3] >= k);
+        let mut inputs = vec![random(&[n, h, w, cin], seed), random(&[k, k, cin, cout], seed + 1)];
+        if bias { inputs.push(random(&[cout], seed + 2)); }
+        check(&inputs, |g, v| ops::conv2d(g, v[0], v[1], v.get(2).copied(), stride, padding));
+    }
+
+    #[test]
+    fn batch_norm_training(n in 1usize..4, hw in 1usize..4, c in 1usize..5, seed in any::<u64>()) {
+        // At least two rows per channel, or the batch variance is zero and
+        // the op is 0/0 up to epsilon.
+        prop_assume!(n * hw * hw >= 2);
+        let inputs = [random(&[n, hw, hw, c], seed), random(&[c], seed + 1), random(&[c], seed + 2)];
+        check(&inputs, |g, v| ops::batch_norm_train(g, v[0], v[1], v[2], 1.001e-5).0);
+    }
+
+    #[test]
+    fn batch_norm_inference(n in 1usize..3, hw in 1usize..4, c in 1usize..5, seed in any::<u64>()) {
+        let mut var = random(&[c], seed + 4);
+        var.data_mut().iter_mut().for_each(|v| *v = 0.5 + v.abs());
+        let inputs = [random(&[n, hw, hw, c], seed), random(&[c], seed + 1), random(&[c], seed + 2),
+                      random(&[c], seed + 3), var];
+        let c = GradCheck { training: false, ..GradCheck::default() };
+        check_with(c, &inputs, |g, v| ops::batch_norm_infer(g, v[0], v[1], v[2], v[3], v[4], 1.001e-5));
+    }
+
+    #[test]
+    fn relu(n in 1usize..40, seed in any::<u64>()) {
+        check(&[away_from_zero(&[n, 3], seed)], |g, v| ops::relu(g, v[0]));
+    }
+
+    #[test]
+    fn add_with_an_input_used_twice(n in 1usize..30, seed in any::<u64>()) {
+        // y = (a + b) + a: a's gradient is the sum of both paths.
+        check(&[random(&[n], seed), random(&[n], seed + 1)], |g, v| {
+            let s = ops::add(g, v[0], v[1]);
+            ops::add(g, s, v[0])
+        });
+    }
+
+    #[test]
+    fn zero_pad(n in 1usize..3, h in 1usize..4, w in 1usize..4, c in 1usize..3,
+                pads in prop::array::uniform4(0usize..3), seed in any::<u64>()) {
+        let p = Padding { top: pads[0], bottom: pads[1], left: pads[2], right: pads[3] };
+        check(&[random(&[n, h, w, c], seed)], |g, v| ops::zero_pad(g, v[0], p));
+    }
+
+    #[test]
+    fn max_pool(n in 1usize..3, h in 3usize..7, w in 3usize..7, c in 1usize..3,
+                k in 2usize..4, stride in 1usize..3, pad in 0usize..2, seed in any::<u64>()) {
+        check(&[distinct(&[n, h, w, c], seed)], |g, v| ops::max_pool(g, v[0], k, stride, Padding::uniform(pad)));
+    }
+
+    #[test]
+    fn global_avg_pool(n in 1usize..3, h in 1usize..4, w in 1usize..4, c in 1usize..4, seed in any::<u64>()) {
+        check(&[random(&[n, h, w, c], seed)], |g, v| ops::global_avg_pool(g, v[0]));
+    }
+
+    #[test]
+    fn dense(n in 1usize..4, fin in 1usize..6, fout in 1usize..6, seed in any::<u64>()) {
+        let inputs = [random(&[n, fin], seed), random(&[fin, fout], seed + 1), random(&[fout], seed + 2)];
+        check(&inputs, |g, v| ops::dense(g, v[0], v[1], v[2]));
+    }
+
+    #[test]
+    fn softmax_cross_entropy(n in 1usize..5, k in 2usize..6, seed in any::<u64>()) {
+        let labels: Vec<usize> = (0..n).map(|i| (i * 7 + seed as usize) % k).collect();
+        let mut logits = random(&[n, k], seed);
+        logits.data_mut().iter_mut().for_each(|v| *v *= 3.0);
+        check(&[logits], |g, v| ops::softmax_cross_entropy(g, v[0], &labels));
+    }
+}
+
+/// conv - BN - ReLU - conv - BN, plus the block input, then ReLU: the
+/// residual block of ResNet in training mode, checked as one function of its
+/// input and all six weights.
+#[test]
+fn residual_block_in_training_mode() {
+    let c = 3;
+    let mut inputs = vec![random(&[2, 4, 4, c], 1)];
+    for (i, shape) in [[3, 3, c, c], [3, 3, c, c]].iter().enumerate() {
+        inputs.push(random(shape, 10 + i as u64));
+    }
+    inputs.extend([
+        random(&[c], 20),
+        random(&[c], 21),
+        random(&[c], 22),
+        random(&[c], 23),
+    ]);
+    // Every weight moves every BN output, so many ReLU inputs shift at once;
+    // a smaller step keeps them from crossing the kink (the rounding noise it
+    // adds, ~1e-6 / 2e-3 = 5e-4 of a unit gradient, is under the tolerance).
+    let check = GradCheck {
+        step: 1e-3,
+        ..GradCheck::default()
+    };
+    let report = check
+        .run(&ParamStore::new(), &inputs, |g, v| {
+            let same = Padding::same(4, 4, 3, 3, 1);
+            let y = ops::conv2d(g, v[0], v[1], None, 1, same);
+            let y = ops::batch_norm_train(g, y, v[3], v[4], 1.001e-5).0;
+            let y = ops::relu(g, y);
+            let y = ops::conv2d(g, y, v[2], None, 1, same);
+            let y = ops::batch_norm_train(g, y, v[5], v[6], 1.001e-5).0;
+            let y = ops::add(g, y, v[0]);
+            ops::relu(g, y)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.checked >= 100, "{report:?}");
+}
+
+/// `y = 2x` with a backward that is off by 5%: the check must reject it, or
+/// it could not catch a real mistake either.
+#[test]
+fn the_check_catches_a_wrong_backward() {
+    struct DoubleWrongBackward;
+    impl Backward for DoubleWrongBackward {
+        fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+            let mut dx = dy.clone();
+            dx.data_mut().iter_mut().for_each(|v| *v *= 2.1);
+            vec![Some(dx)]
+        }
+    }
+    let double = |g: &mut Graph, v: &[Var]| {
+        let mut y = g.value(v[0]).clone();
+        y.data_mut().iter_mut().for_each(|v| *v *= 2.0);
+        g.push(y, &[v[0]], DoubleWrongBackward)
+    };
+    let err = GradCheck::default().run(&ParamStore::new(), &[random(&[10], 3)], double);
+    assert!(err.is_err(), "a 5% error in a backward went unnoticed");
+
+    // And a real op with one term of its backward dropped: batchnorm without
+    // the mean-of-dy term is wrong by O(1).
+    struct BnMissingTerm;
+    impl Backward for BnMissingTerm {
+        fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+            let _ = ctx;
+            vec![Some(dy.clone())]
+        }
+    }
+    let bn_as_identity_grad = |g: &mut Graph, v: &[Var]| {
+        let y = ops::batch_norm_train(g, v[0], v[1], v[2], 1e-3).0;
+        let y = g.value(y).clone();
+        g.push(y, &[v[0]], BnMissingTerm)
+    };
+    let c = 2;
+    let inputs = [
+        random(&[3, 2, 2, c], 5),
+        Tensor::full(&[c], 1.0),
+        Tensor::zeros(&[c]),
+    ];
+    assert!(GradCheck::default()
+        .run(&ParamStore::new(), &inputs, bn_as_identity_grad)
+        .is_err());
+}
