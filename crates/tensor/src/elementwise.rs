@@ -90,7 +90,7 @@ fn channel_reduce(
 ) -> Vec<f32> {
     assert_eq!(a.len(), b.len(), "channel reduction: length mismatch");
     assert!(
-        channels > 0 && a.len() % channels == 0,
+        channels > 0 && a.len().is_multiple_of(channels),
         "channel reduction: {} values are not rows of {channels}",
         a.len()
     );
@@ -148,7 +148,7 @@ pub fn channel_affine(x: &[f32], scale: &[f32], shift: &[f32], y: &mut [f32]) {
         "channel_affine: scale and shift differ in length"
     );
     assert!(
-        c > 0 && x.len() % c == 0,
+        c > 0 && x.len().is_multiple_of(c),
         "channel_affine: {} values are not rows of {c}",
         x.len()
     );

@@ -17,6 +17,11 @@ pub enum Trans {
     T,
 }
 
+/// The block kernel `sgemm` dispatches to on this machine.
+pub fn kernel_name() -> &'static str {
+    "matrixmultiply"
+}
+
 /// Below this many multiply-adds a GEMM runs on the calling thread: the cost of
 /// waking the pool outweighs the work.
 const PARALLEL_MIN_MACS: usize = 1 << 18;

@@ -202,3 +202,79 @@ pub fn global_avg_pool_forward(x: &[f32], batch: usize, hw: usize, c: usize) -> 
     }
     y
 }
+
+/// Max pool backward: `dx[argmax[o]] += dy[o]`, summed in f64 over every
+/// output whose window's winner is that input.
+pub fn max_pool_backward(dy: &[f32], argmax: &[u32], input_len: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f64; input_len];
+    for (&g, &i) in dy.iter().zip(argmax) {
+        dx[i as usize] += g as f64;
+    }
+    dx.into_iter().map(|v| v as f32).collect()
+}
+
+/// Global average pool backward: `dx[n, p, c] = dy[n, c] / hw` for every pixel `p`.
+pub fn global_avg_pool_backward(dy: &[f32], batch: usize, hw: usize, c: usize) -> Vec<f32> {
+    let mut dx = vec![0.0; batch * hw * c];
+    for n in 0..batch {
+        for p in 0..hw {
+            for ch in 0..c {
+                dx[(n * hw + p) * c + ch] = (dy[n * c + ch] as f64 / hw as f64) as f32;
+            }
+        }
+    }
+    dx
+}
+
+/// `a + b`.
+pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(&x, &y)| x + y).collect()
+}
+
+/// `x * s`.
+pub fn scale(x: &[f32], s: f32) -> Vec<f32> {
+    x.iter().map(|&v| v * s).collect()
+}
+
+/// `max(x, 0)`.
+pub fn relu(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect()
+}
+
+/// `dy` where the ReLU output `y` is positive, zero elsewhere.
+pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    y.iter()
+        .zip(dy)
+        .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
+        .collect()
+}
+
+/// `y[row, c] = x[row, c] * scale[c] + shift[c]`, computed in f64.
+pub fn channel_affine(x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let c = scale.len();
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| (v as f64 * scale[i % c] as f64 + shift[i % c] as f64) as f32)
+        .collect()
+}
+
+/// Sum of `v^2` over every row of a `[rows, channels]` matrix.
+pub fn channel_sum_sq(v: &[f32], channels: usize) -> Vec<f32> {
+    channel_dot(v, v, channels)
+}
+
+/// Sum of `a * b` over every row of two `[rows, channels]` matrices.
+pub fn channel_dot(a: &[f32], b: &[f32], channels: usize) -> Vec<f32> {
+    let mut s = vec![0.0f64; channels];
+    for (ra, rb) in a.chunks_exact(channels).zip(b.chunks_exact(channels)) {
+        for ((acc, &x), &y) in s.iter_mut().zip(ra).zip(rb) {
+            *acc += x as f64 * y as f64;
+        }
+    }
+    s.into_iter().map(|v| v as f32).collect()
+}
+
+/// The bias gradient of a convolution: `dy` summed over every output pixel.
+pub fn conv2d_backward_bias(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
+    channel_sum(dy, g.out_c)
+}

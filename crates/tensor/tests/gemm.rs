@@ -1,0 +1,117 @@
+//! `sgemm` against the naive f64 reference: all four transposes, alpha and
+//! beta (including beta = 0 over a NaN-filled C), k = 0, and sizes that take
+//! the serial path and both threaded splits. Tolerance: see `common::SUM_RTOL`.
+
+mod common;
+
+use common::{abs, assert_close, data, SUM_RTOL};
+use proptest::prelude::*;
+use tensor::{reference, sgemm, Trans};
+
+fn trans() -> impl Strategy<Value = Trans> {
+    prop_oneof![Just(Trans::N), Just(Trans::T)]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(m: usize, n: usize, k: usize, ta: Trans, tb: Trans, alpha: f32, beta: f32, seed: u64) {
+    let a = data(m * k, seed);
+    let b = data(k * n, seed + 1);
+    // With beta = 0 the old C must be ignored, NaN included.
+    let c0 = if beta == 0.0 {
+        vec![f32::NAN; m * n]
+    } else {
+        data(m * n, seed + 2)
+    };
+    let mut c = c0.clone();
+    sgemm(m, n, k, alpha, &a, ta, &b, tb, beta, &mut c);
+    let mut want = c0.clone();
+    reference::gemm(m, n, k, alpha, &a, ta, &b, tb, beta, &mut want);
+    // Bound: |alpha| * |A||B| + |beta * C|.
+    let mut bound = abs(&c0);
+    reference::gemm(
+        m,
+        n,
+        k,
+        alpha.abs(),
+        &abs(&a),
+        ta,
+        &abs(&b),
+        tb,
+        beta.abs(),
+        &mut bound,
+    );
+    assert_close(
+        &format!("sgemm {m}x{n}x{k} {ta:?}{tb:?} alpha {alpha} beta {beta}"),
+        &c,
+        &want,
+        &bound,
+        SUM_RTOL,
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Small shapes, on the calling thread: every edge of the blocking.
+    #[test]
+    fn small_matches_reference(
+        m in 1usize..=40, n in 1usize..=40, k in 0usize..=40,
+        ta in trans(), tb in trans(),
+        alpha in prop_oneof![Just(1.0f32), Just(-0.5), Just(2.0)],
+        beta in prop_oneof![Just(0.0f32), Just(1.0), Just(-0.75)],
+        seed in any::<u32>(),
+    ) {
+        check(m, n, k, ta, tb, alpha, beta, seed as u64);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Shapes above the threading threshold, tall (split along M) and short
+    /// and wide (split along N).
+    #[test]
+    fn threaded_matches_reference(
+        tall in any::<bool>(),
+        m_small in 1usize..=90, m_tall in 129usize..=400,
+        n in 17usize..=300, k in 20usize..=200,
+        ta in trans(), tb in trans(),
+        alpha in prop_oneof![Just(1.0f32), Just(-0.5)],
+        beta in prop_oneof![Just(0.0f32), Just(1.0), Just(0.25)],
+        seed in any::<u32>(),
+    ) {
+        let m = if tall { m_tall } else { m_small };
+        check(m, n, k, ta, tb, alpha, beta, seed as u64);
+    }
+}
+
+/// The shapes the ResNet50 late layers and dense head use (M = 64 rows).
+#[test]
+fn late_layer_shapes_match_reference() {
+    for &(m, n, k) in &[
+        (64, 512, 1024),
+        (64, 2048, 512),
+        (64, 10, 2048),
+        (256, 1024, 64),
+    ] {
+        for ta in [Trans::N, Trans::T] {
+            for tb in [Trans::N, Trans::T] {
+                check(m, n, k, ta, tb, 1.0, 0.0, 11);
+            }
+        }
+    }
+}
+
+/// Extra trailing elements in the operands are ignored.
+#[test]
+fn oversized_buffers_are_fine() {
+    let a = data(3 * 4 + 5, 1);
+    let b = data(4 * 2 + 7, 2);
+    let mut c = vec![7.0f32; 3 * 2 + 3];
+    sgemm(3, 2, 4, 1.0, &a, Trans::N, &b, Trans::N, 0.0, &mut c);
+    let mut want = vec![0.0; 6];
+    reference::gemm(3, 2, 4, 1.0, &a, Trans::N, &b, Trans::N, 0.0, &mut want);
+    let bound = vec![4.0; 6];
+    assert_close("oversized", &c[..6], &want, &bound, SUM_RTOL);
+    assert_eq!(&c[6..], &[7.0; 3], "sgemm wrote past m*n");
+}
