@@ -66,8 +66,12 @@ proptest! {
     fn batch_norm_training(n in 1usize..4, hw in 1usize..4, c in 1usize..5, seed in any::<u64>()) {
         // At least two rows per channel, or the batch variance is zero and
         // the op is 0/0 up to epsilon.
+        // Distinct values at least 0.25 apart: two nearly equal rows make the
+        // normalized output swing between -1 and 1 within one step.
         prop_assume!(n * hw * hw >= 2);
-        let inputs = [random(&[n, hw, hw, c], seed), random(&[c], seed + 1), random(&[c], seed + 2)];
+        let mut x = distinct(&[n, hw, hw, c], seed);
+        x.data_mut().iter_mut().for_each(|v| *v *= 5.0);
+        let inputs = [x, random(&[c], seed + 1), random(&[c], seed + 2)];
         check(&inputs, |g, v| ops::batch_norm_train(g, v[0], v[1], v[2], 1.001e-5).0);
     }
 
@@ -83,6 +87,7 @@ proptest! {
 
     #[test]
     fn relu(n in 1usize..40, seed in any::<u64>()) {
+        // Inputs keep clear of the kink, so nothing may be skipped here.
         check(&[away_from_zero(&[n, 3], seed)], |g, v| ops::relu(g, v[0]));
     }
 
@@ -149,6 +154,7 @@ fn residual_block_in_training_mode() {
     // adds, ~1e-6 / 2e-3 = 5e-4 of a unit gradient, is under the tolerance).
     let check = GradCheck {
         step: 1e-3,
+        skip_kinks: true,
         ..GradCheck::default()
     };
     let report = check
