@@ -1,1 +1,70 @@
-//! placeholder
+//! Layers, residual blocks and a Keras-exact ResNet50 over `autograd`.
+//!
+//! Every parameter is stored under its Keras name (`conv1_conv/kernel`,
+//! `conv2_block1_0_bn/moving_mean`, `predictions/bias`), so weights converted
+//! from Keras load by name, and checkpoints written here load back into Keras.
+
+pub mod blocks;
+pub mod freeze;
+pub mod init;
+pub mod layers;
+pub mod resnet;
+
+pub use blocks::Bottleneck;
+pub use resnet::{ModelError, ResNet, ResNetConfig, ResNetOutput};
+
+use autograd::{ParamId, ParamKind, ParamStore, Var};
+use layers::VarianceUpdate;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tensor::Tensor;
+
+/// What layer constructors need while a model is built: the store their
+/// parameters go into and the seeded generator of the initializers.
+pub struct BuildCtx {
+    pub store: ParamStore,
+    pub rng: StdRng,
+    pub variance_update: VarianceUpdate,
+}
+
+impl BuildCtx {
+    pub fn new(seed: u64, variance_update: VarianceUpdate) -> Self {
+        BuildCtx {
+            store: ParamStore::new(),
+            rng: StdRng::seed_from_u64(seed),
+            variance_update,
+        }
+    }
+
+    /// Adds a parameter; a duplicate name is a bug in the builder.
+    pub fn add(&mut self, name: &str, value: Tensor, kind: ParamKind) -> ParamId {
+        self.store
+            .add(name, value, kind)
+            .unwrap_or_else(|e| panic!("model builder: {e}"))
+    }
+}
+
+/// The outputs of a forward pass by Keras layer name, in the order they ran.
+#[derive(Default)]
+pub struct Taps {
+    entries: Vec<(String, Var)>,
+}
+
+impl Taps {
+    /// Records `v` as the output of layer `name` and passes it on.
+    pub fn record(&mut self, name: &str, v: Var) -> Var {
+        self.entries.push((name.to_string(), v));
+        v
+    }
+
+    pub fn get(&self, name: &str) -> Option<Var> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _)| n.as_str())
+    }
+}

@@ -1,0 +1,225 @@
+//! ResNet50 exactly as `keras.applications.ResNet50` builds it, layer for
+//! layer and name for name, plus an optional classification head.
+//!
+//! ```text
+//! conv1_pad   ZeroPadding 3            32x32x3  -> 38x38x3
+//! conv1_conv  7x7 stride 2 'valid'              -> 16x16x64   (+ conv1_bn, conv1_relu)
+//! pool1_pad   ZeroPadding 1                     -> 18x18x64
+//! pool1_pool  max 3x3 stride 2 'valid'          -> 8x8x64
+//! conv2_*     3 blocks, 64 filters,  stride 1   -> 8x8x256
+//! conv3_*     4 blocks, 128 filters, stride 2   -> 4x4x512
+//! conv4_*     6 blocks, 256 filters, stride 2   -> 2x2x1024
+//! conv5_*     3 blocks, 512 filters, stride 2   -> 1x1x2048
+//! avg_pool    global average                    -> 2048
+//! predictions dense                             -> num_classes (softmax in the loss)
+//! ```
+//!
+//! The depths and widths are parameters so tests can build a narrow, shallow
+//! network with the same topology and naming.
+
+use crate::blocks::Bottleneck;
+use crate::layers::{
+    BatchNorm, Conv2d, Dense, GlobalAvgPool, MaxPool, PaddingMode, VarianceUpdate, ZeroPadding,
+};
+use crate::{BuildCtx, Taps};
+use autograd::{ops, Graph, ParamStore, Var};
+use tensor::Padding;
+use thiserror::Error;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResNetConfig {
+    /// Height and width of the input images (at least 32, as in Keras).
+    pub input_size: usize,
+    pub stem_filters: usize,
+    /// Blocks per stage (ResNet50: `[3, 4, 6, 3]`).
+    pub depths: Vec<usize>,
+    /// Bottleneck width per stage; each stage outputs `4 * width` channels.
+    pub widths: Vec<usize>,
+    /// Classes of the dense head; `None` builds the base only (`include_top=False`).
+    pub num_classes: Option<usize>,
+    pub variance_update: VarianceUpdate,
+    /// Seed of the initializers.
+    pub seed: u64,
+}
+
+impl ResNetConfig {
+    /// Keras ResNet50 at 32x32 with an optional head.
+    pub fn resnet50(num_classes: Option<usize>) -> Self {
+        ResNetConfig {
+            input_size: 32,
+            stem_filters: 64,
+            depths: vec![3, 4, 6, 3],
+            widths: vec![64, 128, 256, 512],
+            num_classes,
+            variance_update: VarianceUpdate::Biased,
+            seed: 0,
+        }
+    }
+
+    /// Channels of the final feature map.
+    pub fn feature_channels(&self) -> usize {
+        4 * self.widths.last().copied().unwrap_or(self.stem_filters / 4)
+    }
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ModelError {
+    #[error("invalid ResNet configuration: {0}")]
+    Config(String),
+    #[error("input batch has shape {got:?}; the model expects [N, {size}, {size}, 3] (NHWC)")]
+    Input { got: Vec<usize>, size: usize },
+}
+
+/// The stem: `conv1_pad` -> `conv1_conv` -> `conv1_bn` -> `conv1_relu` ->
+/// `pool1_pad` -> `pool1_pool`.
+#[derive(Clone, Debug)]
+pub struct Stem {
+    pub pad: ZeroPadding,
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+    pub pool_pad: ZeroPadding,
+    pub pool: MaxPool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    pub config: ResNetConfig,
+    pub stem: Stem,
+    pub blocks: Vec<Bottleneck>,
+    pub avg_pool: GlobalAvgPool,
+    pub head: Option<Dense>,
+}
+
+/// What one forward pass produced.
+pub struct ResNetOutput {
+    /// Pooled features `[N, C]` (`avg_pool`).
+    pub features: Var,
+    /// Head output before softmax `[N, classes]`, when there is a head.
+    pub logits: Option<Var>,
+    /// Every Keras layer output by layer name.
+    pub taps: Taps,
+}
+
+impl ResNet {
+    /// Builds the network and a store holding its freshly initialized parameters.
+    pub fn new(config: ResNetConfig) -> Result<(ResNet, ParamStore), ModelError> {
+        if config.input_size < 32 {
+            return Err(ModelError::Config(format!(
+                "input size {} is below Keras's minimum of 32",
+                config.input_size
+            )));
+        }
+        if config.depths.len() != config.widths.len()
+            || config.depths.is_empty()
+            || config.depths.len() > 4
+        {
+            return Err(ModelError::Config(format!(
+                "depths {:?} and widths {:?} must name the same 1 to 4 stages",
+                config.depths, config.widths
+            )));
+        }
+        if config.depths.contains(&0) || config.widths.contains(&0) || config.stem_filters == 0 {
+            return Err(ModelError::Config(
+                "depths, widths and stem filters must be positive".into(),
+            ));
+        }
+        let mut ctx = BuildCtx::new(config.seed, config.variance_update);
+        let stem = Stem {
+            pad: ZeroPadding {
+                name: "conv1_pad".into(),
+                padding: Padding::uniform(3),
+            },
+            conv: Conv2d::new(
+                &mut ctx,
+                "conv1_conv",
+                3,
+                config.stem_filters,
+                7,
+                2,
+                PaddingMode::Valid,
+            ),
+            bn: BatchNorm::new(&mut ctx, "conv1_bn", config.stem_filters),
+            pool_pad: ZeroPadding {
+                name: "pool1_pad".into(),
+                padding: Padding::uniform(1),
+            },
+            pool: MaxPool {
+                name: "pool1_pool".into(),
+                kernel: 3,
+                stride: 2,
+            },
+        };
+        let mut blocks = Vec::new();
+        let mut cin = config.stem_filters;
+        for (s, (&depth, &width)) in config.depths.iter().zip(&config.widths).enumerate() {
+            let stage = format!("conv{}", s + 2);
+            let stride = if s == 0 { 1 } else { 2 };
+            blocks.push(Bottleneck::conv_block(
+                &mut ctx,
+                &format!("{stage}_block1"),
+                cin,
+                width,
+                stride,
+            ));
+            for b in 2..=depth {
+                blocks.push(Bottleneck::identity_block(
+                    &mut ctx,
+                    &format!("{stage}_block{b}"),
+                    width,
+                ));
+            }
+            cin = 4 * width;
+        }
+        let head = config
+            .num_classes
+            .map(|k| Dense::new(&mut ctx, "predictions", cin, k));
+        let model = ResNet {
+            config,
+            stem,
+            blocks,
+            avg_pool: GlobalAvgPool {
+                name: "avg_pool".into(),
+            },
+            head,
+        };
+        Ok((model, ctx.store))
+    }
+
+    /// Checks that `shape` is a batch this model accepts.
+    pub fn check_input(&self, shape: &[usize]) -> Result<(), ModelError> {
+        let size = self.config.input_size;
+        match shape {
+            [n, h, w, 3] if *n > 0 && *h == size && *w == size => Ok(()),
+            _ => Err(ModelError::Input {
+                got: shape.to_vec(),
+                size,
+            }),
+        }
+    }
+
+    /// Runs the network on the NHWC batch `x`.
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<ResNetOutput, ModelError> {
+        self.check_input(g.value(x).shape())?;
+        let mut taps = Taps::default();
+        let s = &self.stem;
+        let y = taps.record(&s.pad.name, s.pad.forward(g, x));
+        let y = taps.record(&s.conv.name, s.conv.forward(g, y));
+        let y = taps.record(&s.bn.name, s.bn.forward(g, y));
+        let y = taps.record("conv1_relu", ops::relu(g, y));
+        let y = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, y));
+        let mut y = taps.record(&s.pool.name, s.pool.forward(g, y));
+        for block in &self.blocks {
+            y = block.forward(g, y, &mut taps);
+        }
+        let features = taps.record(&self.avg_pool.name, self.avg_pool.forward(g, y));
+        let logits = self
+            .head
+            .as_ref()
+            .map(|h| taps.record(&h.name, h.forward(g, features)));
+        Ok(ResNetOutput {
+            features,
+            logits,
+            taps,
+        })
+    }
+}
