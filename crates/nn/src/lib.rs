@@ -9,6 +9,7 @@ pub mod freeze;
 pub mod init;
 pub mod layers;
 pub mod resnet;
+pub mod weights_io;
 
 pub use blocks::Bottleneck;
 pub use resnet::{ModelError, ResNet, ResNetConfig, ResNetOutput};
