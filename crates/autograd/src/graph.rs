@@ -32,6 +32,15 @@ pub struct BackwardCtx<'a> {
 /// respect to each input, in input order (`None` where not needed).
 pub trait Backward {
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>>;
+
+    /// The op's name in profiles.
+    fn name(&self) -> &'static str;
+
+    /// Floating-point operations of the forward pass, for GFLOP/s in profiles
+    /// (0 where the op is memory-bound and a rate would mean nothing).
+    fn forward_flops(&self) -> f64 {
+        0.0
+    }
 }
 
 struct Node {
@@ -79,6 +88,26 @@ pub struct Graph<'p> {
     nodes: Vec<Node>,
     mode: Mode,
     stat_updates: Vec<StatUpdate>,
+    profile: Option<Profile>,
+}
+
+/// Wall time per op of one forward and backward pass (see [`Graph::enable_profile`]).
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// One entry per recorded op, in forward order.
+    pub ops: Vec<OpTiming>,
+    last_push: Option<std::time::Instant>,
+}
+
+#[derive(Clone, Debug)]
+pub struct OpTiming {
+    pub name: &'static str,
+    pub node: usize,
+    /// From the previous op's push to this one's: the op's forward compute
+    /// (plus any layer code between the two).
+    pub forward: std::time::Duration,
+    pub backward: std::time::Duration,
+    pub forward_flops: f64,
 }
 
 /// Gradients from one backward pass, for parameters and for leaf inputs.
@@ -120,7 +149,21 @@ impl<'p> Graph<'p> {
             nodes: Vec::new(),
             mode,
             stat_updates: Vec::new(),
+            profile: None,
         }
+    }
+
+    /// Times every op from now on, forward and backward.
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(Profile {
+            ops: Vec::new(),
+            last_push: Some(std::time::Instant::now()),
+        });
+    }
+
+    /// The timings so far (complete after `backward`).
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
     }
 
     pub fn mode(&self) -> Mode {
@@ -262,7 +305,13 @@ impl<'p> Graph<'p> {
                                 .map(|v| self.nodes[v.0].requires_grad)
                                 .collect(),
                         };
+                        let started = std::time::Instant::now();
                         let dinputs = op.backward(&ctx, &dy);
+                        if let Some(p) = &mut self.profile {
+                            if let Some(t) = p.ops.iter_mut().rev().find(|t| t.node == i) {
+                                t.backward = started.elapsed();
+                            }
+                        }
                         debug_assert_eq!(dinputs.len(), node.inputs.len());
                         for (&input, d) in node.inputs.iter().zip(dinputs) {
                             let Some(d) = d else { continue };

@@ -183,6 +183,9 @@ fn the_check_catches_a_wrong_backward() {
             dx.data_mut().iter_mut().for_each(|v| *v *= 2.1);
             vec![Some(dx)]
         }
+        fn name(&self) -> &'static str {
+            "double_wrong"
+        }
     }
     let double = |g: &mut Graph, v: &[Var]| {
         let mut y = g.value(v[0]).clone();
@@ -199,6 +202,9 @@ fn the_check_catches_a_wrong_backward() {
         fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
             let _ = ctx;
             vec![Some(dy.clone())]
+        }
+        fn name(&self) -> &'static str {
+            "bn_missing_term"
         }
     }
     let bn_as_identity_grad = |g: &mut Graph, v: &[Var]| {

@@ -23,6 +23,10 @@ pub fn add(g: &mut Graph, a: Var, b: Var) -> Var {
 struct AddBackward;
 
 impl Backward for AddBackward {
+    fn name(&self) -> &'static str {
+        "add"
+    }
+
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         vec![
             ctx.needs_grad[0].then(|| dy.clone()),

@@ -107,6 +107,10 @@ struct BatchNormTrainBackward {
 }
 
 impl Backward for BatchNormTrainBackward {
+    fn name(&self) -> &'static str {
+        "batch_norm_train"
+    }
+
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let (x, gamma) = (ctx.inputs[0], ctx.inputs[1]);
         let c = self.mean.len();
@@ -208,6 +212,10 @@ struct BatchNormInferBackward {
 }
 
 impl Backward for BatchNormInferBackward {
+    fn name(&self) -> &'static str {
+        "batch_norm_infer"
+    }
+
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let x = ctx.inputs[0];
         let c = self.mean.len();

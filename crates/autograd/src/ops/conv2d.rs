@@ -69,6 +69,14 @@ struct Conv2dBackward {
 }
 
 impl Backward for Conv2dBackward {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn forward_flops(&self) -> f64 {
+        2.0 * self.geom.macs() as f64
+    }
+
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let g = &self.geom;
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);

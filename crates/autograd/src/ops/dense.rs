@@ -52,6 +52,14 @@ struct DenseBackward {
 }
 
 impl Backward for DenseBackward {
+    fn name(&self) -> &'static str {
+        "dense"
+    }
+
+    fn forward_flops(&self) -> f64 {
+        2.0 * (self.n * self.fan_in * self.fan_out) as f64
+    }
+
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let (n, fi, fo) = (self.n, self.fan_in, self.fan_out);
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);

@@ -42,6 +42,10 @@ struct MaxPoolBackward {
 }
 
 impl Backward for MaxPoolBackward {
+    fn name(&self) -> &'static str {
+        "max_pool"
+    }
+
     fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let mut dx = Tensor::zeros(&self.input_shape);
         max_pool_backward(dy.data(), &self.argmax, dx.data_mut());
@@ -71,6 +75,10 @@ struct GlobalAvgPoolBackward {
 }
 
 impl Backward for GlobalAvgPoolBackward {
+    fn name(&self) -> &'static str {
+        "global_avg_pool"
+    }
+
     fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let [n, h, w, c] = self.input_shape;
         let mut dx = Tensor::zeros(&self.input_shape);

@@ -15,6 +15,10 @@ pub fn relu(g: &mut Graph, x: Var) -> Var {
 struct ReluBackward;
 
 impl Backward for ReluBackward {
+    fn name(&self) -> &'static str {
+        "relu"
+    }
+
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let mut dx = Tensor::zeros(dy.shape());
         relu_backward(ctx.output.data(), dy.data(), dx.data_mut());

@@ -72,6 +72,10 @@ struct CrossEntropyBackward {
 }
 
 impl Backward for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "softmax_cross_entropy"
+    }
+
     fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let &[n, k] = self.probs.shape() else {
             unreachable!()

@@ -33,6 +33,10 @@ struct ZeroPadBackward {
 }
 
 impl Backward for ZeroPadBackward {
+    fn name(&self) -> &'static str {
+        "zero_pad"
+    }
+
     fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let mut dx = Tensor::zeros(&self.dims);
         let row = self.dims[2] * self.dims[3];
