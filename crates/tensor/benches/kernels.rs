@@ -8,7 +8,8 @@
 
 use std::time::{Duration, Instant};
 use tensor::conv::{conv2d_backward_input, conv2d_backward_kernel, conv2d_forward};
-use tensor::{sgemm, ConvGeometry, Padding, Trans};
+use tensor::gemm::sgemm_with;
+use tensor::{ConvGeometry, Kernel, Padding, Trans};
 
 /// Deterministic values in [-1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {
@@ -141,12 +142,16 @@ fn main() {
         let a = fill(n * n, 1);
         let b = fill(n * n, 2);
         let mut c = vec![0.0f32; n * n];
-        for (ta, tb) in [
-            (Trans::N, Trans::N),
-            (Trans::T, Trans::N),
-            (Trans::N, Trans::T),
-        ] {
-            let name = format!("gemm 2048^3 {ta:?}{tb:?}");
+        let cases = Kernel::available().into_iter().flat_map(|kernel| {
+            [
+                (Trans::N, Trans::N),
+                (Trans::T, Trans::N),
+                (Trans::N, Trans::T),
+            ]
+            .map(|(ta, tb)| (kernel, ta, tb))
+        });
+        for (kernel, ta, tb) in cases {
+            let name = format!("gemm 2048^3 {ta:?}{tb:?}, {}", kernel.name());
             if !wanted(&name) {
                 continue;
             }
@@ -155,7 +160,7 @@ fn main() {
                 .map(|pool| {
                     let s = pool.install(|| {
                         time(3, Duration::from_millis(1500), || {
-                            sgemm(n, n, n, 1.0, &a, ta, &b, tb, 0.0, &mut c)
+                            sgemm_with(kernel, n, n, n, 1.0, &a, ta, &b, tb, 0.0, &mut c)
                         })
                     });
                     format!("{:.1}", gflops(n * n * n, s))

@@ -13,17 +13,36 @@
 //! ```
 //!
 //! with `M = N*Ho*Wo` and `K = kh*kw*Cin`. A 1x1 stride-1 unpadded conv needs
-//! no im2col at all: the NHWC input *is* `cols`. Otherwise `cols` is built in
-//! tiles of rows so the scratch memory is bounded whatever the batch size.
+//! no im2col at all: the NHWC input *is* `cols`.
+//!
+//! Otherwise `cols` is built in tiles of rows, in per-thread scratch buffers
+//! that are reused across calls (no allocation per call once warm). When there
+//! are enough rows, each rayon task owns a tile end to end: it builds its
+//! im2col rows and runs a single-threaded GEMM on them while they are still in
+//! its core's cache (for the input gradient a task owns whole images, so its
+//! col2im writes touch no other task's pixels). With few rows (the late
+//! stages, M = 64) one shared tile is built in parallel and the GEMM itself is
+//! split across the threads.
+//!
+//! Kernel taps that read only padding for *every* output pixel (a 3x3 'same'
+//! conv on a 1x1 map uses only its centre tap) are trimmed away first: the
+//! result is identical and the GEMM is up to 9x smaller.
 
 use crate::error::{Result, TensorError};
-use crate::gemm::{sgemm, Trans};
-use crate::geometry::ConvGeometry;
+use crate::gemm::{sgemm, sgemm_serial, Trans};
+use crate::geometry::{ConvGeometry, Padding};
+use crate::scratch::{with_scratch, Slot};
 use rayon::prelude::*;
 
-/// Upper bound on the im2col scratch, in floats (4 MiB): big enough that each
-/// tile is a GEMM of useful size, small enough to stay near the caches.
+/// Upper bound on a shared im2col tile, in floats (4 MiB).
 const SCRATCH_FLOATS: usize = 1 << 20;
+
+/// Target im2col floats per task on the per-task path (1 MiB: one L2).
+const TASK_FLOATS: usize = 1 << 18;
+
+/// The per-task path needs at least this many rows per thread, so each task's
+/// GEMM is tall enough to amortise packing the kernel matrix.
+const MIN_TASK_ROWS: usize = 64;
 
 fn check_len(what: &str, got: usize, shape: [usize; 4]) -> Result<()> {
     let expected: usize = shape.iter().product();
@@ -38,40 +57,85 @@ fn check_len(what: &str, got: usize, shape: [usize; 4]) -> Result<()> {
     Ok(())
 }
 
-/// Rows of `cols` per tile for this geometry.
-fn tile_rows(g: &ConvGeometry) -> usize {
+/// Rows of `cols` per tile when one tile is shared by all threads.
+fn shared_tile_rows(g: &ConvGeometry) -> usize {
     (SCRATCH_FLOATS / g.gemm_k()).clamp(16, g.gemm_m().max(16))
 }
 
-/// Fills `cols` (`rows x K`) with the im2col rows `r0 .. r0 + rows`.
+/// Whether the per-task path pays off: enough rows per thread, and the GEMM's
+/// other operand (`n` columns, packed once per task) not much bigger than a
+/// task's share of rows.
+fn per_task(m: usize, n: usize, threads: usize) -> bool {
+    threads == 1 || m / threads >= MIN_TASK_ROWS.max(n / 2)
+}
+
+/// Number of per-task tiles for `m` rows of `k` floats: about [`TASK_FLOATS`]
+/// each, and a multiple of the thread count so the last wave is full.
+fn task_count(m: usize, k: usize, threads: usize) -> usize {
+    (m * k)
+        .div_ceil(TASK_FLOATS)
+        .max(1)
+        .next_multiple_of(threads)
+}
+
+/// Fills `cols` (`rows x K`) with the im2col rows `r0 .. r0 + rows`, on the
+/// calling thread.
 fn im2col(g: &ConvGeometry, x: &[f32], r0: usize, cols: &mut [f32]) {
-    let (ho, wo, k, cin) = (g.out_h(), g.out_w(), g.gemm_k(), g.in_c);
-    cols.par_chunks_mut(k).enumerate().for_each(|(i, row)| {
-        let r = r0 + i;
-        let (n, oy, ox) = (r / (ho * wo), (r / wo) % ho, r % wo);
-        for ky in 0..g.kernel_h {
-            let iy = (oy * g.stride + ky).wrapping_sub(g.padding.top);
-            for kx in 0..g.kernel_w {
-                let ix = (ox * g.stride + kx).wrapping_sub(g.padding.left);
-                let dst = &mut row[(ky * g.kernel_w + kx) * cin..][..cin];
-                // wrapping_sub turns "before the image" into a huge index.
-                if iy < g.in_h && ix < g.in_w {
-                    dst.copy_from_slice(&x[((n * g.in_h + iy) * g.in_w + ix) * cin..][..cin]);
-                } else {
-                    dst.fill(0.0);
-                }
-            }
+    let k = g.gemm_k();
+    for (i, row) in cols.chunks_exact_mut(k).enumerate() {
+        im2col_row(g, x, r0 + i, row);
+    }
+}
+
+/// [`im2col`] split across the rayon threads.
+fn im2col_par(g: &ConvGeometry, x: &[f32], r0: usize, cols: &mut [f32]) {
+    let k = g.gemm_k();
+    let min_rows = (4096 / k).max(1);
+    cols.par_chunks_mut(k)
+        .with_min_len(min_rows)
+        .enumerate()
+        .for_each(|(i, row)| im2col_row(g, x, r0 + i, row));
+}
+
+/// One im2col row: the `kh x kw x Cin` input values output pixel `r` reads.
+#[inline]
+fn im2col_row(g: &ConvGeometry, x: &[f32], r: usize, row: &mut [f32]) {
+    let (ho, wo, cin) = (g.out_h(), g.out_w(), g.in_c);
+    let (n, oy, ox) = (r / (ho * wo), (r / wo) % ho, r % wo);
+    for ky in 0..g.kernel_h {
+        // wrapping_sub turns "before the image" into a huge index.
+        let iy = (oy * g.stride + ky).wrapping_sub(g.padding.top);
+        let dst_row = &mut row[ky * g.kernel_w * cin..][..g.kernel_w * cin];
+        if iy >= g.in_h {
+            dst_row.fill(0.0);
+            continue;
         }
-    });
+        let ix0 = (ox * g.stride).wrapping_sub(g.padding.left);
+        let x_row = &x[(n * g.in_h + iy) * g.in_w * cin..][..g.in_w * cin];
+        // The taps kx whose ix = ix0 + kx lands inside the row are contiguous
+        // in both the input row and the im2col row: one copy.
+        let kx_lo = g.padding.left.saturating_sub(ox * g.stride).min(g.kernel_w);
+        let kx_hi = (g.in_w + g.padding.left)
+            .saturating_sub(ox * g.stride)
+            .clamp(kx_lo, g.kernel_w);
+        dst_row[..kx_lo * cin].fill(0.0);
+        if kx_hi > kx_lo {
+            let src0 = ix0.wrapping_add(kx_lo) * cin;
+            dst_row[kx_lo * cin..kx_hi * cin]
+                .copy_from_slice(&x_row[src0..src0 + (kx_hi - kx_lo) * cin]);
+        }
+        dst_row[kx_hi * cin..].fill(0.0);
+    }
 }
 
 /// Adds the im2col rows `r0 ..` held in `dcols` back onto the input pixels
-/// they were read from (the adjoint of [`im2col`]).
-fn col2im_add(g: &ConvGeometry, dcols: &[f32], r0: usize, dx: &mut [f32]) {
+/// they were read from (the adjoint of [`im2col`]), on the calling thread.
+/// `dx` holds the images from `n0` on.
+fn col2im_add(g: &ConvGeometry, dcols: &[f32], r0: usize, n0: usize, dx: &mut [f32]) {
     let (ho, wo, k, cin) = (g.out_h(), g.out_w(), g.gemm_k(), g.in_c);
     for (i, row) in dcols.chunks_exact(k).enumerate() {
         let r = r0 + i;
-        let (n, oy, ox) = (r / (ho * wo), (r / wo) % ho, r % wo);
+        let (n, oy, ox) = (r / (ho * wo) - n0, (r / wo) % ho, r % wo);
         for ky in 0..g.kernel_h {
             let iy = (oy * g.stride + ky).wrapping_sub(g.padding.top);
             if iy >= g.in_h {
@@ -90,6 +154,115 @@ fn col2im_add(g: &ConvGeometry, dcols: &[f32], r0: usize, dx: &mut [f32]) {
     }
 }
 
+/// [`col2im_add`] split across the rayon threads by input row: each task
+/// *gathers* into one row `(n, iy)` of `dx` every `dcols` row in
+/// `r0 .. r0 + rows` that read it, so no two tasks write the same pixel.
+fn col2im_add_par(g: &ConvGeometry, dcols: &[f32], r0: usize, dx: &mut [f32]) {
+    let (ho, wo, k, cin) = (g.out_h(), g.out_w(), g.gemm_k(), g.in_c);
+    let rows = dcols.len() / k;
+    let r1 = r0 + rows;
+    let (n_lo, n_hi) = (r0 / (ho * wo), (r1 - 1) / (ho * wo) + 1);
+    let row_len = g.in_w * cin;
+    let images = &mut dx[n_lo * g.in_h * row_len..n_hi * g.in_h * row_len];
+    images
+        .par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(j, dx_row)| {
+            let (n, iy) = (n_lo + j / g.in_h, j % g.in_h);
+            for ky in 0..g.kernel_h {
+                // oy * stride = iy + top - ky
+                let Some(t) = (iy + g.padding.top).checked_sub(ky) else {
+                    continue;
+                };
+                if t % g.stride != 0 || t / g.stride >= ho {
+                    continue;
+                }
+                let oy = t / g.stride;
+                for ox in 0..wo {
+                    let r = (n * ho + oy) * wo + ox;
+                    if r < r0 || r >= r1 {
+                        continue;
+                    }
+                    let row = &dcols[(r - r0) * k..][..k];
+                    for kx in 0..g.kernel_w {
+                        let ix = (ox * g.stride + kx).wrapping_sub(g.padding.left);
+                        if ix >= g.in_w {
+                            continue;
+                        }
+                        let src = &row[(ky * g.kernel_w + kx) * cin..][..cin];
+                        let dst = &mut dx_row[ix * cin..][..cin];
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    }
+                }
+            }
+        });
+}
+
+/// The sub-window of kernel taps that some output pixel reads real input
+/// with, as the equivalent smaller geometry and the tap offset `(ky0, kx0)`,
+/// or `None` when every tap is live (or trimming would need negative padding).
+fn trimmed(g: &ConvGeometry) -> Option<(ConvGeometry, usize, usize)> {
+    // Live taps of one axis: some output o has 0 <= o*s + t - pad < len.
+    let live = |len: usize, pad: usize, kernel: usize, out: usize| {
+        let is_live = |t: usize| {
+            (0..out).any(|o| (o * g.stride + t).checked_sub(pad).is_some_and(|i| i < len))
+        };
+        let lo = (0..kernel).find(|&t| is_live(t))?;
+        let hi = (0..kernel).rev().find(|&t| is_live(t))? + 1;
+        Some((lo, hi))
+    };
+    let (ky0, ky1) = live(g.in_h, g.padding.top, g.kernel_h, g.out_h())?;
+    let (kx0, kx1) = live(g.in_w, g.padding.left, g.kernel_w, g.out_w())?;
+    if (ky1 - ky0) * (kx1 - kx0) == g.kernel_h * g.kernel_w {
+        return None;
+    }
+    let padding = Padding {
+        top: g.padding.top.checked_sub(ky0)?,
+        bottom: g.padding.bottom.checked_sub(g.kernel_h - ky1)?,
+        left: g.padding.left.checked_sub(kx0)?,
+        right: g.padding.right.checked_sub(g.kernel_w - kx1)?,
+    };
+    let t = ConvGeometry {
+        kernel_h: ky1 - ky0,
+        kernel_w: kx1 - kx0,
+        padding,
+        ..*g
+    };
+    debug_assert_eq!(t.output_shape(), g.output_shape());
+    Some((t, ky0, kx0))
+}
+
+/// Copies the taps of trimmed geometry `t` (offset `ky0, kx0`) out of the
+/// full HWIO kernel `w` of `g` into `wt`.
+fn gather_taps(
+    g: &ConvGeometry,
+    t: &ConvGeometry,
+    (ky0, kx0): (usize, usize),
+    w: &[f32],
+    wt: &mut [f32],
+) {
+    let tap = g.in_c * g.out_c;
+    for ky in 0..t.kernel_h {
+        let full = &w[((ky0 + ky) * g.kernel_w + kx0) * tap..][..t.kernel_w * tap];
+        wt[ky * t.kernel_w * tap..][..t.kernel_w * tap].copy_from_slice(full);
+    }
+}
+
+/// The inverse of [`gather_taps`]: writes `wt` back into its taps of `w`.
+fn scatter_taps(
+    g: &ConvGeometry,
+    t: &ConvGeometry,
+    (ky0, kx0): (usize, usize),
+    wt: &[f32],
+    w: &mut [f32],
+) {
+    let tap = g.in_c * g.out_c;
+    for ky in 0..t.kernel_h {
+        w[((ky0 + ky) * g.kernel_w + kx0) * tap..][..t.kernel_w * tap]
+            .copy_from_slice(&wt[ky * t.kernel_w * tap..][..t.kernel_w * tap]);
+    }
+}
+
 /// Forward pass: `y = conv(x, w) + bias`, written into `y` (`[N, Ho, Wo, Cout]`).
 pub fn conv2d_forward(
     g: &ConvGeometry,
@@ -105,41 +278,97 @@ pub fn conv2d_forward(
     if let Some(b) = bias {
         check_len("conv2d bias", b.len(), [1, 1, 1, g.out_c])?;
     }
+    if let Some((t, ky0, kx0)) = trimmed(g) {
+        let len: usize = t.kernel_shape().iter().product();
+        return with_scratch(Slot::Side, len, |wt| {
+            gather_taps(g, &t, (ky0, kx0), w, wt);
+            forward_untrimmed(&t, x, wt, bias, y);
+            Ok(())
+        });
+    }
+    forward_untrimmed(g, x, w, bias, y);
+    Ok(())
+}
+
+fn forward_untrimmed(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
-    // Start from the bias (or zero) and accumulate the GEMM on top (beta = 1).
-    let beta = match bias {
+    let threads = rayon::current_num_threads();
+    if g.is_pointwise() {
+        // [M, Cin] x [Cin, Cout] -> [M, Cout]
+        let beta = match bias {
+            Some(b) => {
+                y.par_chunks_mut(co * (4096 / co).max(1)).for_each(|rows| {
+                    init_bias(Some(b), rows);
+                });
+                1.0
+            }
+            None => 0.0,
+        };
+        sgemm(m, co, k, 1.0, x, Trans::N, w, Trans::N, beta, y);
+    } else if per_task(m, co, threads) {
+        forward_per_task(g, x, w, bias, y, m.div_ceil(task_count(m, k, threads)));
+    } else {
+        forward_shared(g, x, w, bias, y, shared_tile_rows(g));
+    }
+}
+
+/// Sets every row of `y` to the bias and returns the GEMM's beta (1 with a
+/// bias to accumulate onto, 0 without).
+fn init_bias(bias: Option<&[f32]>, y: &mut [f32]) -> f32 {
+    match bias {
         Some(b) => {
-            y.par_chunks_mut(co).for_each(|row| row.copy_from_slice(b));
+            y.chunks_exact_mut(b.len())
+                .for_each(|row| row.copy_from_slice(b));
             1.0
         }
         None => 0.0,
-    };
-    if g.is_pointwise() {
-        // [M, Cin] x [Cin, Cout] -> [M, Cout]
-        sgemm(m, co, k, 1.0, x, Trans::N, w, Trans::N, beta, y);
-        return Ok(());
     }
-    let tile = tile_rows(g);
-    let mut cols = vec![0.0; tile.min(m) * k];
-    for r0 in (0..m).step_by(tile) {
-        let rows = tile.min(m - r0);
-        let cols = &mut cols[..rows * k];
-        im2col(g, x, r0, cols);
-        // [rows, K] x [K, Cout] -> [rows, Cout]
-        sgemm(
-            rows,
-            co,
-            k,
-            1.0,
-            cols,
-            Trans::N,
-            w,
-            Trans::N,
-            beta,
-            &mut y[r0 * co..(r0 + rows) * co],
-        );
-    }
-    Ok(())
+}
+
+/// Forward, one task per `rows` output pixels: im2col of its rows into the
+/// task thread's scratch, then a single-threaded GEMM.
+fn forward_per_task(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    rows: usize,
+) {
+    let (k, co) = (g.gemm_k(), g.out_c);
+    y.par_chunks_mut(rows * co).enumerate().for_each(|(i, y)| {
+        let (r0, nr) = (i * rows, y.len() / co);
+        with_scratch(Slot::Cols, nr * k, |cols| {
+            im2col(g, x, r0, cols);
+            let beta = init_bias(bias, y);
+            // [rows, K] x [K, Cout] -> [rows, Cout]
+            sgemm_serial(nr, co, k, 1.0, cols, Trans::N, w, Trans::N, beta, y);
+        });
+    });
+}
+
+/// Forward over shared tiles of `tile` rows: each built by all threads, then
+/// multiplied by the threaded GEMM.
+fn forward_shared(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    tile: usize,
+) {
+    let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
+    with_scratch(Slot::Cols, tile.min(m) * k, |cols| {
+        for r0 in (0..m).step_by(tile) {
+            let rows = tile.min(m - r0);
+            let cols = &mut cols[..rows * k];
+            im2col_par(g, x, r0, cols);
+            let y = &mut y[r0 * co..(r0 + rows) * co];
+            let beta = init_bias(bias, y);
+            // [rows, K] x [K, Cout] -> [rows, Cout]
+            sgemm(rows, co, k, 1.0, cols, Trans::N, w, Trans::N, beta, y);
+        }
+    });
 }
 
 /// Input gradient: `dx = conv^T(dy, w)`, overwriting `dx` (`[N, H, W, Cin]`).
@@ -153,34 +382,69 @@ pub fn conv2d_backward_input(
     check_len("conv2d output gradient", dy.len(), g.output_shape())?;
     check_len("conv2d kernel", w.len(), g.kernel_shape())?;
     check_len("conv2d input gradient", dx.len(), g.input_shape())?;
+    if let Some((t, ky0, kx0)) = trimmed(g) {
+        let len: usize = t.kernel_shape().iter().product();
+        return with_scratch(Slot::Side, len, |wt| {
+            gather_taps(g, &t, (ky0, kx0), w, wt);
+            backward_input_untrimmed(&t, dy, wt, dx);
+            Ok(())
+        });
+    }
+    backward_input_untrimmed(g, dy, w, dx);
+    Ok(())
+}
+
+fn backward_input_untrimmed(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
+    let threads = rayon::current_num_threads();
+    let per_image = g.out_h() * g.out_w();
     if g.is_pointwise() {
         // [M, Cout] x [Cout, Cin] -> [M, Cin]
         sgemm(m, k, co, 1.0, dy, Trans::N, w, Trans::T, 0.0, dx);
-        return Ok(());
+    } else if g.batch >= threads && per_image * k <= SCRATCH_FLOATS && per_task(m, k, threads) {
+        let tasks = task_count(m, k, threads).min(g.batch);
+        backward_input_per_task(g, dy, w, dx, g.batch.div_ceil(tasks));
+    } else {
+        backward_input_shared(g, dy, w, dx, shared_tile_rows(g));
     }
-    dx.fill(0.0);
-    let tile = tile_rows(g);
-    let mut dcols = vec![0.0; tile.min(m) * k];
-    for r0 in (0..m).step_by(tile) {
-        let rows = tile.min(m - r0);
-        let dcols = &mut dcols[..rows * k];
-        // [rows, Cout] x [Cout, K] -> [rows, K]
-        sgemm(
-            rows,
-            k,
-            co,
-            1.0,
-            &dy[r0 * co..(r0 + rows) * co],
-            Trans::N,
-            w,
-            Trans::T,
-            0.0,
-            dcols,
-        );
-        col2im_add(g, dcols, r0, dx);
-    }
-    Ok(())
+}
+
+/// Input gradient, one task per `images` whole images: GEMM of their rows
+/// into the task thread's scratch, then col2im into their own pixels.
+fn backward_input_per_task(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32], images: usize) {
+    let (k, co) = (g.gemm_k(), g.out_c);
+    let per_image = g.out_h() * g.out_w();
+    let image_len = g.in_h * g.in_w * g.in_c;
+    dx.par_chunks_mut(images * image_len)
+        .enumerate()
+        .for_each(|(i, dx)| {
+            let (n0, nr) = (i * images, dx.len() / image_len * per_image);
+            let r0 = n0 * per_image;
+            with_scratch(Slot::Cols, nr * k, |dcols| {
+                let dy = &dy[r0 * co..(r0 + nr) * co];
+                // [rows, Cout] x [Cout, K] -> [rows, K]
+                sgemm_serial(nr, k, co, 1.0, dy, Trans::N, w, Trans::T, 0.0, dcols);
+                dx.fill(0.0);
+                col2im_add(g, dcols, r0, n0, dx);
+            });
+        });
+}
+
+/// Input gradient over shared tiles of `tile` rows (any split, even inside an
+/// image): threaded GEMM, then a threaded gathering col2im.
+fn backward_input_shared(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32], tile: usize) {
+    let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
+    dx.par_chunks_mut(1 << 14).for_each(|d| d.fill(0.0));
+    with_scratch(Slot::Cols, tile.min(m) * k, |dcols| {
+        for r0 in (0..m).step_by(tile) {
+            let rows = tile.min(m - r0);
+            let dcols = &mut dcols[..rows * k];
+            // [rows, Cout] x [Cout, K] -> [rows, K]
+            let dy = &dy[r0 * co..(r0 + rows) * co];
+            sgemm(rows, k, co, 1.0, dy, Trans::N, w, Trans::T, 0.0, dcols);
+            col2im_add_par(g, dcols, r0, dx);
+        }
+    });
 }
 
 /// Kernel gradient: `dw = cols^T x dy`, written into `dw` (`[kh, kw, Cin, Cout]`),
@@ -196,35 +460,117 @@ pub fn conv2d_backward_kernel(
     check_len("conv2d input", x.len(), g.input_shape())?;
     check_len("conv2d output gradient", dy.len(), g.output_shape())?;
     check_len("conv2d kernel gradient", dw.len(), g.kernel_shape())?;
+    if let Some((t, ky0, kx0)) = trimmed(g) {
+        let len: usize = t.kernel_shape().iter().product();
+        return with_scratch(Slot::Side, len, |dwt| {
+            if accumulate {
+                gather_taps(g, &t, (ky0, kx0), dw, dwt);
+            } else {
+                // Dead taps get a zero gradient.
+                dw.fill(0.0);
+            }
+            backward_kernel_untrimmed(&t, x, dy, dwt, accumulate);
+            scatter_taps(g, &t, (ky0, kx0), dwt, dw);
+            Ok(())
+        });
+    }
+    backward_kernel_untrimmed(g, x, dy, dw, accumulate);
+    Ok(())
+}
+
+fn backward_kernel_untrimmed(
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    accumulate: bool,
+) {
     let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
-    let beta0 = if accumulate { 1.0 } else { 0.0 };
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    let threads = rayon::current_num_threads();
     if g.is_pointwise() {
         // [Cin, M] x [M, Cout] -> [Cin, Cout]
-        sgemm(k, co, m, 1.0, x, Trans::T, dy, Trans::N, beta0, dw);
-        return Ok(());
+        sgemm(k, co, m, 1.0, x, Trans::T, dy, Trans::N, beta, dw);
+    } else if threads > 1 && m / threads >= MIN_REDUCE_ROWS {
+        let tile = (TASK_FLOATS / k).max(16);
+        backward_kernel_per_task(g, x, dy, dw, beta, threads, tile);
+    } else {
+        backward_kernel_shared(g, x, dy, dw, beta, shared_tile_rows(g));
     }
-    let tile = tile_rows(g);
-    let mut cols = vec![0.0; tile.min(m) * k];
-    for (t, r0) in (0..m).step_by(tile).enumerate() {
-        let rows = tile.min(m - r0);
-        let cols = &mut cols[..rows * k];
-        im2col(g, x, r0, cols);
-        let beta = if t == 0 { beta0 } else { 1.0 };
-        // [K, rows] x [rows, Cout] -> [K, Cout]
-        sgemm(
-            k,
-            co,
-            rows,
-            1.0,
-            cols,
-            Trans::T,
-            &dy[r0 * co..(r0 + rows) * co],
-            Trans::N,
-            beta,
-            dw,
-        );
-    }
-    Ok(())
+}
+
+/// Below this many rows per thread the kernel gradient is one shared GEMM at
+/// a time rather than a sum of per-thread partial gradients.
+const MIN_REDUCE_ROWS: usize = 512;
+
+/// Kernel gradient as `tasks` partial sums over contiguous ranges of rows,
+/// each task working through its range in tiles of `tile` rows on its own
+/// thread; task 0 accumulates into `dw`, the others into scratch, added last.
+fn backward_kernel_per_task(
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    beta: f32,
+    tasks: usize,
+    tile: usize,
+) {
+    let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
+    let per = m.div_ceil(tasks);
+    let len = k * co;
+    with_scratch(Slot::Partial, (tasks - 1) * len, |partials| {
+        let first = std::iter::once(dw as &mut [f32]);
+        let targets: Vec<&mut [f32]> = first.chain(partials.chunks_exact_mut(len)).collect();
+        targets.into_par_iter().enumerate().for_each(|(t, out)| {
+            let (start, end) = ((t * per).min(m), ((t + 1) * per).min(m));
+            let mut beta = if t == 0 { beta } else { 0.0 };
+            if start == end && beta == 0.0 {
+                out.fill(0.0);
+            }
+            with_scratch(Slot::Cols, tile.min(per) * k, |cols| {
+                for r0 in (start..end).step_by(tile) {
+                    let rows = tile.min(end - r0);
+                    let cols = &mut cols[..rows * k];
+                    im2col(g, x, r0, cols);
+                    // [K, rows] x [rows, Cout] -> [K, Cout]
+                    let dy = &dy[r0 * co..(r0 + rows) * co];
+                    sgemm_serial(k, co, rows, 1.0, cols, Trans::T, dy, Trans::N, beta, out);
+                    beta = 1.0;
+                }
+            });
+        });
+        let partials = &*partials;
+        dw.par_chunks_mut(4096).enumerate().for_each(|(i, d)| {
+            for p in partials.chunks_exact(len) {
+                let p = &p[i * 4096..][..d.len()];
+                d.iter_mut().zip(p).for_each(|(d, p)| *d += p);
+            }
+        });
+    });
+}
+
+/// Kernel gradient over shared tiles of `tile` rows: each built by all
+/// threads, then multiplied by the threaded GEMM.
+fn backward_kernel_shared(
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    beta: f32,
+    tile: usize,
+) {
+    let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
+    with_scratch(Slot::Cols, tile.min(m) * k, |cols| {
+        for (t, r0) in (0..m).step_by(tile).enumerate() {
+            let rows = tile.min(m - r0);
+            let cols = &mut cols[..rows * k];
+            im2col_par(g, x, r0, cols);
+            let beta = if t == 0 { beta } else { 1.0 };
+            // [K, rows] x [rows, Cout] -> [K, Cout]
+            let dy = &dy[r0 * co..(r0 + rows) * co];
+            sgemm(k, co, rows, 1.0, cols, Trans::T, dy, Trans::N, beta, dw);
+        }
+    });
 }
 
 /// Bias gradient: the sum of `dy` over every output pixel, per channel.
@@ -241,4 +587,156 @@ pub fn conv2d_backward_bias(
         *d = if accumulate { *d + s } else { s };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every execution strategy, forced with tile sizes that split images and
+    //! leave partial last tiles, against the references. (The public entry
+    //! points pick one strategy per shape; tests/conv.rs covers those.)
+    use super::*;
+    use crate::reference;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32
+                    / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f32], k: usize) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            // Sums of k products of numbers in [-1, 1].
+            assert!(
+                (g - w).abs() <= 1e-5 * k as f32,
+                "{what}: element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_strategy_matches_reference() {
+        let geometries = [
+            (
+                3,
+                7,
+                5,
+                3,
+                3,
+                2,
+                Padding {
+                    top: 1,
+                    bottom: 0,
+                    left: 2,
+                    right: 1,
+                },
+            ),
+            (2, 9, 8, 7, 1, 1, Padding::uniform(1)),
+            (1, 6, 6, 4, 7, 2, Padding::uniform(3)),
+            (4, 5, 5, 2, 3, 1, Padding::ZERO),
+        ];
+        for (batch, h, w_, cin, kk, stride, padding) in geometries {
+            let g = ConvGeometry {
+                batch,
+                in_h: h,
+                in_w: w_,
+                in_c: cin,
+                kernel_h: kk,
+                kernel_w: kk,
+                out_c: 5,
+                stride,
+                padding,
+            };
+            let (m, k) = (g.gemm_m(), g.gemm_k());
+            let x = data(g.input_shape().iter().product(), 1);
+            let w = data(g.kernel_shape().iter().product(), 2);
+            let bias = data(g.out_c, 3);
+            let dy = data(g.output_shape().iter().product(), 4);
+            let want_y = reference::conv2d_forward(&g, &x, &w, Some(&bias));
+            let want_dx = reference::conv2d_backward_input(&g, &dy, &w);
+            let want_dw = reference::conv2d_backward_kernel(&g, &x, &dy);
+            for tile in [1, 7, 16, m.div_ceil(2), m] {
+                let mut y = vec![f32::NAN; dy.len()];
+                forward_per_task(&g, &x, &w, Some(&bias), &mut y, tile);
+                close(&format!("{g:?} fwd per-task {tile}"), &y, &want_y, k);
+                let mut y = vec![f32::NAN; dy.len()];
+                forward_shared(&g, &x, &w, Some(&bias), &mut y, tile);
+                close(&format!("{g:?} fwd shared {tile}"), &y, &want_y, k);
+
+                let mut dx = vec![f32::NAN; x.len()];
+                backward_input_shared(&g, &dy, &w, &mut dx, tile);
+                close(&format!("{g:?} dx shared {tile}"), &dx, &want_dx, k);
+
+                for tasks in [1, 2, 3] {
+                    let mut dw = vec![f32::NAN; w.len()];
+                    backward_kernel_per_task(&g, &x, &dy, &mut dw, 0.0, tasks, tile);
+                    close(
+                        &format!("{g:?} dw per-task {tasks} {tile}"),
+                        &dw,
+                        &want_dw,
+                        m,
+                    );
+                    let mut dw = vec![1.0; w.len()];
+                    backward_kernel_per_task(&g, &x, &dy, &mut dw, 1.0, tasks, tile);
+                    let want: Vec<f32> = want_dw.iter().map(|v| v + 1.0).collect();
+                    close(&format!("{g:?} dw+ per-task {tasks} {tile}"), &dw, &want, m);
+                }
+                let mut dw = vec![f32::NAN; w.len()];
+                backward_kernel_shared(&g, &x, &dy, &mut dw, 0.0, tile);
+                close(&format!("{g:?} dw shared {tile}"), &dw, &want_dw, m);
+            }
+            for images in [1, 2, batch] {
+                let mut dx = vec![f32::NAN; x.len()];
+                backward_input_per_task(&g, &dy, &w, &mut dx, images);
+                close(&format!("{g:?} dx per-task {images}"), &dx, &want_dx, k);
+            }
+        }
+    }
+
+    #[test]
+    fn trimming_keeps_only_live_taps() {
+        let g = ConvGeometry {
+            batch: 1,
+            in_h: 1,
+            in_w: 1,
+            in_c: 2,
+            kernel_h: 3,
+            kernel_w: 3,
+            out_c: 2,
+            stride: 1,
+            padding: Padding::uniform(1),
+        };
+        let (t, ky0, kx0) = trimmed(&g).unwrap();
+        assert!(t.is_pointwise());
+        assert_eq!((ky0, kx0), (1, 1));
+        // 2x2 'same': every tap is read by some output.
+        let g2 = ConvGeometry {
+            in_h: 2,
+            in_w: 2,
+            padding: Padding::same(2, 2, 3, 3, 1),
+            ..g
+        };
+        assert!(trimmed(&g2).is_none());
+        // A 7-tall kernel on a 2-row input padded 3/3: rows 2..=4 only.
+        let g3 = ConvGeometry {
+            in_h: 2,
+            kernel_h: 7,
+            kernel_w: 1,
+            padding: Padding {
+                top: 3,
+                bottom: 3,
+                left: 0,
+                right: 0,
+            },
+            ..g
+        };
+        let (t3, ky0, _) = trimmed(&g3).unwrap();
+        assert_eq!(
+            (t3.kernel_h, ky0, t3.padding.top, t3.padding.bottom),
+            (3, 2, 1, 1)
+        );
+    }
 }

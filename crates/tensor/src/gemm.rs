@@ -1,14 +1,21 @@
 //! General matrix multiply, the one place every convolution and dense layer
 //! ends up.
 //!
-//! `C = alpha * op(A) * op(B) + beta * C`, row-major and contiguous. The
-//! single-threaded block kernel is `matrixmultiply::sgemm` (its own threading
-//! feature stays off: we never nest a thread pool inside rayon). We split C
-//! across rayon's threads here, along M when there are enough rows and along
-//! N otherwise, so the small late-stage layers (M = 64 rows) still keep every
-//! core busy.
+//! `C = alpha * op(A) * op(B) + beta * C`, row-major and contiguous. Every
+//! product goes through one dispatch point, [`block`], which picks the
+//! single-threaded block kernel for this machine (currently
+//! `matrixmultiply::sgemm`, whose own threading feature stays off: we never
+//! nest a thread pool inside rayon). [`sgemm`] splits C across rayon's
+//! threads; [`sgemm_serial`] runs on the calling thread, for callers that
+//! are already one task among many.
+//!
+//! The split is along the longer of M and N, since splitting M makes every
+//! task pack all of B and splitting N makes every task pack all of A. The
+//! small late-stage layers (M = 64 rows, N up to 2048) therefore split along
+//! N and still keep every core busy.
 
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// Whether an operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,16 +24,109 @@ pub enum Trans {
     T,
 }
 
-/// The block kernel `sgemm` dispatches to on this machine.
+/// A single-threaded block kernel that [`block`] can dispatch to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `matrixmultiply::sgemm`: portable, picks its own SIMD at run time.
+    MatrixMultiply,
+    /// Our packed 6x16 AVX2+FMA kernel ([`crate::microkernel`]).
+    Avx2Fma,
+}
+
+impl Kernel {
+    /// Every kernel this CPU can run, the portable fallback first.
+    pub fn available() -> Vec<Kernel> {
+        let mut v = vec![Kernel::MatrixMultiply];
+        if Kernel::Avx2Fma.is_supported() {
+            v.push(Kernel::Avx2Fma);
+        }
+        v
+    }
+
+    pub fn is_supported(self) -> bool {
+        match self {
+            Kernel::MatrixMultiply => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2Fma => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::MatrixMultiply => "matrixmultiply",
+            Kernel::Avx2Fma => "avx2+fma 6x16",
+        }
+    }
+
+    /// The fastest supported kernel, unless `TENSOR_GEMM_KERNEL=matrixmultiply`
+    /// asks for the portable one. Decided once per process.
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let forced = std::env::var("TENSOR_GEMM_KERNEL").ok();
+            if forced.as_deref() == Some("matrixmultiply") || !Kernel::Avx2Fma.is_supported() {
+                Kernel::MatrixMultiply
+            } else {
+                Kernel::Avx2Fma
+            }
+        })
+    }
+}
+
+/// The name of the block kernel `sgemm` dispatches to on this machine.
 pub fn kernel_name() -> &'static str {
-    "matrixmultiply"
+    Kernel::best().name()
 }
 
 /// Below this many multiply-adds a GEMM runs on the calling thread: the cost of
 /// waking the pool outweighs the work.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
-/// `C = alpha * op(A) * op(B) + beta * C`.
+/// Pieces of a split dimension are multiples of this (a whole number of
+/// microkernel tiles).
+const ALIGN: usize = 16;
+
+/// Checks the operand lengths; returns the row and column strides of A and B
+/// as stored, or `None` when there is nothing to multiply.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    beta: f32,
+    c: &mut [f32],
+) -> Option<[isize; 4]> {
+    assert!(a.len() >= m * k, "sgemm: A holds {} < {m}x{k}", a.len());
+    assert!(b.len() >= k * n, "sgemm: B holds {} < {k}x{n}", b.len());
+    assert!(c.len() >= m * n, "sgemm: C holds {} < {m}x{n}", c.len());
+    if m == 0 || n == 0 {
+        return None;
+    }
+    if k == 0 {
+        scale_c(beta, &mut c[..m * n]);
+        return None;
+    }
+    let (rsa, csa) = match ta {
+        Trans::N => (k as isize, 1),
+        Trans::T => (1, m as isize),
+    };
+    let (rsb, csb) = match tb {
+        Trans::N => (n as isize, 1),
+        Trans::T => (1, k as isize),
+    };
+    Some([rsa, csa, rsb, csb])
+}
+
+/// `C = alpha * op(A) * op(B) + beta * C`, split across the rayon threads.
 ///
 /// `op(A)` is `m x k`: stored `m x k` for [`Trans::N`], `k x m` for [`Trans::T`].
 /// `op(B)` is `k x n`: stored `k x n` for [`Trans::N`], `n x k` for [`Trans::T`].
@@ -44,137 +144,103 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    assert!(a.len() >= m * k, "sgemm: A holds {} < {m}x{k}", a.len());
-    assert!(b.len() >= k * n, "sgemm: B holds {} < {k}x{n}", b.len());
-    assert!(c.len() >= m * n, "sgemm: C holds {} < {m}x{n}", c.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        scale_c(beta, &mut c[..m * n]);
-        return;
-    }
-    // Row and column strides of A and B as stored.
-    let (rsa, csa) = match ta {
-        Trans::N => (k as isize, 1),
-        Trans::T => (1, m as isize),
-    };
-    let (rsb, csb) = match tb {
-        Trans::N => (n as isize, 1),
-        Trans::T => (1, k as isize),
-    };
-    let threads = rayon::current_num_threads();
-    let c = &mut c[..m * n];
-    if threads == 1 || m * n * k < PARALLEL_MIN_MACS {
-        block(
-            m,
-            n,
-            k,
-            alpha,
-            a,
-            rsa,
-            csa,
-            b,
-            rsb,
-            csb,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-        );
-        return;
-    }
-    // Enough rows for every thread to get a multiple of the kernel's 8..16-row
-    // tile: split along M, each task owning whole rows of C.
-    if m >= 64 * threads {
-        let rows = (m.div_ceil(threads * 4)).next_multiple_of(16);
-        c.par_chunks_mut(rows * n)
-            .enumerate()
-            .for_each(|(i, c_rows)| {
-                let r0 = i * rows;
-                let mr = c_rows.len() / n;
-                // SAFETY: the offset row r0 of op(A) lies inside `a` (checked above).
-                let a_off = unsafe { a.as_ptr().offset(r0 as isize * rsa) };
-                unsafe {
-                    matrixmultiply::sgemm(
-                        mr,
-                        k,
-                        n,
-                        alpha,
-                        a_off,
-                        rsa,
-                        csa,
-                        b.as_ptr(),
-                        rsb,
-                        csb,
-                        beta,
-                        c_rows.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    );
-                }
-            });
-        return;
-    }
-    // Few rows (late stages, dense layers): split along N instead. Column
-    // blocks of C are interleaved in memory, so each task writes through a raw
-    // pointer to its own disjoint set of columns.
-    let cols = n.div_ceil(threads * 2).next_multiple_of(16).min(n);
-    let c_ptr = SendPtr(c.as_mut_ptr());
-    (0..n.div_ceil(cols)).into_par_iter().for_each(|j| {
-        let c0 = j * cols;
-        let nc = cols.min(n - c0);
-        let c_ptr = &c_ptr;
-        // SAFETY: tasks write disjoint column ranges [c0, c0+nc) of C, and the
-        // column offset of op(B) stays inside `b`.
-        unsafe {
-            let b_off = b.as_ptr().offset(c0 as isize * csb);
-            matrixmultiply::sgemm(
-                m,
-                k,
-                nc,
-                alpha,
-                a.as_ptr(),
-                rsa,
-                csa,
-                b_off,
-                rsb,
-                csb,
-                beta,
-                c_ptr.0.add(c0),
-                n as isize,
-                1,
-            );
-        }
-    });
+    sgemm_with(Kernel::best(), m, n, k, alpha, a, ta, b, tb, beta, c);
 }
 
-/// A raw pointer that may cross threads; used only for disjoint writes.
-struct SendPtr(*mut f32);
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
-
+/// [`sgemm`] with an explicit block kernel (tests and benchmarks compare
+/// them). Panics if the CPU does not support `kernel`.
 #[allow(clippy::too_many_arguments)]
-fn block(
+pub fn sgemm_with(
+    kernel: Kernel,
     m: usize,
     n: usize,
     k: usize,
     alpha: f32,
     a: &[f32],
-    rsa: isize,
-    csa: isize,
+    ta: Trans,
     b: &[f32],
-    rsb: isize,
-    csb: isize,
+    tb: Trans,
     beta: f32,
-    c: *mut f32,
-    rsc: isize,
+    c: &mut [f32],
 ) {
-    // SAFETY: the caller checked that A, B and C hold the full operands.
+    assert!(
+        kernel.is_supported(),
+        "sgemm: {kernel:?} is not supported by this CPU"
+    );
+    let Some([rsa, csa, rsb, csb]) = prepare(m, n, k, a, ta, b, tb, beta, c) else {
+        return;
+    };
+    let threads = rayon::current_num_threads();
+    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    if threads == 1 || m * n * k < PARALLEL_MIN_MACS {
+        // SAFETY: `prepare` checked that A, B and C hold the full operands.
+        unsafe {
+            block(
+                kernel, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, n as isize,
+            )
+        };
+        return;
+    }
+    let split_m = m >= n;
+    let len = if split_m { m } else { n };
+    // Two pieces per thread lets a core that was slowed down (the machine is
+    // shared) hand work over, as long as pieces stay a useful size.
+    let pieces = if len / (2 * threads) >= 64 {
+        2 * threads
+    } else {
+        threads
+    };
+    let piece = len.div_ceil(pieces).next_multiple_of(ALIGN).min(len);
+    let (a, b, c) = (SendPtr(a as *mut f32), SendPtr(b as *mut f32), SendPtr(c));
+    (0..len.div_ceil(piece)).into_par_iter().for_each(|p| {
+        let (a, b, c) = (&a, &b, &c);
+        let start = p * piece;
+        let size = piece.min(len - start);
+        // SAFETY: each task reads inside A and B (checked by `prepare`) and
+        // writes its own rows (split_m) or columns of C, disjoint from
+        // every other task's.
+        unsafe {
+            if split_m {
+                let a = a.0.offset(start as isize * rsa);
+                let c = c.0.add(start * n);
+                block(
+                    kernel, size, n, k, alpha, a, rsa, csa, b.0, rsb, csb, beta, c, n as isize,
+                );
+            } else {
+                let b = b.0.offset(start as isize * csb);
+                let c = c.0.add(start);
+                block(
+                    kernel, m, size, k, alpha, a.0, rsa, csa, b, rsb, csb, beta, c, n as isize,
+                );
+            }
+        }
+    });
+}
+
+/// [`sgemm`] on the calling thread only.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_serial(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    beta: f32,
+    c: &mut [f32],
+) {
+    let Some([rsa, csa, rsb, csb]) = prepare(m, n, k, a, ta, b, tb, beta, c) else {
+        return;
+    };
+    // SAFETY: `prepare` checked that A, B and C hold the full operands.
     unsafe {
-        matrixmultiply::sgemm(
+        block(
+            Kernel::best(),
             m,
-            k,
             n,
+            k,
             alpha,
             a.as_ptr(),
             rsa,
@@ -183,10 +249,49 @@ fn block(
             rsb,
             csb,
             beta,
-            c,
-            rsc,
-            1,
-        );
+            c.as_mut_ptr(),
+            n as isize,
+        )
+    };
+}
+
+/// A raw pointer that may cross threads; used only for disjoint writes.
+struct SendPtr(*mut f32);
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// The single dispatch point: one single-threaded block product
+/// `C = alpha * A * B + beta * C` with arbitrary strides (C's columns unit).
+///
+/// # Safety
+/// `kernel` must be supported by the CPU; A (`m x k`), B (`k x n`) and C
+/// (`m x n`, row stride `rsc`) must be valid for the given strides, and C
+/// must not be accessed by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Fma => unsafe {
+            crate::microkernel::sgemm(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc)
+        },
+        _ => unsafe {
+            matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, 1)
+        },
     }
 }
 

@@ -10,11 +10,15 @@ pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod geometry;
+mod microkernel;
 pub mod pool;
 pub mod reference;
+mod scratch;
 pub mod tensor;
+pub mod threads;
 
 pub use error::{Result, TensorError};
-pub use gemm::{sgemm, Trans};
+pub use gemm::{sgemm, sgemm_serial, Kernel, Trans};
 pub use geometry::{ConvGeometry, Padding, PoolGeometry};
 pub use tensor::Tensor;
+pub use threads::{num_threads, set_num_threads};

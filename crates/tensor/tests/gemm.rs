@@ -1,12 +1,16 @@
-//! `sgemm` against the naive f64 reference: all four transposes, alpha and
-//! beta (including beta = 0 over a NaN-filled C), k = 0, and sizes that take
-//! the serial path and both threaded splits. Tolerance: see `common::SUM_RTOL`.
+//! `sgemm` against the naive f64 reference, with every block kernel this CPU
+//! supports (`Kernel::available()`: the portable matrixmultiply one and, where
+//! detected, our AVX2+FMA kernel): all four transposes, alpha and beta
+//! (including beta = 0 over a NaN-filled C), k = 0, sizes that take the serial
+//! path and both threaded splits, and sizes across the kernel's blocking
+//! (edge tiles, several k blocks). Tolerance: see `common::SUM_RTOL`.
 
 mod common;
 
 use common::{abs, assert_close, data, SUM_RTOL};
 use proptest::prelude::*;
-use tensor::{reference, sgemm, Trans};
+use tensor::gemm::sgemm_with;
+use tensor::{reference, sgemm, sgemm_serial, Kernel, Trans};
 
 fn trans() -> impl Strategy<Value = Trans> {
     prop_oneof![Just(Trans::N), Just(Trans::T)]
@@ -22,8 +26,6 @@ fn check(m: usize, n: usize, k: usize, ta: Trans, tb: Trans, alpha: f32, beta: f
     } else {
         data(m * n, seed + 2)
     };
-    let mut c = c0.clone();
-    sgemm(m, n, k, alpha, &a, ta, &b, tb, beta, &mut c);
     let mut want = c0.clone();
     reference::gemm(m, n, k, alpha, &a, ta, &b, tb, beta, &mut want);
     // Bound: |alpha| * |A||B| + |beta * C|.
@@ -40,13 +42,24 @@ fn check(m: usize, n: usize, k: usize, ta: Trans, tb: Trans, alpha: f32, beta: f
         beta.abs(),
         &mut bound,
     );
-    assert_close(
-        &format!("sgemm {m}x{n}x{k} {ta:?}{tb:?} alpha {alpha} beta {beta}"),
-        &c,
-        &want,
-        &bound,
-        SUM_RTOL,
-    );
+    let what = format!("{m}x{n}x{k} {ta:?}{tb:?} alpha {alpha} beta {beta}");
+    for kernel in Kernel::available() {
+        let mut c = c0.clone();
+        sgemm_with(kernel, m, n, k, alpha, &a, ta, &b, tb, beta, &mut c);
+        assert_close(
+            &format!("sgemm_with({kernel:?}) {what}"),
+            &c,
+            &want,
+            &bound,
+            SUM_RTOL,
+        );
+    }
+    let mut c = c0.clone();
+    sgemm(m, n, k, alpha, &a, ta, &b, tb, beta, &mut c);
+    assert_close(&format!("sgemm {what}"), &c, &want, &bound, SUM_RTOL);
+    let mut c = c0.clone();
+    sgemm_serial(m, n, k, alpha, &a, ta, &b, tb, beta, &mut c);
+    assert_close(&format!("sgemm_serial {what}"), &c, &want, &bound, SUM_RTOL);
 }
 
 proptest! {
@@ -98,6 +111,17 @@ fn late_layer_shapes_match_reference() {
             for tb in [Trans::N, Trans::T] {
                 check(m, n, k, ta, tb, 1.0, 0.0, 11);
             }
+        }
+    }
+}
+
+/// Shapes that cross the AVX2 kernel's blocking: more than one k block
+/// (KC = 256), m and n blocks (MC = 144, NC = 3072) with ragged edges.
+#[test]
+fn blocking_edges_match_reference() {
+    for &(m, n, k) in &[(7, 17, 257), (145, 33, 600), (150, 3075, 5), (1, 1, 513)] {
+        for (ta, tb) in [(Trans::N, Trans::N), (Trans::T, Trans::T)] {
+            check(m, n, k, ta, tb, -0.5, 0.5, 13);
         }
     }
 }

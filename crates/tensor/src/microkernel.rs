@@ -1,0 +1,218 @@
+//! Our own packed single-precision GEMM for x86-64 with AVX2 and FMA, in the
+//! BLIS style: C is computed in 6x16 register tiles (12 ymm accumulators)
+//! from A packed into 6-row panels and B packed into 16-column panels, with
+//! the operands blocked so a B micro-panel stays in L1, the packed A block in
+//! L2 and the packed B block in L3.
+//!
+//! Only used after runtime detection of AVX2 and FMA (see `gemm::Kernel`);
+//! everything here is single-threaded (the callers split C across threads).
+
+#![cfg(target_arch = "x86_64")]
+
+use crate::scratch::{with_scratch, Slot};
+use std::arch::x86_64::*;
+
+/// Rows of a register tile.
+pub(crate) const MR: usize = 6;
+/// Columns of a register tile (two ymm registers).
+pub(crate) const NR: usize = 16;
+/// Depth of one packed block: a 16-column B micro-panel is `KC * 64` bytes =
+/// 16 KiB, half of L1d.
+const KC: usize = 256;
+/// Rows of one packed A block: `MC * KC * 4` bytes = 144 KiB of the 1 MiB L2.
+const MC: usize = 144;
+/// Columns of one packed B block: `KC * NC * 4` bytes = 3 MiB of L3.
+const NC: usize = 3072;
+
+/// `C = alpha * A * B + beta * C` for strided A (`m x k`) and B (`k x n`)
+/// and C with unit column stride.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; the operands must be valid for their
+/// strides, and nobody else may access C meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+) {
+    let mc_max = MC.min(m.next_multiple_of(MR));
+    let nc_max = NC.min(n.next_multiple_of(NR));
+    let kc_max = KC.min(k);
+    // One scratch buffer holds both packed blocks (plus slack to align each
+    // to 64 bytes).
+    let a_len = mc_max * kc_max + 16;
+    let b_len = nc_max * kc_max + 16;
+    with_scratch(Slot::Pack, a_len + b_len, |buf| {
+        let (abuf, bbuf) = buf.split_at_mut(a_len);
+        let apack = align64(abuf);
+        let bpack = align64(bbuf);
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                // The first block of the k loop applies beta; later ones add.
+                let beta = if pc == 0 { beta } else { 1.0 };
+                unsafe {
+                    pack_b(
+                        kc,
+                        nc,
+                        b.offset(pc as isize * rsb + jc as isize * csb),
+                        rsb,
+                        csb,
+                        bpack,
+                    );
+                }
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    unsafe {
+                        pack_a(
+                            mc,
+                            kc,
+                            a.offset(ic as isize * rsa + pc as isize * csa),
+                            rsa,
+                            csa,
+                            apack,
+                        );
+                        for jr in (0..nc).step_by(NR) {
+                            let nr = NR.min(nc - jr);
+                            let bp = bpack.as_ptr().add(jr * kc);
+                            for ir in (0..mc).step_by(MR) {
+                                let mr = MR.min(mc - ir);
+                                let ap = apack.as_ptr().add(ir * kc);
+                                let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
+                                kernel_6x16(kc, ap, bp, cp, rsc, alpha, beta, mr, nr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The 64-byte-aligned tail of `buf` (which has 16 floats of slack).
+fn align64(buf: &mut [f32]) -> &mut [f32] {
+    let off = buf.as_ptr().align_offset(64).min(16);
+    &mut buf[off..]
+}
+
+/// Packs the `mc x kc` block of A into `MR`-row panels, each stored k-major
+/// (`MR` values per k), the last panel padded with zeros.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, out: &mut [f32]) {
+    for (p, ir) in (0..mc).step_by(MR).enumerate() {
+        let mr = MR.min(mc - ir);
+        let panel = &mut out[p * MR * kc..][..MR * kc];
+        for kk in 0..kc {
+            let dst = &mut panel[kk * MR..][..MR];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = if i < mr {
+                    unsafe { *a.offset((ir + i) as isize * rsa + kk as isize * csa) }
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// Packs the `kc x nc` block of B into `NR`-column panels, each stored
+/// k-major (`NR` values per k), the last panel padded with zeros.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, out: &mut [f32]) {
+    for (p, jr) in (0..nc).step_by(NR).enumerate() {
+        let nr = NR.min(nc - jr);
+        let panel = &mut out[p * NR * kc..][..NR * kc];
+        if csb == 1 && nr == NR {
+            // Rows of B are contiguous: copy 16 at a time.
+            for kk in 0..kc {
+                unsafe {
+                    let src = b.offset(kk as isize * rsb + jr as isize);
+                    let dst = panel.as_mut_ptr().add(kk * NR);
+                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+                    _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(8)));
+                }
+            }
+            continue;
+        }
+        for kk in 0..kc {
+            let dst = &mut panel[kk * NR..][..NR];
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = if j < nr {
+                    unsafe { *b.offset(kk as isize * rsb + (jr + j) as isize * csb) }
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// One 6x16 tile: `C[..mr, ..nr] = alpha * Ap * Bp + beta * C` over depth `kc`.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_6x16(
+    kc: usize,
+    mut a: *const f32,
+    mut b: *const f32,
+    c: *mut f32,
+    rsc: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    unsafe {
+        for _ in 0..kc {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*a.add(i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        let va = _mm256_set1_ps(alpha);
+        if mr == MR && nr == NR {
+            for (i, row) in acc.iter().enumerate() {
+                let cp = c.offset(i as isize * rsc);
+                let (mut r0, mut r1) = (_mm256_mul_ps(row[0], va), _mm256_mul_ps(row[1], va));
+                if beta != 0.0 {
+                    let vb = _mm256_set1_ps(beta);
+                    r0 = _mm256_fmadd_ps(_mm256_loadu_ps(cp), vb, r0);
+                    r1 = _mm256_fmadd_ps(_mm256_loadu_ps(cp.add(8)), vb, r1);
+                }
+                _mm256_storeu_ps(cp, r0);
+                _mm256_storeu_ps(cp.add(8), r1);
+            }
+            return;
+        }
+        // Edge tile: spill and write the valid part.
+        let mut tile = [[0.0f32; NR]; MR];
+        for (t, row) in tile.iter_mut().zip(&acc) {
+            _mm256_storeu_ps(t.as_mut_ptr(), row[0]);
+            _mm256_storeu_ps(t.as_mut_ptr().add(8), row[1]);
+        }
+        for (i, t) in tile.iter().enumerate().take(mr) {
+            let cp = c.offset(i as isize * rsc);
+            for (j, &v) in t.iter().enumerate().take(nr) {
+                let old = if beta == 0.0 { 0.0 } else { beta * *cp.add(j) };
+                *cp.add(j) = alpha * v + old;
+            }
+        }
+    }
+}
