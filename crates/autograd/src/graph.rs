@@ -241,6 +241,17 @@ impl<'p> Graph<'p> {
     ) -> Var {
         let requires_grad =
             self.mode.record && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
+        if let Some(p) = &mut self.profile {
+            let now = std::time::Instant::now();
+            p.ops.push(OpTiming {
+                name: backward.name(),
+                node: self.nodes.len(),
+                forward: now - p.last_push.unwrap_or(now),
+                backward: std::time::Duration::ZERO,
+                forward_flops: backward.forward_flops(),
+            });
+            p.last_push = Some(now);
+        }
         self.nodes.push(Node {
             value: Some(value),
             param: None,
