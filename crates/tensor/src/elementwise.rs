@@ -3,17 +3,112 @@
 //!
 //! Each kernel runs on the calling thread for small inputs and splits into
 //! rayon chunks above [`PARALLEL_MIN`] elements. The inner loops are plain
-//! slice zips, which the compiler turns into SIMD without bounds checks.
+//! slice zips, which the compiler turns into SIMD without bounds checks; each
+//! is built for both the baseline x86-64 target (SSE2, 4 lanes) and AVX2 (8
+//! lanes), picked at run time (see `multiversion!`).
 //! Per-channel reductions accumulate in f32 over short runs of rows and add
 //! the runs in f64, so a sum over 16,384 rows keeps f32's full precision.
 
 use rayon::prelude::*;
+
+/// Defines `fn $name(args)` whose body is compiled twice, for the baseline
+/// target (SSE2 on x86-64) and with AVX2 enabled, and picks the AVX2 build at
+/// run time when the CPU has it. The body must be plain arithmetic: Rust
+/// never fuses `a * b + c` into an FMA, so both builds give identical bits.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
 
 /// Below this many elements a kernel stays on the calling thread.
 pub const PARALLEL_MIN: usize = 1 << 15;
 
 /// Elements per parallel task (a multiple of every SIMD width).
 const CHUNK: usize = 1 << 14;
+
+multiversion! {
+    fn add_kernel(d: &mut [f32], s: &[f32]) {
+        d.iter_mut().zip(s).for_each(|(d, s)| *d += s)
+    }
+}
+
+multiversion! {
+    fn scale_kernel(x: &mut [f32], s: f32) {
+        x.iter_mut().for_each(|v| *v *= s)
+    }
+}
+
+multiversion! {
+    fn relu_kernel(y: &mut [f32], x: &[f32]) {
+        // `if x > 0 { x } else { 0 }` maps NaN to 0 like `max` but compiles to
+        // one compare-and-mask, with no NaN special case.
+        y.iter_mut()
+            .zip(x)
+            .for_each(|(y, &x)| *y = if x > 0.0 { x } else { 0.0 })
+    }
+}
+
+multiversion! {
+    fn relu_backward_kernel(dx: &mut [f32], y: &[f32], dy: &[f32]) {
+        for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+            *d = if y > 0.0 { g } else { 0.0 };
+        }
+    }
+}
+
+multiversion! {
+    fn affine_kernel(y: &mut [f32], x: &[f32], scale: &[f32], shift: &[f32]) {
+        let c = scale.len();
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for (((y, &x), &a), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                *y = x * a + b;
+            }
+        }
+    }
+}
+
+/// The per-channel reductions: what each row contributes.
+#[derive(Clone, Copy)]
+enum Reduce {
+    Sum,
+    SumSq,
+    Dot,
+}
+
+multiversion! {
+    /// Adds each row of `a` (and `b`) into `run` according to `op`.
+    fn reduce_kernel(run: &mut [f32], a: &[f32], b: &[f32], op: Reduce) {
+        let c = run.len();
+        for (ra, rb) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
+            match op {
+                Reduce::Sum => run.iter_mut().zip(ra).for_each(|(s, &x)| *s += x),
+                Reduce::SumSq => run.iter_mut().zip(ra).for_each(|(s, &x)| *s += x * x),
+                Reduce::Dot => run
+                    .iter_mut()
+                    .zip(ra)
+                    .zip(rb)
+                    .for_each(|((s, &x), &y)| *s += x * y),
+            }
+        }
+    }
+}
 
 /// Applies `f` to matching chunks of `out` and `a`, in parallel when large.
 fn zip_map(out: &mut [f32], a: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
@@ -30,32 +125,38 @@ fn zip_map(out: &mut [f32], a: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
 /// `out = a + b`.
 pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
     assert_eq!(a.len(), b.len(), "add: length mismatch");
-    out.copy_from_slice(a);
-    add_assign(out, b);
+    assert_eq!(a.len(), out.len(), "add: length mismatch");
+    if out.len() < PARALLEL_MIN {
+        out.copy_from_slice(a);
+        add_kernel(out, b);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|((o, a), b)| {
+                o.copy_from_slice(a);
+                add_kernel(o, b);
+            });
+    }
 }
 
 /// `dst += src`: gradient accumulation and residual sums.
 pub fn add_assign(dst: &mut [f32], src: &[f32]) {
-    zip_map(dst, src, |d, s| {
-        d.iter_mut().zip(s).for_each(|(d, s)| *d += s)
-    });
+    zip_map(dst, src, add_kernel);
 }
 
 /// `x *= s`.
 pub fn scale(x: &mut [f32], s: f32) {
     if x.len() < PARALLEL_MIN {
-        x.iter_mut().for_each(|v| *v *= s);
+        scale_kernel(x, s);
     } else {
-        x.par_chunks_mut(CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|v| *v *= s));
+        x.par_chunks_mut(CHUNK).for_each(|c| scale_kernel(c, s));
     }
 }
 
 /// `y = max(x, 0)`.
 pub fn relu(x: &[f32], y: &mut [f32]) {
-    zip_map(y, x, |y, x| {
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x.max(0.0))
-    });
+    zip_map(y, x, relu_kernel);
 }
 
 /// `dx = dy * [y > 0]`, from the ReLU's *output* `y` (positive exactly where
@@ -65,29 +166,19 @@ pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
         y.len() == dy.len() && y.len() == dx.len(),
         "relu_backward: length mismatch"
     );
-    let kernel = |dx: &mut [f32], y: &[f32], dy: &[f32]| {
-        for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
-            *d = if y > 0.0 { g } else { 0.0 };
-        }
-    };
     if dx.len() < PARALLEL_MIN {
-        kernel(dx, y, dy);
+        relu_backward_kernel(dx, y, dy);
     } else {
         dx.par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK))
             .zip(dy.par_chunks(CHUNK))
-            .for_each(|((dx, y), dy)| kernel(dx, y, dy));
+            .for_each(|((dx, y), dy)| relu_backward_kernel(dx, y, dy));
     }
 }
 
-/// Per-channel reduction of `f(a, b)` over the rows of `[rows, channels]`
-/// matrices `a` and `b`.
-fn channel_reduce(
-    a: &[f32],
-    b: &[f32],
-    channels: usize,
-    f: impl Fn(f32, f32) -> f32 + Sync,
-) -> Vec<f32> {
+/// Per-channel reduction over the rows of `[rows, channels]` matrices `a`
+/// and `b`.
+fn channel_reduce(a: &[f32], b: &[f32], channels: usize, op: Reduce) -> Vec<f32> {
     assert_eq!(a.len(), b.len(), "channel reduction: length mismatch");
     assert!(
         channels > 0 && a.len().is_multiple_of(channels),
@@ -97,15 +188,17 @@ fn channel_reduce(
     // Rows per run summed in f32 before being added in f64.
     const RUN: usize = 64;
     let run_len = RUN * channels;
-    let partial = |(a, b): (&[f32], &[f32])| {
-        let mut run = vec![0.0f32; channels];
-        for (ra, rb) in a.chunks_exact(channels).zip(b.chunks_exact(channels)) {
-            for ((s, &x), &y) in run.iter_mut().zip(ra).zip(rb) {
-                *s += f(x, y);
-            }
-        }
-        run.into_iter().map(f64::from).collect::<Vec<f64>>()
+    // One f32 run buffer and one f64 total per task, not per run.
+    let fold = |(mut run, mut total): (Vec<f32>, Vec<f64>), (a, b): (&[f32], &[f32])| {
+        run.fill(0.0);
+        reduce_kernel(&mut run, a, b, op);
+        total
+            .iter_mut()
+            .zip(&run)
+            .for_each(|(t, &r)| *t += r as f64);
+        (run, total)
     };
+    let init = || (vec![0.0f32; channels], vec![0.0f64; channels]);
     let add = |mut s: Vec<f64>, t: Vec<f64>| {
         s.iter_mut().zip(t).for_each(|(s, t)| *s += t);
         s
@@ -113,12 +206,13 @@ fn channel_reduce(
     let sums = if a.len() < PARALLEL_MIN {
         a.chunks(run_len)
             .zip(b.chunks(run_len))
-            .map(partial)
-            .fold(vec![0.0; channels], add)
+            .fold(init(), fold)
+            .1
     } else {
         a.par_chunks(run_len)
             .zip(b.par_chunks(run_len))
-            .map(partial)
+            .fold(init, fold)
+            .map(|(_, total)| total)
             .reduce(|| vec![0.0; channels], add)
     };
     sums.into_iter().map(|s| s as f32).collect()
@@ -126,17 +220,17 @@ fn channel_reduce(
 
 /// `s[c] = sum over rows of v[row, c]`.
 pub fn channel_sum(v: &[f32], channels: usize) -> Vec<f32> {
-    channel_reduce(v, v, channels, |x, _| x)
+    channel_reduce(v, v, channels, Reduce::Sum)
 }
 
 /// `s[c] = sum over rows of v[row, c]^2`.
 pub fn channel_sum_sq(v: &[f32], channels: usize) -> Vec<f32> {
-    channel_reduce(v, v, channels, |x, _| x * x)
+    channel_reduce(v, v, channels, Reduce::SumSq)
 }
 
 /// `s[c] = sum over rows of a[row, c] * b[row, c]`.
 pub fn channel_dot(a: &[f32], b: &[f32], channels: usize) -> Vec<f32> {
-    channel_reduce(a, b, channels, |x, y| x * y)
+    channel_reduce(a, b, channels, Reduce::Dot)
 }
 
 /// `y[row, c] = x[row, c] * scale[c] + shift[c]`.
@@ -152,20 +246,13 @@ pub fn channel_affine(x: &[f32], scale: &[f32], shift: &[f32], y: &mut [f32]) {
         "channel_affine: {} values are not rows of {c}",
         x.len()
     );
-    let rows_per_task = (CHUNK / c).max(1) * c;
-    let kernel = |y: &mut [f32], x: &[f32]| {
-        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-            for (((y, &x), &a), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-                *y = x * a + b;
-            }
-        }
-    };
     assert_eq!(x.len(), y.len(), "channel_affine: length mismatch");
+    let rows_per_task = (CHUNK / c).max(1) * c;
     if x.len() < PARALLEL_MIN {
-        kernel(y, x);
+        affine_kernel(y, x, scale, shift);
     } else {
         y.par_chunks_mut(rows_per_task)
             .zip(x.par_chunks(rows_per_task))
-            .for_each(|(y, x)| kernel(y, x));
+            .for_each(|(y, x)| affine_kernel(y, x, scale, shift));
     }
 }

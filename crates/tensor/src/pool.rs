@@ -83,6 +83,45 @@ pub fn max_pool_backward(dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
     }
 }
 
+/// [`max_pool_backward`] split across the rayon threads by image (an output
+/// of image `n` only ever routes to a pixel of image `n`). Same result, bit
+/// for bit: each pixel still sums its gradients in output order.
+pub fn max_pool_backward_batched(
+    g: &PoolGeometry,
+    dy: &[f32],
+    argmax: &[u32],
+    dx: &mut [f32],
+) -> Result<()> {
+    let in_len: usize = g.input_shape().iter().product();
+    let out_len: usize = g.output_shape().iter().product();
+    if dy.len() != out_len || argmax.len() != out_len || dx.len() != in_len {
+        return Err(TensorError::Geometry(format!(
+            "max pool backward {:?} -> {:?}: got dy {} / argmax {} / dx {} elements",
+            g.input_shape(),
+            g.output_shape(),
+            dy.len(),
+            argmax.len(),
+            dx.len()
+        )));
+    }
+    if in_len == 0 || out_len == 0 {
+        dx.fill(0.0);
+        return Ok(());
+    }
+    let (image_in, image_out) = (in_len / g.batch, out_len / g.batch);
+    dx.par_chunks_mut(image_in)
+        .zip(dy.par_chunks(image_out).zip(argmax.par_chunks(image_out)))
+        .enumerate()
+        .for_each(|(n, (dx, (dy, arg)))| {
+            dx.fill(0.0);
+            let base = n * image_in;
+            for (&g, &i) in dy.iter().zip(arg) {
+                dx[i as usize - base] += g;
+            }
+        });
+    Ok(())
+}
+
 /// Global average pool: `[N, H*W, C] -> [N, C]`.
 pub fn global_avg_pool_forward(x: &[f32], batch: usize, hw: usize, c: usize, y: &mut [f32]) {
     assert_eq!(x.len(), batch * hw * c, "global_avg_pool: input length");

@@ -8,7 +8,8 @@ mod common;
 use common::{abs, assert_close, coarse, data};
 use proptest::prelude::*;
 use tensor::pool::{
-    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward,
+    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward,
+    max_pool_backward_batched, max_pool_forward,
 };
 use tensor::{reference, Padding, PoolGeometry};
 
@@ -65,6 +66,11 @@ proptest! {
         let want = reference::max_pool_backward(&dy, &arg, in_len);
         let bound = reference::max_pool_backward(&abs(&dy), &arg, in_len);
         assert_close("max pool backward", &dx, &want, &bound, 1e-6);
+        // The per-image parallel version sums in the same order: identical.
+        let mut dx_par = vec![f32::NAN; in_len];
+        max_pool_backward_batched(&g, &dy, &arg, &mut dx_par).unwrap();
+        prop_assert_eq!(&dx_par, &dx);
+        prop_assert!(max_pool_backward_batched(&g, &dy[1..], &arg[1..], &mut dx_par).is_err());
     }
 
     #[test]
