@@ -527,6 +527,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn truncated_or_non_gzip_archive_names_the_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = tmp.path().join("cut.tar.gz");
+        write_tar_gz(&archive, "", &tree(&cifar_names(), 2));
+        let bytes = fs::read(&archive).unwrap();
+        fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
+        let e = load_tar_gz(&archive).unwrap_err().to_string();
+        assert!(e.contains("cut.tar.gz"), "{e}");
+        fs::write(&archive, b"plain text, not gzip").unwrap();
+        let e = load_tar_gz(&archive).unwrap_err().to_string();
+        assert!(e.contains("cut.tar.gz"), "{e}");
+    }
+
+    #[test]
     fn missing_split_and_stray_images_are_reported() {
         let files: Vec<_> = tree(&cifar_names(), 1)
             .into_iter()

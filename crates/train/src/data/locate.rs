@@ -72,6 +72,9 @@ fn is_archive_name(p: &Path) -> bool {
 /// single `.tar.gz` archive.
 pub fn detect(path: &Path) -> Result<Source, DataError> {
     let meta = fs::metadata(path).map_err(DataError::io(path))?;
+    // Canonical paths read better in logs and give one cache per source.
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let path = canonical.as_path();
     if meta.is_file() {
         return if is_archive_name(path) {
             Ok(Source::TarGz(path.to_path_buf()))
