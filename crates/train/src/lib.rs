@@ -7,5 +7,9 @@
 pub mod checkpoint_io;
 pub mod data;
 pub mod metrics;
+pub mod model_spec;
 pub mod optim;
 pub mod report;
+pub mod run_config;
+pub mod run_state;
+pub mod trainer;

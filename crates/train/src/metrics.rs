@@ -52,6 +52,22 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// How many rows of `scores` (`labels.len() x classes`, row-major) have
+/// their maximum at the true label.
+pub fn count_correct(scores: &[f32], labels: &[usize]) -> usize {
+    let n = labels.len();
+    assert!(
+        n > 0 && scores.len().is_multiple_of(n),
+        "scores must be labels.len() x classes"
+    );
+    let k = scores.len() / n;
+    scores
+        .chunks_exact(k)
+        .zip(labels)
+        .filter(|(row, &l)| argmax(row) == l)
+        .count()
+}
+
 /// Loss and accuracy of one epoch, accumulated batch by batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Meter {
@@ -69,21 +85,17 @@ impl Meter {
     /// (`labels.len() x num_classes`, row-major) and true labels.
     /// Returns the batch accuracy.
     pub fn update(&mut self, batch_mean_loss: f64, scores: &[f32], labels: &[usize]) -> f64 {
-        let n = labels.len();
-        assert!(
-            n > 0 && scores.len().is_multiple_of(n),
-            "scores must be labels.len() x classes"
-        );
-        let k = scores.len() / n;
-        let correct = scores
-            .chunks_exact(k)
-            .zip(labels)
-            .filter(|(row, &l)| argmax(row) == l)
-            .count() as u64;
+        let correct = count_correct(scores, labels);
+        self.add_counts(batch_mean_loss, correct, labels.len());
+        correct as f64 / labels.len() as f64
+    }
+
+    /// Adds a batch of `n` samples already scored: its mean loss and how
+    /// many were classified correctly.
+    pub fn add_counts(&mut self, batch_mean_loss: f64, correct: usize, n: usize) {
         self.loss.add(batch_mean_loss, n as f64);
-        self.correct += correct;
+        self.correct += correct as u64;
         self.total += n as u64;
-        correct as f64 / n as f64
     }
 
     /// Mean loss per sample (NaN if empty).

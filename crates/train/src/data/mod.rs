@@ -328,3 +328,15 @@ mod tests {
         assert_ne!(data.train.image(0), data.train.image(1));
     }
 }
+
+/// Reads and decodes one 32x32 JPEG or PNG file into HWC RGB bytes (what
+/// `predict` feeds the model).
+pub fn read_image(path: &Path) -> Result<Vec<u8>, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut out = vec![0u8; IMAGE_BYTES];
+    decode::decode_rgb32(&bytes, path, &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,163 @@
+//! The `bench` command: full training steps (forward, backward, Adam) and
+//! inference on random data, after warm-up, reporting the median step as
+//! images/s and GFLOP/s, and the peak resident memory.
+
+use super::setup::init_threads;
+use super::BenchArgs;
+use anyhow::Result;
+use autograd::{ops, Graph, Mode};
+use nn::{ResNet, ResNetConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tensor::Tensor;
+use train::optim::{Adam, AdamConfig, LrSchedule};
+use train::trainer::Trainer;
+
+fn random_batch(n: usize, rng: &mut StdRng) -> Tensor {
+    let data = (0..n * 32 * 32 * 3)
+        .map(|_| rng.gen_range(0.0..1.0))
+        .collect();
+    Tensor::from_vec(&[n, 32, 32, 3], data).expect("shape")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak resident set size of this process, from /proc (Linux).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Forward FLOPs per image of the conv and dense layers (2 x MACs), read off
+/// one profiled inference pass.
+fn forward_flops_per_image(trainer: &Trainer) -> f64 {
+    let mut g = Graph::new(&trainer.store, Mode::INFER);
+    g.enable_profile();
+    let x = g.input(Tensor::zeros(&[1, 32, 32, 3]));
+    trainer.model.forward(&mut g, x).expect("input shape");
+    g.profile()
+        .expect("enabled")
+        .ops
+        .iter()
+        .map(|o| o.forward_flops)
+        .sum()
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    init_threads(a.threads)?;
+    let threads = rayon::current_num_threads();
+    let (model, store) = ResNet::new(ResNetConfig::resnet50(Some(10)))?;
+    let mut trainer = Trainer::new(
+        model,
+        store,
+        Box::new(Adam::new(AdamConfig::default())),
+        LrSchedule::constant(1e-4),
+    );
+    let flops = forward_flops_per_image(&trainer);
+    println!(
+        "ResNet50 (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step",
+        flops / 1e6,
+        3.0 * flops / 1e6
+    );
+    let mut rng = StdRng::seed_from_u64(0);
+    let only = a.only.as_deref();
+    if only != Some("inference") {
+        let labels: Vec<usize> = (0..a.batch_size).map(|i| i % 10).collect();
+        let x = random_batch(a.batch_size, &mut rng);
+        let mut times = Vec::new();
+        for i in 0..a.warmup + a.steps {
+            let t = Instant::now();
+            trainer.train_step(x.clone(), &labels);
+            if i >= a.warmup {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let t = median(times);
+        let rate = a.batch_size as f64 / t;
+        println!(
+            "training step   batch {:4}: median {:7.1} ms  {:7.1} images/s  {:6.1} GFLOP/s",
+            a.batch_size,
+            t * 1e3,
+            rate,
+            rate * 3.0 * flops / 1e9
+        );
+        if let Some(rss) = peak_rss_mb() {
+            println!("peak RSS after training steps: {rss:.0} MB");
+        }
+    }
+    if only != Some("training") {
+        for &n in &a.inference_batches {
+            let x = random_batch(n, &mut rng);
+            let mut times = Vec::new();
+            for i in 0..a.warmup + a.steps {
+                let t = Instant::now();
+                trainer.logits(x.clone());
+                if i >= a.warmup {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+            let t = median(times);
+            println!(
+                "inference       batch {:4}: median {:7.1} ms  {:7.1} images/s  {:6.1} GFLOP/s",
+                n,
+                t * 1e3,
+                n as f64 / t,
+                n as f64 * flops / t / 1e9
+            );
+        }
+        if let Some(rss) = peak_rss_mb() {
+            println!("peak RSS: {rss:.0} MB");
+        }
+    }
+    if a.profile {
+        profile(&trainer, a.batch_size, &mut rng);
+    }
+    Ok(())
+}
+
+/// Per-op time of one training step, grouped by op kind and by layer shape.
+fn profile(trainer: &Trainer, batch: usize, rng: &mut StdRng) {
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let mut g = Graph::new(&trainer.store, Mode::TRAIN);
+    g.enable_profile();
+    let x = g.input(random_batch(batch, rng));
+    let out = trainer.model.forward(&mut g, x).expect("shape");
+    let loss = ops::softmax_cross_entropy(&mut g, out.logits.expect("head"), &labels);
+    let _ = g.backward(loss);
+    let mut by_op: BTreeMap<&str, (f64, f64, f64, usize)> = BTreeMap::new();
+    let mut total = 0.0;
+    for op in &g.profile().expect("enabled").ops {
+        let e = by_op.entry(op.name).or_default();
+        e.0 += op.forward.as_secs_f64();
+        e.1 += op.backward.as_secs_f64();
+        e.2 += op.forward_flops;
+        e.3 += 1;
+        total += op.forward.as_secs_f64() + op.backward.as_secs_f64();
+    }
+    println!("\nper-op profile of one training step (batch {batch}):");
+    println!(
+        "{:24} {:>5} {:>10} {:>10} {:>8} {:>12}",
+        "op", "count", "fwd ms", "bwd ms", "share", "fwd GFLOP/s"
+    );
+    for (name, (f, b, fl, n)) in by_op {
+        let rate = if fl > 0.0 {
+            format!("{:.1}", fl / f / 1e9)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{name:24} {n:5} {:10.1} {:10.1} {:7.1}% {rate:>12}",
+            f * 1e3,
+            b * 1e3,
+            100.0 * (f + b) / total
+        );
+    }
+    println!("total {:.1} ms", total * 1e3);
+}

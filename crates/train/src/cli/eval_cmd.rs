@@ -1,0 +1,51 @@
+//! The `eval` command: a checkpoint's loss, accuracy and confusion matrix on
+//! the test set.
+
+use super::setup::{init_threads, load_model, parse_preprocess, subset};
+use super::EvalArgs;
+use anyhow::Result;
+use train::data::{self, IMAGE_SIDE};
+use train::optim::{LrSchedule, Sgd, SgdConfig};
+use train::run_state;
+use train::trainer::Trainer;
+
+/// The preprocessing a checkpoint was trained with: the flag, else the run's
+/// config.json, else unit.
+pub fn preprocess_for(
+    checkpoint: &std::path::Path,
+    flag: Option<&str>,
+) -> Result<data::Preprocess> {
+    let name = match flag {
+        Some(f) => f.to_string(),
+        None => run_state::read_config(checkpoint)
+            .map(|c| c.preprocess)
+            .unwrap_or_else(|_| "unit".into()),
+    };
+    parse_preprocess(&name)
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    init_threads(a.threads)?;
+    let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
+    let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
+    let (cifar, report) = data::load(a.data.as_deref(), None)?;
+    println!("{report}");
+    let test = subset(cifar.test, a.test_limit, 1);
+    // Evaluation never steps the optimizer; any will do.
+    let trainer = Trainer::new(
+        model,
+        store,
+        Box::new(Sgd::new(SgdConfig::default())),
+        LrSchedule::constant(0.0),
+    );
+    let eval = trainer.evaluate(&test, a.batch_size, preprocess);
+    println!("{}", eval.confusion.render());
+    println!(
+        "evaluation: {} images, {:.1} images/s",
+        eval.images,
+        eval.images as f64 / eval.seconds.max(1e-9)
+    );
+    println!("Test loss: {:.4}", eval.loss);
+    println!("Test accuracy: {:.4}", eval.accuracy);
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Command-line interface: argument definitions and dispatch.
+
+mod bench_cmd;
+mod eval_cmd;
+mod predict_cmd;
+mod probe_cmd;
+mod setup;
+mod train_cmd;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "train",
+    version,
+    about = "Fine-tune a Keras-exact ResNet50 on CIFAR-10",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Options of the default `train` command.
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train (the default when no subcommand is given).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on the test set.
+    Eval(EvalArgs),
+    /// Classify image files with a checkpoint (top-3 classes).
+    Predict(PredictArgs),
+    /// Write layer outputs for an input batch (parity probe).
+    Forward(ForwardArgs),
+    /// Write the loss and every parameter's gradient for a batch (parity probe).
+    Grad(GradArgs),
+    /// Time training and inference steps on random data.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// CIFAR-10 location: binary release dir, image-folder tree, or .tar.gz
+    /// [default: data/cifar10, then ../shared/data/cifar10-jpg.tar.gz].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Start from these weights (e.g. converted Keras ImageNet weights); the head may be absent.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 256)]
+    pub eval_batch_size: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f32,
+    /// adam | sgd
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay (decoupled for Adam, L2 for SGD); biases and BN are exempt.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// constant | cosine | step:E1,E2 (x0.1 at those epochs)
+    #[arg(long, default_value = "constant")]
+    pub lr_schedule: String,
+    /// Linear warm-up length, in epochs (may be fractional).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f32,
+    /// Random crop (4-pixel zero padding) and horizontal flip.
+    #[arg(long)]
+    pub augment: bool,
+    /// none | base (feature extraction: train the head only) | 1..5 (freeze the stem and stages up to N)
+    #[arg(long, default_value = "none")]
+    pub freeze: String,
+    /// Train on a seeded random subset of this many images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on a seeded random subset of this many test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads [default: all cores, or RAYON_NUM_THREADS].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// unit (x / 255, the recipe) | caffe (Keras ImageNet preprocessing: BGR, mean-subtracted)
+    #[arg(long, default_value = "unit")]
+    pub preprocess: String,
+    /// Run directory [default: runs/<time>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory where it stopped (its config.json wins; --epochs may extend it).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Blocks per stage, for a smaller network [ResNet50: 3,4,6,3].
+    #[arg(long, value_delimiter = ',')]
+    pub depths: Option<Vec<usize>>,
+    /// Bottleneck widths per stage [ResNet50: 64,128,256,512].
+    #[arg(long, value_delimiter = ',')]
+    pub widths: Option<Vec<usize>>,
+    /// Stem filters [ResNet50: 64].
+    #[arg(long)]
+    pub stem_filters: Option<usize>,
+    /// Update the BN moving variance with the unbiased batch variance (Keras 2) instead of the biased one (Keras 3).
+    #[arg(long)]
+    pub unbiased_moving_variance: bool,
+    /// No progress bars (one line per epoch only).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Run directory or model .safetensors file.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// unit | caffe [default: the run's, else unit]
+    #[arg(long)]
+    pub preprocess: Option<String>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Run directory or model .safetensors file.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// 32x32 JPEG or PNG files.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// unit | caffe [default: the run's, else unit]
+    #[arg(long)]
+    pub preprocess: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// safetensors file holding the NHWC batch as tensor `x`.
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Keras layer names to write.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "conv1_relu,pool1_pool,conv2_block1_out,conv3_block4_out,conv4_block6_out,conv5_block3_out"
+    )]
+    pub layers: Vec<String>,
+    /// BatchNorm in training mode (batch statistics).
+    #[arg(long)]
+    pub training: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GradArgs {
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[arg(long)]
+    pub input: PathBuf,
+    /// safetensors file holding integer labels as tensor `y` (any float or int dtype).
+    #[arg(long)]
+    pub labels: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+    /// BatchNorm in inference mode (what a frozen network sees).
+    #[arg(long)]
+    pub frozen_bn: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Timed training steps (after warm-up); the median is reported.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Inference batch sizes to time.
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    pub inference_batches: Vec<usize>,
+    /// Print the per-op profile of one training step.
+    #[arg(long)]
+    pub profile: bool,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Skip training (inference only) or inference (training only).
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => train_cmd::run(cli.train),
+        Some(Command::Train(a)) => train_cmd::run(a),
+        Some(Command::Eval(a)) => eval_cmd::run(a),
+        Some(Command::Predict(a)) => predict_cmd::run(a),
+        Some(Command::Forward(a)) => probe_cmd::forward(a),
+        Some(Command::Grad(a)) => probe_cmd::grad(a),
+        Some(Command::Bench(a)) => bench_cmd::run(a),
+    }
+}

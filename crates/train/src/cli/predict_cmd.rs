@@ -1,0 +1,47 @@
+//! The `predict` command: top-3 classes of each image file.
+
+use super::eval_cmd::preprocess_for;
+use super::setup::load_model;
+use super::PredictArgs;
+use anyhow::Result;
+use autograd::ops::softmax;
+use tensor::Tensor;
+use train::data::{self, CIFAR10_CLASSES, IMAGE_BYTES, IMAGE_SIDE};
+use train::optim::{LrSchedule, Sgd, SgdConfig};
+use train::run_state;
+use train::trainer::Trainer;
+
+pub fn run(a: PredictArgs) -> Result<()> {
+    let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
+    let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
+    let classes: Vec<String> = match model.config.num_classes {
+        Some(10) => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+        Some(k) => (0..k).map(|i| format!("class {i}")).collect(),
+        None => unreachable!("load_model requires a head"),
+    };
+    let mut x = vec![0.0f32; a.images.len() * IMAGE_BYTES];
+    for (img, out) in a.images.iter().zip(x.chunks_exact_mut(IMAGE_BYTES)) {
+        let rgb = data::read_image(img)?;
+        preprocess.apply(&rgb, out);
+    }
+    let trainer = Trainer::new(
+        model,
+        store,
+        Box::new(Sgd::new(SgdConfig::default())),
+        LrSchedule::constant(0.0),
+    );
+    let x = Tensor::from_vec(&[a.images.len(), IMAGE_SIDE, IMAGE_SIDE, 3], x)?;
+    let probs = softmax(&trainer.logits(x));
+    let k = classes.len();
+    for (img, row) in a.images.iter().zip(probs.data().chunks_exact(k)) {
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
+        let top: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|&i| format!("{} {:.3}", classes[i], row[i]))
+            .collect();
+        println!("{}: {}", img.display(), top.join(", "));
+    }
+    Ok(())
+}

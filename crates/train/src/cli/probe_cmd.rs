@@ -1,0 +1,106 @@
+//! The `forward` and `grad` probes: run a network loaded from Keras-named
+//! weights on a stored batch and write what Keras would report, by Keras
+//! layer and weight name, for `tools/keras_parity.py` to compare.
+
+use super::{ForwardArgs, GradArgs};
+use anyhow::{anyhow, bail, Context, Result};
+use autograd::{ops, Graph, Mode};
+use nn::weights_io::{self, read_tensors};
+use nn::ResNet;
+use std::collections::HashMap;
+use std::path::Path;
+use tensor::Tensor;
+use train::model_spec::ModelSpec;
+
+/// The one tensor named `name` in a safetensors file.
+fn read_one(path: &Path, name: &str) -> Result<Tensor> {
+    let (tensors, _) = read_tensors(path)?;
+    tensors
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| anyhow!("{}: no tensor named '{name}'", path.display()))
+}
+
+fn load(weights: &Path, x: &Tensor) -> Result<(ResNet, autograd::ParamStore)> {
+    let (tensors, _) = read_tensors(weights)?;
+    let spec = ModelSpec::infer(&tensors).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
+    let size = x.shape().get(1).copied().unwrap_or(0);
+    let (model, mut store) = ResNet::new(spec.config(size, 0))?;
+    weights_io::load(&mut store, weights, &[])?;
+    model.check_input(x.shape())?;
+    Ok((model, store))
+}
+
+fn write(path: &Path, out: &[(String, Tensor)]) -> Result<()> {
+    let meta = HashMap::from([("producer".to_string(), "train probe".to_string())]);
+    let bytes = weights_io::to_bytes(out.iter().map(|(n, t)| (n.as_str(), t)), &meta);
+    weights_io::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn forward(a: ForwardArgs) -> Result<()> {
+    let x = read_one(&a.input, "x")?;
+    let (model, store) = load(&a.weights, &x)?;
+    let mode = if a.training { Mode::TRAIN } else { Mode::INFER };
+    let mut g = Graph::new(&store, mode);
+    let xv = g.input(x);
+    let out = model.forward(&mut g, xv)?;
+    let mut written = Vec::new();
+    for name in &a.layers {
+        let v = out.taps.get(name).ok_or_else(|| {
+            let known: Vec<&str> = out.taps.names().collect();
+            anyhow!("no layer named '{name}'; layers are: {}", known.join(", "))
+        })?;
+        written.push((name.clone(), g.value(v).clone()));
+    }
+    written.push(("features".into(), g.value(out.features).clone()));
+    if let Some(l) = out.logits {
+        written.push(("logits".into(), g.value(l).clone()));
+        written.push(("probs".into(), ops::softmax(g.value(l))));
+    }
+    write(&a.output, &written)?;
+    println!("wrote {} tensors to {}", written.len(), a.output.display());
+    Ok(())
+}
+
+pub fn grad(a: GradArgs) -> Result<()> {
+    let x = read_one(&a.input, "x")?;
+    let y = read_one(&a.labels, "y")?;
+    let labels: Vec<usize> = y
+        .data()
+        .iter()
+        .map(|&v| {
+            if v < 0.0 || v.fract() != 0.0 {
+                bail!("{}: label {v} is not a class index", a.labels.display());
+            }
+            Ok(v as usize)
+        })
+        .collect::<Result<_>>()?;
+    let (model, store) = load(&a.weights, &x)?;
+    let mode = if a.frozen_bn {
+        Mode::FROZEN_BN
+    } else {
+        Mode::TRAIN
+    };
+    let mut g = Graph::new(&store, mode);
+    let xv = g.input(x);
+    let out = model.forward(&mut g, xv)?;
+    let logits = out
+        .logits
+        .ok_or_else(|| anyhow!("{}: no head (predictions/*)", a.weights.display()))?;
+    let loss = ops::softmax_cross_entropy(&mut g, logits, &labels);
+    let mut written = vec![("loss".to_string(), g.value(loss).clone().reshape(&[1])?)];
+    let grads = g.backward(loss);
+    for (id, p) in store.iter() {
+        if let Some(t) = grads.param(id) {
+            written.push((p.name.clone(), t.clone()));
+        }
+    }
+    write(&a.output, &written)?;
+    println!(
+        "wrote the loss and {} gradients to {}",
+        written.len() - 1,
+        a.output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! One model, its parameters and its optimizer: the training step and the
+//! evaluation pass, independent of where batches come from.
+
+use crate::data::{Dataset, Preprocess, IMAGE_BYTES, IMAGE_SIDE};
+use crate::metrics::{count_correct, ConfusionMatrix, Meter};
+use crate::optim::{LrSchedule, Optimizer};
+use autograd::{ops, Graph, Mode, ParamKind, ParamStore};
+use nn::ResNet;
+use tensor::Tensor;
+
+pub struct Trainer {
+    pub model: ResNet,
+    pub store: ParamStore,
+    pub optimizer: Box<dyn Optimizer>,
+    pub schedule: LrSchedule,
+    /// Optimizer steps taken so far (the schedule's clock).
+    pub global_step: u64,
+}
+
+/// What one training step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub loss: f32,
+    pub correct: usize,
+    pub lr: f32,
+}
+
+/// What one pass over a dataset measured.
+pub struct EvalResult {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub confusion: ConfusionMatrix,
+    pub images: usize,
+    pub seconds: f64,
+}
+
+impl Trainer {
+    pub fn new(
+        model: ResNet,
+        store: ParamStore,
+        optimizer: Box<dyn Optimizer>,
+        schedule: LrSchedule,
+    ) -> Self {
+        let mut t = Trainer {
+            model,
+            store,
+            optimizer,
+            schedule,
+            global_step: 0,
+        };
+        // Keras convention: no weight decay on biases and batchnorm parameters.
+        for (id, p) in t.store.iter() {
+            if p.kind == ParamKind::Weight && p.value.rank() == 1 {
+                t.optimizer.exclude_from_weight_decay(id.0);
+            }
+        }
+        t
+    }
+
+    /// Forward, backward and one optimizer update on the batch `x`
+    /// (`[N, H, W, 3]`), with the new batchnorm statistics applied.
+    pub fn train_step(&mut self, x: Tensor, labels: &[usize]) -> StepStats {
+        let lr = self.schedule.lr(self.global_step);
+        let (loss, correct, grads, stats) = {
+            let mut g = Graph::new(&self.store, Mode::TRAIN);
+            let xv = g.input(x);
+            let out = self
+                .model
+                .forward(&mut g, xv)
+                .expect("batch shape checked by the caller");
+            let logits = out.logits.expect("training needs a head");
+            let correct = count_correct(g.value(logits).data(), labels);
+            let loss = ops::softmax_cross_entropy(&mut g, logits, labels);
+            let value = g.value(loss).item();
+            let grads = g.backward(loss);
+            (value, correct, grads, g.take_stat_updates())
+        };
+        self.store.apply_stat_updates(stats);
+        self.optimizer.begin_step(lr);
+        let mut updates: Vec<_> = grads.params().collect();
+        updates.sort_by_key(|(id, _)| *id);
+        for (id, grad) in updates {
+            self.optimizer
+                .update(id.0, self.store.value_mut(id).data_mut(), grad.data());
+        }
+        self.global_step += 1;
+        StepStats { loss, correct, lr }
+    }
+
+    /// Logits `[N, classes]` in inference mode.
+    pub fn logits(&self, x: Tensor) -> Tensor {
+        let mut g = Graph::new(&self.store, Mode::INFER);
+        let xv = g.input(x);
+        let out = self
+            .model
+            .forward(&mut g, xv)
+            .expect("batch shape checked by the caller");
+        g.take(out.logits.expect("a head"))
+    }
+
+    /// Loss, accuracy and confusion matrix over `data`, in inference mode.
+    pub fn evaluate(
+        &self,
+        data: &Dataset,
+        batch_size: usize,
+        preprocess: Preprocess,
+    ) -> EvalResult {
+        let started = std::time::Instant::now();
+        let mut meter = Meter::new();
+        let mut confusion = ConfusionMatrix::new(&data.classes);
+        let indices: Vec<usize> = (0..data.len()).collect();
+        let mut buf = Vec::new();
+        let mut labels = Vec::new();
+        for chunk in indices.chunks(batch_size) {
+            buf.resize(chunk.len() * IMAGE_BYTES, 0.0);
+            labels.resize(chunk.len(), 0);
+            data.fill_batch(chunk, preprocess, None, &mut buf);
+            data.fill_labels(chunk, &mut labels);
+            let x = Tensor::from_vec(
+                &[chunk.len(), IMAGE_SIDE, IMAGE_SIDE, 3],
+                std::mem::take(&mut buf),
+            )
+            .expect("shape");
+            let logits = self.logits(x);
+            let loss = batch_loss(&logits, &labels);
+            meter.update(loss, logits.data(), &labels);
+            confusion.add_batch(logits.data(), &labels);
+            buf = Vec::with_capacity(chunk.len() * IMAGE_BYTES);
+        }
+        EvalResult {
+            loss: meter.loss(),
+            accuracy: meter.accuracy(),
+            confusion,
+            images: data.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Mean cross-entropy of a batch of logits (no graph: evaluation only).
+pub fn batch_loss(logits: &Tensor, labels: &[usize]) -> f64 {
+    let k = logits.shape()[1];
+    let mut total = 0.0f64;
+    for (row, &y) in logits.data().chunks_exact(k).zip(labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        total += lse - row[y] as f64;
+    }
+    total / labels.len().max(1) as f64
+}
