@@ -1,0 +1,140 @@
+//! The `train` binary as a user runs it: a short training run, then `eval`,
+//! `predict` and `--resume` on what it wrote, and clear errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn train() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_train"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+const NARROW: [&str; 6] = [
+    "--depths",
+    "1,1,1,1",
+    "--widths",
+    "4,8,8,16",
+    "--stem-filters",
+    "8",
+];
+
+#[test]
+fn train_eval_predict_and_resume() {
+    let dir = tmp_dir("cli_run");
+    let out = run_ok(
+        train()
+            .args(NARROW)
+            .args([
+                "--epochs",
+                "1",
+                "--train-limit",
+                "128",
+                "--test-limit",
+                "64",
+                "--quiet",
+                "--out",
+            ])
+            .arg(&dir),
+    );
+    assert!(out.contains("Test accuracy: 0."), "{out}");
+    for f in [
+        "model.safetensors",
+        "train_state.safetensors",
+        "config.json",
+        "metrics.csv",
+        "metrics.json",
+        "learning_curves.svg",
+        "confusion.txt",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing from the run directory");
+    }
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+
+    // Extending the run by one epoch continues from the checkpoint.
+    let out = run_ok(
+        train()
+            .args(["--epochs", "2", "--quiet", "--resume"])
+            .arg(&dir),
+    );
+    assert!(out.contains("resumed at epoch 2 step 0"), "{out}");
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+
+    let out = run_ok(
+        train()
+            .args(["eval", "--test-limit", "64", "--checkpoint"])
+            .arg(&dir),
+    );
+    assert!(out.contains("Test accuracy: 0."), "{out}");
+
+    // Predict on a real image written as PNG by the test.
+    let img = dir.join("probe.png");
+    write_png(&img);
+    let out = run_ok(
+        train()
+            .args(["predict", "--checkpoint"])
+            .arg(&dir)
+            .arg(&img),
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("probe.png"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(line.matches(", ").count(), 2, "top-3 classes: {line}");
+}
+
+fn write_png(path: &Path) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(file, 32, 32);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let pixels: Vec<u8> = (0..32 * 32 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    enc.write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
+}
+
+#[test]
+fn missing_data_and_bad_options_are_clear_errors() {
+    let out = train()
+        .args(["--data", "/nonexistent/cifar", "--quiet", "--out"])
+        .arg(tmp_dir("bad_data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/cifar"), "{err}");
+
+    let out = train()
+        .args(["--freeze", "7", "--out"])
+        .arg(tmp_dir("bad_freeze"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--freeze 7"));
+
+    let out = train()
+        .args(["eval", "--checkpoint", "/nonexistent/model.safetensors"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model.safetensors"));
+}
