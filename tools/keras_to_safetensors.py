@@ -316,9 +316,8 @@ _ROLE = {
 
 def _weight_role(kind, wname, layer_name, src, tpath):
     short = wname
-    for prefix in (layer_name + "_",):  # Keras 1 style: res2a_branch2a_W
-        if short.startswith(prefix):
-            short = short[len(prefix):]
+    if short.startswith(layer_name + "_"):  # Keras 1 style: res2a_branch2a_W
+        short = short[len(layer_name) + 1:]
     key = short.lower()
     if key == "running_std":
         raise ConversionError(
@@ -355,7 +354,7 @@ def read_legacy(f, src):
         raise ConversionError(f"{src}: saved with the Theano backend (th_dim_ordering kernels are flipped "
                               f"and channels-first); only TensorFlow-ordered files are supported")
 
-    # (layer, weight) -> (array, dataset path), keyed by the names recorded in the file.
+    # (layer, weight, dataset, dataset path) under the names the file records.
     raw = []
     for gname in layer_names:
         if gname not in root:
@@ -393,7 +392,6 @@ def read_legacy(f, src):
                               f"({sorted(modern)[:3]}); cannot tell which architecture it is")
 
     out = {}
-    bn_gamma_beta_from_bn = set()
     for layer, wn, ds, tpath in raw:
         if fmt.endswith("caffe-names"):
             mapped = caffe_layer_to_modern(layer)
@@ -402,11 +400,12 @@ def read_legacy(f, src):
             new_layer, kind = mapped
         else:
             new_layer = _strip_suffix(layer)
+            if not (_CONV_RE.match(new_layer) or _BN_RE.match(new_layer) or new_layer == HEAD_NAME):
+                raise ConversionError(f"{src}: dataset {tpath}: layer '{layer}' is not part of a Keras ResNet "
+                                      f"(ResNetV2 and other models are not supported)")
             kind = "dense" if new_layer == HEAD_NAME else ("bn" if new_layer.endswith("_bn") else "conv")
         role = _weight_role(kind, wn, layer, src, tpath)
         name = f"{new_layer}/{role}"
-        if kind == "bn" and role in ("gamma", "beta"):
-            bn_gamma_beta_from_bn.add(name)
         if kind == "scale" and name in out:
             raise ConversionError(f"{src}: {tpath}: both the BN and the caffe Scale layer define {name}; "
                                   f"folding two affine transforms is not supported")
