@@ -16,13 +16,16 @@ use std::arch::x86_64::*;
 pub(crate) const MR: usize = 6;
 /// Columns of a register tile (two ymm registers).
 pub(crate) const NR: usize = 16;
-/// Depth of one packed block: a 16-column B micro-panel is `KC * 64` bytes =
-/// 16 KiB, half of L1d.
-const KC: usize = 256;
-/// Rows of one packed A block: `MC * KC * 4` bytes = 144 KiB of the 1 MiB L2.
-const MC: usize = 144;
-/// Columns of one packed B block: `KC * NC * 4` bytes = 3 MiB of L3.
-const NC: usize = 3072;
+/// Maximum depth of one packed block: a 16-column B micro-panel is at most
+/// `KC * 64` bytes = 20 KiB, inside the 32 KiB L1d. (Blocks are split evenly,
+/// see `sgemm`; KC, MC and NC were picked by a sweep on the 2048^3 and conv
+/// shapes, within noise of each other between KC 256..384, MC 72..144.)
+const KC: usize = 320;
+/// Maximum rows of one packed A block: `MC * KC * 4` bytes = 90 KiB of the
+/// 1 MiB L2.
+const MC: usize = 72;
+/// Maximum columns of one packed B block: `KC * NC * 4` bytes = 2.5 MiB of L3.
+const NC: usize = 2048;
 
 /// `C = alpha * A * B + beta * C` for strided A (`m x k`) and B (`k x n`)
 /// and C with unit column stride.
@@ -46,9 +49,16 @@ pub(crate) unsafe fn sgemm(
     c: *mut f32,
     rsc: isize,
 ) {
-    let mc_max = MC.min(m.next_multiple_of(MR));
-    let nc_max = NC.min(n.next_multiple_of(NR));
-    let kc_max = KC.min(k);
+    let (kcb, mcb, ncb) = (KC, MC, NC);
+    // Split each dimension into equal blocks no bigger than the maximum, so
+    // no block is a thin remainder (k = 576 runs as 2 x 288, not 256+256+64).
+    let even = |len: usize, max: usize, align: usize| {
+        len.div_ceil(len.div_ceil(max)).next_multiple_of(align)
+    };
+    let (kcb, mcb, ncb) = (even(k, kcb, 1), even(m, mcb, MR), even(n, ncb, NR));
+    let mc_max = mcb.min(m.next_multiple_of(MR));
+    let nc_max = ncb.min(n.next_multiple_of(NR));
+    let kc_max = kcb.min(k);
     // One scratch buffer holds both packed blocks (plus slack to align each
     // to 64 bytes).
     let a_len = mc_max * kc_max + 16;
@@ -57,10 +67,10 @@ pub(crate) unsafe fn sgemm(
         let (abuf, bbuf) = buf.split_at_mut(a_len);
         let apack = align64(abuf);
         let bpack = align64(bbuf);
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
+        for jc in (0..n).step_by(ncb) {
+            let nc = ncb.min(n - jc);
+            for pc in (0..k).step_by(kcb) {
+                let kc = kcb.min(k - pc);
                 // The first block of the k loop applies beta; later ones add.
                 let beta = if pc == 0 { beta } else { 1.0 };
                 unsafe {
@@ -73,22 +83,16 @@ pub(crate) unsafe fn sgemm(
                         bpack,
                     );
                 }
-                for ic in (0..m).step_by(MC) {
-                    let mc = MC.min(m - ic);
-                    unsafe {
-                        pack_a(
-                            mc,
-                            kc,
-                            a.offset(ic as isize * rsa + pc as isize * csa),
-                            rsa,
-                            csa,
-                            apack,
-                        );
-                        for jr in (0..nc).step_by(NR) {
-                            let nr = NR.min(nc - jr);
-                            let bp = bpack.as_ptr().add(jr * kc);
-                            for ir in (0..mc).step_by(MR) {
-                                let mr = MR.min(mc - ir);
+                for ic in (0..m).step_by(mcb) {
+                    let mc = mcb.min(m - ic);
+                    let a_block = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
+                    unsafe { pack_a(mc, kc, a_block, rsa, csa, apack) };
+                    for jr in (0..nc).step_by(NR) {
+                        let nr = NR.min(nc - jr);
+                        let bp = unsafe { bpack.as_ptr().add(jr * kc) };
+                        for ir in (0..mc).step_by(MR) {
+                            let mr = MR.min(mc - ir);
+                            unsafe {
                                 let ap = apack.as_ptr().add(ir * kc);
                                 let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
                                 kernel_6x16(kc, ap, bp, cp, rsc, alpha, beta, mr, nr);
@@ -114,14 +118,32 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ou
     for (p, ir) in (0..mc).step_by(MR).enumerate() {
         let mr = MR.min(mc - ir);
         let panel = &mut out[p * MR * kc..][..MR * kc];
-        for kk in 0..kc {
-            let dst = &mut panel[kk * MR..][..MR];
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = if i < mr {
-                    unsafe { *a.offset((ir + i) as isize * rsa + kk as isize * csa) }
-                } else {
-                    0.0
-                };
+        let a = unsafe { a.offset(ir as isize * rsa) };
+        if mr == MR && csa == 1 {
+            // Row-major A: MR contiguous rows, interleaved.
+            let rows: [&[f32]; MR] = std::array::from_fn(|i| unsafe {
+                std::slice::from_raw_parts(a.offset(i as isize * rsa), kc)
+            });
+            for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for (d, row) in dst.iter_mut().zip(&rows) {
+                    *d = row[kk];
+                }
+            }
+        } else if mr == MR && rsa == 1 {
+            // Column-major A (transposed): each k's MR values are contiguous.
+            for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                let src = unsafe { std::slice::from_raw_parts(a.offset(kk as isize * csa), MR) };
+                dst.copy_from_slice(src);
+            }
+        } else {
+            for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = if i < mr {
+                        unsafe { *a.offset(i as isize * rsa + kk as isize * csa) }
+                    } else {
+                        0.0
+                    };
+                }
             }
         }
     }
@@ -146,6 +168,18 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ou
             }
             continue;
         }
+        if rsb == 1 && nr == NR {
+            // Column-major B (transposed): NR contiguous columns, interleaved.
+            let cols: [&[f32]; NR] = std::array::from_fn(|j| unsafe {
+                std::slice::from_raw_parts(b.offset((jr + j) as isize * csb), kc)
+            });
+            for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                for (d, col) in dst.iter_mut().zip(&cols) {
+                    *d = col[kk];
+                }
+            }
+            continue;
+        }
         for kk in 0..kc {
             let dst = &mut panel[kk * NR..][..NR];
             for (j, d) in dst.iter_mut().enumerate() {
@@ -164,7 +198,7 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ou
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel_6x16(
     kc: usize,
-    mut a: *const f32,
+    a: *const f32,
     mut b: *const f32,
     c: *mut f32,
     rsc: isize,
@@ -175,16 +209,35 @@ unsafe fn kernel_6x16(
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     unsafe {
-        for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(b);
+        // Start pulling this tile of C into cache now: it is needed only
+        // after the k loop, and a miss there would stall the whole tile.
+        for i in 0..mr {
+            let cp = c.offset(i as isize * rsc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(cp);
+            _mm_prefetch::<_MM_HINT_T0>(cp.add(60));
+        }
+        // One step of k: two 8-wide loads of the B panel, MR broadcasts
+        // from the A panel, 2 * MR FMAs.
+        let mut a = a;
+        let step = |a: &mut *const f32, b: &mut *const f32, acc: &mut [[__m256; 2]; MR]| {
+            let b0 = _mm256_loadu_ps(*b);
             let b1 = _mm256_loadu_ps(b.add(8));
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm256_broadcast_ss(&*a.add(i));
                 row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
-            a = a.add(MR);
-            b = b.add(NR);
+            *a = a.add(MR);
+            *b = b.add(NR);
+        };
+        for _ in 0..kc / 4 {
+            step(&mut a, &mut b, &mut acc);
+            step(&mut a, &mut b, &mut acc);
+            step(&mut a, &mut b, &mut acc);
+            step(&mut a, &mut b, &mut acc);
+        }
+        for _ in 0..kc % 4 {
+            step(&mut a, &mut b, &mut acc);
         }
         let va = _mm256_set1_ps(alpha);
         if mr == MR && nr == NR {
