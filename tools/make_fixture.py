@@ -94,10 +94,10 @@ def run_keras3(weights, x, y, layers, log):
         import keras as k3
     except Exception as e:  # pragma: no cover
         log(f"Keras 3 not importable ({e}); train_stats_k3 skipped")
-        return None, None
+        return None
     if not k3.__version__.startswith("3"):
         log(f"'keras' is {k3.__version__}, not Keras 3; train_stats_k3 skipped")
-        return None, None
+        return None
     import tensorflow as tf
     model = kr.build_resnet(k3, **CONFIG)
     kr.assign_weights(model, weights)
@@ -108,7 +108,7 @@ def run_keras3(weights, x, y, layers, log):
                              extra_layers=[conv_feeding(b) for b in bns])
     after = kr.moving_stats(model)
     rule = kr.variance_rule(before, after, {b: train[conv_feeding(b)] for b in bns}, MOMENTUM)
-    return (k3.__version__, infer, train, after, rule), None
+    return k3.__version__, infer, train, after, rule
 
 
 def main(argv=None):
@@ -213,7 +213,7 @@ def main(argv=None):
                                  "conv5's BN sees 3 samples per channel and amplifies rounding ~5x per layer")
 
     if not args.no_keras3:
-        k3res, _ = run_keras3(weights, x, y, layers, log)
+        k3res = run_keras3(weights, x, y, layers, log)
         if k3res:
             k3ver, k3infer, k3train, k3after, k3rule = k3res
             log(f"Keras {k3ver} moving-stat update vs batch stats (max rel err): {k3rule}")
