@@ -520,7 +520,7 @@ def read_keras3(f, src):
     _k3_collect(f, "", found)
     if not found:
         raise ConversionError(f"{src}: Keras 3 weights file with no weighted layers under 'layers/'")
-    named = [e for e in found if e["name"] and not e["name"].startswith(("functional", "sequential"))]
+    named = [e for e in found if e["name"]]
     notes = []
     if len(named) == len(found):
         how = "name attribute"
