@@ -185,6 +185,7 @@ fn main() {
     println!("| conv (batch 64) | M x K x N | {} |", cols.join(" | "));
     println!("|---|---|{}", "---:|".repeat(cols.len()));
     let budget = Duration::from_millis(300);
+    let mut trimmed = Vec::new();
     for s in &shapes {
         let g = &s.g;
         let x = fill(g.input_shape().iter().product(), 3);
@@ -212,13 +213,27 @@ fn main() {
                 cells.push(format!("{:.1}", gflops(macs, secs)));
             }
         }
+        let executed = tensor::conv::executed_macs(g);
+        let mark = if executed < macs {
+            trimmed.push(format!(
+                "{}: only {} of its {} MACs are executed (taps that read only padding are skipped); GFLOP/s counts all of them",
+                s.name, executed, macs
+            ));
+            "*"
+        } else {
+            ""
+        };
         println!(
-            "| {} | {}x{}x{} | {} |",
+            "| {}{mark} | {}x{}x{} | {} |",
             s.name,
             g.gemm_m(),
             g.gemm_k(),
             g.out_c,
             cells.join(" | ")
         );
+    }
+    for note in trimmed {
+        println!();
+        println!("\\* {note}.");
     }
 }

@@ -110,22 +110,29 @@ fn im2col_row(g: &ConvGeometry, x: &[f32], r: usize, row: &mut [f32]) {
             dst_row.fill(0.0);
             continue;
         }
-        let ix0 = (ox * g.stride).wrapping_sub(g.padding.left);
         let x_row = &x[(n * g.in_h + iy) * g.in_w * cin..][..g.in_w * cin];
-        // The taps kx whose ix = ix0 + kx lands inside the row are contiguous
-        // in both the input row and the im2col row: one copy.
-        let kx_lo = g.padding.left.saturating_sub(ox * g.stride).min(g.kernel_w);
-        let kx_hi = (g.in_w + g.padding.left)
-            .saturating_sub(ox * g.stride)
-            .clamp(kx_lo, g.kernel_w);
+        // The taps whose pixels land inside the row are contiguous in both
+        // the input row and the im2col row: one copy.
+        let (kx_lo, kx_hi, ix_lo) = live_kx(g, ox);
         dst_row[..kx_lo * cin].fill(0.0);
         if kx_hi > kx_lo {
-            let src0 = ix0.wrapping_add(kx_lo) * cin;
             dst_row[kx_lo * cin..kx_hi * cin]
-                .copy_from_slice(&x_row[src0..src0 + (kx_hi - kx_lo) * cin]);
+                .copy_from_slice(&x_row[ix_lo * cin..][..(kx_hi - kx_lo) * cin]);
         }
         dst_row[kx_hi * cin..].fill(0.0);
     }
+}
+
+/// The taps `kx_lo..kx_hi` of output column `ox` that land inside the input
+/// row; they read the contiguous pixels `ix_lo .. ix_lo + (kx_hi - kx_lo)`.
+#[inline]
+fn live_kx(g: &ConvGeometry, ox: usize) -> (usize, usize, usize) {
+    let x0 = ox * g.stride;
+    let kx_lo = g.padding.left.saturating_sub(x0).min(g.kernel_w);
+    let kx_hi = (g.in_w + g.padding.left)
+        .saturating_sub(x0)
+        .clamp(kx_lo, g.kernel_w);
+    (kx_lo, kx_hi, (x0 + kx_lo).saturating_sub(g.padding.left))
 }
 
 /// Adds the im2col rows `r0 ..` held in `dcols` back onto the input pixels
@@ -133,23 +140,25 @@ fn im2col_row(g: &ConvGeometry, x: &[f32], r: usize, row: &mut [f32]) {
 /// `dx` holds the images from `n0` on.
 fn col2im_add(g: &ConvGeometry, dcols: &[f32], r0: usize, n0: usize, dx: &mut [f32]) {
     let (ho, wo, k, cin) = (g.out_h(), g.out_w(), g.gemm_k(), g.in_c);
+    let row_len = g.in_w * cin;
     for (i, row) in dcols.chunks_exact(k).enumerate() {
         let r = r0 + i;
         let (n, oy, ox) = (r / (ho * wo) - n0, (r / wo) % ho, r % wo);
+        let (kx_lo, kx_hi, ix_lo) = live_kx(g, ox);
+        if kx_hi == kx_lo {
+            continue;
+        }
+        let seg = (kx_hi - kx_lo) * cin;
         for ky in 0..g.kernel_h {
             let iy = (oy * g.stride + ky).wrapping_sub(g.padding.top);
             if iy >= g.in_h {
                 continue;
             }
-            for kx in 0..g.kernel_w {
-                let ix = (ox * g.stride + kx).wrapping_sub(g.padding.left);
-                if ix >= g.in_w {
-                    continue;
-                }
-                let src = &row[(ky * g.kernel_w + kx) * cin..][..cin];
-                let dst = &mut dx[((n * g.in_h + iy) * g.in_w + ix) * cin..][..cin];
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-            }
+            // The live taps of this kernel row read one contiguous run of
+            // the input row: one vector add.
+            let src = &row[(ky * g.kernel_w + kx_lo) * cin..][..seg];
+            let dst = &mut dx[(n * g.in_h + iy) * row_len + ix_lo * cin..][..seg];
+            crate::elementwise::add_kernel(dst, src);
         }
     }
 }
@@ -183,16 +192,13 @@ fn col2im_add_par(g: &ConvGeometry, dcols: &[f32], r0: usize, dx: &mut [f32]) {
                     if r < r0 || r >= r1 {
                         continue;
                     }
-                    let row = &dcols[(r - r0) * k..][..k];
-                    for kx in 0..g.kernel_w {
-                        let ix = (ox * g.stride + kx).wrapping_sub(g.padding.left);
-                        if ix >= g.in_w {
-                            continue;
-                        }
-                        let src = &row[(ky * g.kernel_w + kx) * cin..][..cin];
-                        let dst = &mut dx_row[ix * cin..][..cin];
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    let (kx_lo, kx_hi, ix_lo) = live_kx(g, ox);
+                    if kx_hi == kx_lo {
+                        continue;
                     }
+                    let seg = (kx_hi - kx_lo) * cin;
+                    let src = &dcols[(r - r0) * k + (ky * g.kernel_w + kx_lo) * cin..][..seg];
+                    crate::elementwise::add_kernel(&mut dx_row[ix_lo * cin..][..seg], src);
                 }
             }
         });
@@ -230,6 +236,12 @@ fn trimmed(g: &ConvGeometry) -> Option<(ConvGeometry, usize, usize)> {
     };
     debug_assert_eq!(t.output_shape(), g.output_shape());
     Some((t, ky0, kx0))
+}
+
+/// Multiply-adds the convolution kernels actually execute per pass for `g`:
+/// [`ConvGeometry::macs`] unless taps that only ever read padding are trimmed.
+pub fn executed_macs(g: &ConvGeometry) -> usize {
+    trimmed(g).map_or(g.macs(), |(t, _, _)| t.macs())
 }
 
 /// Copies the taps of trimmed geometry `t` (offset `ky0, kx0`) out of the

@@ -16,9 +16,9 @@ use rayon::prelude::*;
 /// run time when the CPU has it. The body must be plain arithmetic: Rust
 /// never fuses `a * b + c` into an FMA, so both builds give identical bits.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             fn portable($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
@@ -44,7 +44,8 @@ pub const PARALLEL_MIN: usize = 1 << 15;
 const CHUNK: usize = 1 << 14;
 
 multiversion! {
-    fn add_kernel(d: &mut [f32], s: &[f32]) {
+    /// `d += s` on the calling thread (also used by the col2im scatter).
+    pub(crate) fn add_kernel(d: &mut [f32], s: &[f32]) {
         d.iter_mut().zip(s).for_each(|(d, s)| *d += s)
     }
 }

@@ -120,15 +120,10 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ou
         let panel = &mut out[p * MR * kc..][..MR * kc];
         let a = unsafe { a.offset(ir as isize * rsa) };
         if mr == MR && csa == 1 {
-            // Row-major A: MR contiguous rows, interleaved.
-            let rows: [&[f32]; MR] = std::array::from_fn(|i| unsafe {
-                std::slice::from_raw_parts(a.offset(i as isize * rsa), kc)
-            });
-            for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                for (d, row) in dst.iter_mut().zip(&rows) {
-                    *d = row[kk];
-                }
-            }
+            // Row-major A: MR contiguous rows, interleaved by 8x8 transposes.
+            let rows: [*const f32; MR] =
+                std::array::from_fn(|i| unsafe { a.offset(i as isize * rsa) });
+            unsafe { pack_rows6(kc, rows, panel.as_mut_ptr()) };
         } else if mr == MR && rsa == 1 {
             // Column-major A (transposed): each k's MR values are contiguous.
             for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
@@ -144,6 +139,59 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ou
                         0.0
                     };
                 }
+            }
+        }
+    }
+}
+
+/// Interleaves six rows of `kc` floats into `out[k * 6 + i] = rows[i][k]`,
+/// eight k at a time through registers.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_rows6(kc: usize, rows: [*const f32; MR], out: *mut f32) {
+    unsafe {
+        let mut kk = 0;
+        while kk + 8 <= kc {
+            let r: [__m256; MR] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i].add(kk)));
+            // Pairs of rows interleaved: lane-wise k = (0,1 | 4,5) and (2,3 | 6,7).
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            // Rows 0-3 of k = j (low lane) and j + 4 (high lane).
+            let q = [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+            ];
+            // Rows 4-5 of k = j and j + 4, in the low 64 bits of each lane.
+            let p = [
+                t4,
+                _mm256_shuffle_ps::<0xEE>(t4, t4),
+                t5,
+                _mm256_shuffle_ps::<0xEE>(t5, t5),
+            ];
+            for j in 0..4 {
+                let lo = out.add((kk + j) * MR);
+                let hi = out.add((kk + j + 4) * MR);
+                _mm_storeu_ps(lo, _mm256_castps256_ps128(q[j]));
+                _mm_store_sd(
+                    lo.add(4) as *mut f64,
+                    _mm_castps_pd(_mm256_castps256_ps128(p[j])),
+                );
+                _mm_storeu_ps(hi, _mm256_extractf128_ps::<1>(q[j]));
+                _mm_store_sd(
+                    hi.add(4) as *mut f64,
+                    _mm_castps_pd(_mm256_extractf128_ps::<1>(p[j])),
+                );
+            }
+            kk += 8;
+        }
+        for k in kk..kc {
+            for (i, row) in rows.iter().enumerate() {
+                *out.add(k * MR + i) = *row.add(k);
             }
         }
     }
