@@ -115,30 +115,46 @@ fn align64(buf: &mut [f32]) -> &mut [f32] {
 /// (`MR` values per k), the last panel padded with zeros.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, out: &mut [f32]) {
-    for (p, ir) in (0..mc).step_by(MR).enumerate() {
-        let mr = MR.min(mc - ir);
-        let panel = &mut out[p * MR * kc..][..MR * kc];
-        let a = unsafe { a.offset(ir as isize * rsa) };
-        if mr == MR && csa == 1 {
-            // Row-major A: MR contiguous rows, interleaved by 8x8 transposes.
-            let rows: [*const f32; MR] =
-                std::array::from_fn(|i| unsafe { a.offset(i as isize * rsa) });
-            unsafe { pack_rows6(kc, rows, panel.as_mut_ptr()) };
-        } else if mr == MR && rsa == 1 {
-            // Column-major A (transposed): each k's MR values are contiguous.
-            for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                let src = unsafe { std::slice::from_raw_parts(a.offset(kk as isize * csa), MR) };
-                dst.copy_from_slice(src);
+    let full = mc / MR;
+    if rsa == 1 {
+        // Column-major A (transposed): walk it k by k, each a contiguous run
+        // of `mc` values handed out MR at a time to the panels. (Panel by
+        // panel would revisit every k's cache line once per panel, at a
+        // stride that is often a multiple of 4 KiB: cache-set thrashing.)
+        for kk in 0..kc {
+            let src = unsafe { std::slice::from_raw_parts(a.offset(kk as isize * csa), mc) };
+            for (p, chunk) in src.chunks_exact(MR).enumerate() {
+                out[(p * kc + kk) * MR..][..MR].copy_from_slice(chunk);
             }
-        } else {
-            for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                for (i, d) in dst.iter_mut().enumerate() {
-                    *d = if i < mr {
-                        unsafe { *a.offset(i as isize * rsa + kk as isize * csa) }
-                    } else {
-                        0.0
-                    };
+        }
+    } else if csa == 1 {
+        // Row-major A: MR contiguous rows, interleaved by 8x8 transposes.
+        for p in 0..full {
+            let rows: [*const f32; MR] =
+                std::array::from_fn(|i| unsafe { a.offset((p * MR + i) as isize * rsa) });
+            unsafe { pack_rows6(kc, rows, out[p * MR * kc..].as_mut_ptr()) };
+        }
+    } else {
+        for p in 0..full {
+            for kk in 0..kc {
+                for i in 0..MR {
+                    out[(p * kc + kk) * MR + i] =
+                        unsafe { *a.offset((p * MR + i) as isize * rsa + kk as isize * csa) };
                 }
+            }
+        }
+    }
+    // The ragged last panel, zero-padded to MR rows (any layout).
+    let mr = mc - full * MR;
+    if mr > 0 {
+        let panel = &mut out[full * MR * kc..][..MR * kc];
+        for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = if i < mr {
+                    unsafe { *a.offset((full * MR + i) as isize * rsa + kk as isize * csa) }
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -201,41 +217,103 @@ unsafe fn pack_rows6(kc: usize, rows: [*const f32; MR], out: *mut f32) {
 /// k-major (`NR` values per k), the last panel padded with zeros.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, out: &mut [f32]) {
-    for (p, jr) in (0..nc).step_by(NR).enumerate() {
-        let nr = NR.min(nc - jr);
-        let panel = &mut out[p * NR * kc..][..NR * kc];
-        if csb == 1 && nr == NR {
-            // Rows of B are contiguous: copy 16 at a time.
-            for kk in 0..kc {
+    let full = nc / NR;
+    if csb == 1 {
+        // Row-major B: walk it k by k, each row's run of `nc` values handed
+        // out NR at a time to the panels.
+        for kk in 0..kc {
+            for p in 0..full {
                 unsafe {
-                    let src = b.offset(kk as isize * rsb + jr as isize);
-                    let dst = panel.as_mut_ptr().add(kk * NR);
+                    let src = b.offset(kk as isize * rsb + (p * NR) as isize);
+                    let dst = out.as_mut_ptr().add((p * kc + kk) * NR);
                     _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
                     _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(8)));
                 }
             }
-            continue;
         }
-        if rsb == 1 && nr == NR {
-            // Column-major B (transposed): NR contiguous columns, interleaved.
-            let cols: [&[f32]; NR] = std::array::from_fn(|j| unsafe {
-                std::slice::from_raw_parts(b.offset((jr + j) as isize * csb), kc)
-            });
-            for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                for (d, col) in dst.iter_mut().zip(&cols) {
-                    *d = col[kk];
+    } else if rsb == 1 {
+        // Column-major B (transposed): each column is contiguous along k.
+        // Transpose 8 columns x 8 k at a time in registers; going down the
+        // columns in step uses each cache line fully while it is in L1.
+        for p in 0..full {
+            for half in 0..2 {
+                let cols: [*const f32; 8] = std::array::from_fn(|j| unsafe {
+                    b.offset((p * NR + half * 8 + j) as isize * csb)
+                });
+                unsafe {
+                    transpose_8_cols(kc, cols, out.as_mut_ptr().add(p * NR * kc + half * 8));
                 }
             }
-            continue;
         }
-        for kk in 0..kc {
-            let dst = &mut panel[kk * NR..][..NR];
+    } else {
+        for p in 0..full {
+            for kk in 0..kc {
+                for j in 0..NR {
+                    out[(p * kc + kk) * NR + j] =
+                        unsafe { *b.offset(kk as isize * rsb + (p * NR + j) as isize * csb) };
+                }
+            }
+        }
+    }
+    // The ragged last panel, zero-padded to NR columns (any layout).
+    let nr = nc - full * NR;
+    if nr > 0 {
+        let panel = &mut out[full * NR * kc..][..NR * kc];
+        for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
             for (j, d) in dst.iter_mut().enumerate() {
                 *d = if j < nr {
-                    unsafe { *b.offset(kk as isize * rsb + (jr + j) as isize * csb) }
+                    unsafe { *b.offset(kk as isize * rsb + (full * NR + j) as isize * csb) }
                 } else {
                     0.0
                 };
+            }
+        }
+    }
+}
+
+/// Writes `out[k * NR + j] = cols[j][k]` for 8 columns of `kc` floats.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_8_cols(kc: usize, cols: [*const f32; 8], out: *mut f32) {
+    unsafe {
+        let mut kk = 0;
+        while kk + 8 <= kc {
+            let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(cols[j].add(kk)));
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            // Columns 0-3 / 4-7 of k = j (low lane) and j + 4 (high lane).
+            let lo = [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+            ];
+            let hi = [
+                _mm256_shuffle_ps::<0x44>(t4, t6),
+                _mm256_shuffle_ps::<0xEE>(t4, t6),
+                _mm256_shuffle_ps::<0x44>(t5, t7),
+                _mm256_shuffle_ps::<0xEE>(t5, t7),
+            ];
+            for j in 0..4 {
+                _mm256_storeu_ps(
+                    out.add((kk + j) * NR),
+                    _mm256_permute2f128_ps::<0x20>(lo[j], hi[j]),
+                );
+                _mm256_storeu_ps(
+                    out.add((kk + j + 4) * NR),
+                    _mm256_permute2f128_ps::<0x31>(lo[j], hi[j]),
+                );
+            }
+            kk += 8;
+        }
+        for k in kk..kc {
+            for (j, col) in cols.iter().enumerate() {
+                *out.add(k * NR + j) = *col.add(k);
             }
         }
     }

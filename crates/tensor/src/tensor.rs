@@ -6,12 +6,32 @@
 //! [`crate::geometry`], never guessed from the numbers, so a 4x4x4x4 tensor
 //! cannot be misread (candle#3404 is what guessing costs).
 
+use crate::buffer_pool;
 use crate::error::{Result, TensorError};
 
-#[derive(Clone, Debug, PartialEq)]
+/// Buffers come from and return to [`buffer_pool`], so the large activations
+/// of one training step reuse the memory of the step before.
+#[derive(Debug, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
     data: Vec<f32>,
+}
+
+impl Clone for Tensor {
+    fn clone(&self) -> Self {
+        let mut data = buffer_pool::take(self.data.len());
+        data.extend_from_slice(&self.data);
+        Tensor {
+            shape: self.shape.clone(),
+            data,
+        }
+    }
+}
+
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        buffer_pool::give(std::mem::take(&mut self.data));
+    }
 }
 
 impl Tensor {
@@ -22,9 +42,12 @@ impl Tensor {
 
     /// A tensor with every element set to `value`.
     pub fn full(shape: &[usize], value: f32) -> Self {
+        let len = shape.iter().product();
+        let mut data = buffer_pool::take(len);
+        data.resize(len, value);
         Tensor {
             shape: shape.to_vec(),
-            data: vec![value; shape.iter().product()],
+            data,
         }
     }
 
@@ -73,8 +96,8 @@ impl Tensor {
         &mut self.data
     }
 
-    pub fn into_vec(self) -> Vec<f32> {
-        self.data
+    pub fn into_vec(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.data)
     }
 
     /// The single value of a one-element tensor.
