@@ -7,9 +7,12 @@
 //! - inference outputs 1e-5 and frozen-BN gradients 1e-4: both engines
 //!   compute the same f32 sums in different orders; the differences seen are
 //!   ~1e-7 and ~1e-6.
-//! - training mode 1e-3: batchnorm over batch 3 normalizes 3 numbers per
-//!   channel at conv5 (1x1 pixels), which amplifies rounding differences by
-//!   1/sigma of a tiny sample.
+//! - training mode, outputs 2e-3 and gradients 1e-2: batchnorm over batch 3
+//!   normalizes 3 numbers per channel at conv5 (1x1 pixels), which amplifies
+//!   rounding by 1/sigma of a tiny sample. Keras's own float32 results are
+//!   2.2e-4 (outputs) and 3.0e-3 (gradients) away from the same network in
+//!   float64 (the fixture README's `float64_agreement`); the tolerances sit
+//!   a few times above that floor.
 
 use autograd::{ops, Graph, Mode, ParamStore};
 use nn::layers::VarianceUpdate;
@@ -161,7 +164,7 @@ fn inference_outputs_and_frozen_bn_gradients_match_keras() {
 
 #[test]
 fn training_mode_outputs_and_gradients_match_keras() {
-    run(Mode::TRAIN, "train", "grad_train", 1e-3, 1e-3);
+    run(Mode::TRAIN, "train", "grad_train", 2e-3, 1e-2);
 }
 
 #[test]
