@@ -5,6 +5,7 @@
 //!
 //! Every fast kernel has a naive twin in [`reference`] that it is tested against.
 
+pub mod batch_norm;
 pub mod buffer_pool;
 pub mod conv;
 pub mod elementwise;

@@ -17,10 +17,15 @@
 //! components of the gradient that a shift or a scale of the batch would not
 //! change. Inference mode normalizes with fixed moving statistics, so it is a
 //! per-channel affine map, and its backward is too.
+//!
+//! The passes over the data are the `tensor::batch_norm` kernels: two reads
+//! for the statistics and one affine pass forward; one fused read for both
+//! sums and one pass for `dx` backward. `xhat` is recomputed from the input
+//! rather than stored.
 
 use crate::graph::{Backward, BackwardCtx, Graph, Var};
-use rayon::prelude::*;
-use tensor::elementwise::{channel_affine, channel_dot, channel_sum, channel_sum_sq};
+use tensor::batch_norm as bn;
+use tensor::elementwise::channel_affine;
 use tensor::Tensor;
 
 /// The statistics of one training-mode batch, for the moving averages.
@@ -39,17 +44,8 @@ fn channels_of(x: &Tensor) -> usize {
         .expect("batch_norm: a rank-0 input has no channel axis")
 }
 
-/// `y[r, c] = x[r, c] * scale[c] + shift[c]`, in place.
-fn affine_in_place(y: &mut [f32], scale: &[f32], shift: &[f32]) {
-    let c = scale.len();
-    let rows_per_task = (1 << 14) / c + 1;
-    y.par_chunks_mut(rows_per_task * c).for_each(|chunk| {
-        for row in chunk.chunks_exact_mut(c) {
-            for ((v, &a), &b) in row.iter_mut().zip(scale).zip(shift) {
-                *v = *v * a + b;
-            }
-        }
-    });
+fn per_channel(v: Vec<f32>) -> Tensor {
+    Tensor::from_vec(&[v.len()], v).expect("per-channel shape")
 }
 
 /// Training-mode batch normalization. Returns the output and the batch
@@ -67,31 +63,21 @@ pub fn batch_norm_train(
         gv.shape() == [c] && bv.shape() == [c],
         "batch_norm: gamma/beta must be [{c}]"
     );
-    let m = xv.numel() / c;
-    let mean: Vec<f32> = channel_sum(xv.data(), c)
-        .iter()
-        .map(|s| s / m as f32)
-        .collect();
-    // Two passes (centre, then square) rather than E[x^2] - mean^2, which
-    // cancels catastrophically when |mean| >> sigma.
-    let mut y = Tensor::zeros(xv.shape());
-    let neg_mean: Vec<f32> = mean.iter().map(|v| -v).collect();
-    channel_affine(xv.data(), &vec![1.0; c], &neg_mean, y.data_mut());
-    let var: Vec<f32> = channel_sum_sq(y.data(), c)
-        .iter()
-        .map(|s| s / m as f32)
-        .collect();
+    let (mean, var) = bn::mean_and_variance(xv.data(), c);
     let inv_sigma: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    // y = (x - mean) * inv_sigma * gamma + beta, one affine map per channel.
     let scale: Vec<f32> = inv_sigma
         .iter()
         .zip(gv.data())
         .map(|(s, g)| s * g)
         .collect();
-    affine_in_place(y.data_mut(), &scale, bv.data());
+    let shift: Vec<f32> = (0..c).map(|i| bv.data()[i] - mean[i] * scale[i]).collect();
+    let mut y = Tensor::zeros(xv.shape());
+    channel_affine(xv.data(), &scale, &shift, y.data_mut());
     let stats = BatchStats {
         mean: mean.clone(),
         var,
-        count: m,
+        count: xv.numel() / c,
     };
     let y = g.push(
         y,
@@ -113,46 +99,27 @@ impl Backward for BatchNormTrainBackward {
 
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let (x, gamma) = (ctx.inputs[0], ctx.inputs[1]);
-        let c = self.mean.len();
-        let m = x.numel() / c;
-        // xhat, recomputed from the input rather than stored with the op.
-        let neg_shift: Vec<f32> = self
-            .mean
-            .iter()
-            .zip(&self.inv_sigma)
-            .map(|(mu, s)| -mu * s)
-            .collect();
-        let mut buf = Tensor::zeros(x.shape());
-        channel_affine(x.data(), &self.inv_sigma, &neg_shift, buf.data_mut());
-        let dbeta = channel_sum(dy.data(), c);
-        let dgamma = channel_dot(dy.data(), buf.data(), c);
+        let (mean, inv) = (&self.mean, &self.inv_sigma);
+        let c = mean.len();
+        let m = (x.numel() / c) as f32;
+        // dbeta = sum(dy), dgamma = sum(dy * xhat), in one read of x and dy.
+        let (dbeta, dgamma) = bn::backward_sums(x.data(), dy.data(), mean, inv);
         let dx = ctx.needs_grad[0].then(|| {
-            // dx = k * (dy - dbeta/M - xhat * dgamma/M), k = gamma / sigma; in place over xhat.
-            let k: Vec<f32> = gamma
-                .data()
-                .iter()
-                .zip(&self.inv_sigma)
-                .map(|(g, s)| g * s)
+            // dx = k (dy - dbeta/M - xhat dgamma/M) with k = gamma / sigma and
+            // xhat = (x - mean) inv, which is k dy + a x + b per channel.
+            let k: Vec<f32> = gamma.data().iter().zip(inv).map(|(g, s)| g * s).collect();
+            let a: Vec<f32> = (0..c).map(|i| -k[i] * dgamma[i] / m * inv[i]).collect();
+            let b: Vec<f32> = (0..c)
+                .map(|i| -k[i] * dbeta[i] / m - a[i] * mean[i])
                 .collect();
-            let mdy: Vec<f32> = dbeta.iter().map(|v| v / m as f32).collect();
-            let mdx: Vec<f32> = dgamma.iter().map(|v| v / m as f32).collect();
-            buf.data_mut()
-                .par_chunks_mut(c * 256)
-                .zip(dy.data().par_chunks(c * 256))
-                .for_each(|(xhat, dy)| {
-                    for (xr, dr) in xhat.chunks_exact_mut(c).zip(dy.chunks_exact(c)) {
-                        for ch in 0..c {
-                            xr[ch] = k[ch] * (dr[ch] - mdy[ch] - xr[ch] * mdx[ch]);
-                        }
-                    }
-                });
-            buf
+            let mut dx = Tensor::zeros(x.shape());
+            bn::backward_input(x.data(), dy.data(), &k, &a, &b, dx.data_mut());
+            dx
         });
-        let to_tensor = |v: Vec<f32>| Tensor::from_vec(&[c], v).expect("per-channel shape");
         vec![
             dx,
-            ctx.needs_grad[1].then(|| to_tensor(dgamma)),
-            ctx.needs_grad[2].then(|| to_tensor(dbeta)),
+            ctx.needs_grad[1].then(|| per_channel(dgamma)),
+            ctx.needs_grad[2].then(|| per_channel(dbeta)),
         ]
     }
 }
@@ -224,38 +191,25 @@ impl Backward for BatchNormInferBackward {
             channel_affine(dy.data(), &self.scale, &vec![0.0; c], dx.data_mut());
             dx
         });
-        let dbeta = channel_sum(dy.data(), c);
-        let to_tensor = |v: Vec<f32>| Tensor::from_vec(&[c], v).expect("per-channel shape");
-        let dgamma = ctx.needs_grad[1].then(|| {
-            // sum(dy * xhat) = (sum(dy * x) - mean * sum(dy)) / sigma
-            let dot = channel_dot(dy.data(), x.data(), c);
-            to_tensor(
-                (0..c)
-                    .map(|i| (dot[i] - self.mean[i] * dbeta[i]) * self.inv_sigma[i])
-                    .collect(),
-            )
-        });
+        // sum(dy) and sum(dy * xhat), xhat from the moving statistics.
+        let (dbeta, dgamma) = bn::backward_sums(x.data(), dy.data(), &self.mean, &self.inv_sigma);
         // The statistics are never trained, but the op is a function of them
         // too; their gradients make the gradient check complete:
         // dL/dmean = -sum(dy) * gamma / sigma,
-        // dL/dvar  = -sum(dy * (x - mean)) * gamma / (2 sigma^3).
+        // dL/dvar  = -sum(dy * xhat) * gamma / (2 sigma^2).
         let dmean = ctx.needs_grad[3]
-            .then(|| to_tensor((0..c).map(|i| -dbeta[i] * self.scale[i]).collect()));
+            .then(|| per_channel((0..c).map(|i| -dbeta[i] * self.scale[i]).collect()));
         let dvar = ctx.needs_grad[4].then(|| {
-            let dot = channel_dot(dy.data(), x.data(), c);
-            to_tensor(
+            per_channel(
                 (0..c)
-                    .map(|i| {
-                        let centred = dot[i] - self.mean[i] * dbeta[i];
-                        -0.5 * centred * self.scale[i] * self.inv_sigma[i] * self.inv_sigma[i]
-                    })
+                    .map(|i| -0.5 * dgamma[i] * self.scale[i] * self.inv_sigma[i])
                     .collect(),
             )
         });
         vec![
             dx,
-            dgamma,
-            ctx.needs_grad[2].then(|| to_tensor(dbeta)),
+            ctx.needs_grad[1].then(|| per_channel(dgamma)),
+            ctx.needs_grad[2].then(|| per_channel(dbeta)),
             dmean,
             dvar,
         ]
