@@ -118,7 +118,7 @@ fn check_all_passes(g: &ConvGeometry, seed: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Small geometries: every edge case of the index arithmetic.
     #[test]
@@ -131,7 +131,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(12))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     /// Geometries big enough to take the threaded GEMM and im2col paths.
     #[test]

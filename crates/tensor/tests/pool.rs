@@ -44,7 +44,7 @@ fn geometry() -> impl Strategy<Value = PoolGeometry> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn max_pool_matches_reference(g in geometry(), ties in any::<bool>(), seed in any::<u32>()) {
