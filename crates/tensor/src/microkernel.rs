@@ -121,10 +121,20 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ou
         // of `mc` values handed out MR at a time to the panels. (Panel by
         // panel would revisit every k's cache line once per panel, at a
         // stride that is often a multiple of 4 KiB: cache-set thrashing.)
+        assert!(out.len() >= full * MR * kc);
         for kk in 0..kc {
-            let src = unsafe { std::slice::from_raw_parts(a.offset(kk as isize * csa), mc) };
-            for (p, chunk) in src.chunks_exact(MR).enumerate() {
-                out[(p * kc + kk) * MR..][..MR].copy_from_slice(chunk);
+            for p in 0..full {
+                // SAFETY: row kk of op(A)^T holds `mc` values from `a`, and
+                // the destination is inside `out` (asserted above).
+                unsafe {
+                    let src = a.offset(kk as isize * csa + (p * MR) as isize);
+                    let dst = out.as_mut_ptr().add((p * kc + kk) * MR);
+                    _mm_storeu_ps(dst, _mm_loadu_ps(src));
+                    _mm_store_sd(
+                        dst.add(4) as *mut f64,
+                        _mm_load_sd(src.add(4) as *const f64),
+                    );
+                }
             }
         }
     } else if csa == 1 {
