@@ -34,7 +34,8 @@ fn trainer(lr: f32) -> Trainer {
 
 /// A few hundred real CIFAR-10 training images, the same ones every run.
 fn real_images(n: usize) -> Dataset {
-    let (cifar, _) = data::load(None, None).expect("CIFAR-10 from ../shared/data (see README)");
+    let (cifar, _) = data::load(None, Some(&data::default_cache_dir()))
+        .expect("CIFAR-10 from ../shared/data (see README)");
     let pick: Vec<usize> = (0..n).map(|i| i * (cifar.train.len() / n)).collect();
     cifar.train.subset(&pick)
 }

@@ -28,7 +28,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     init_threads(a.threads)?;
     let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
     let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
-    let (cifar, report) = data::load(a.data.as_deref(), None)?;
+    let (cifar, report) = data::load(a.data.as_deref(), Some(&data::default_cache_dir()))?;
     println!("{report}");
     let test = subset(cifar.test, a.test_limit, 1);
     // Evaluation never steps the optimizer; any will do.

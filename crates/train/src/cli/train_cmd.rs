@@ -99,7 +99,7 @@ fn bar_style() -> ProgressStyle {
 pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Result<()> {
     let preprocess = parse_preprocess(&config.preprocess)?;
     let freeze = parse_freeze(&config.freeze)?;
-    let (cifar, report) = data::load(config.data.as_deref(), None)?;
+    let (cifar, report) = data::load(config.data.as_deref(), Some(&data::default_cache_dir()))?;
     println!("{report}");
     let train_set = subset(cifar.train, config.train_limit, config.seed);
     let test_set = subset(cifar.test, config.test_limit, config.seed ^ 1);
