@@ -531,9 +531,8 @@ fn backward_kernel_per_task(
     let per = m.div_ceil(tasks);
     let len = k * co;
     with_scratch(Slot::Partial, (tasks - 1) * len, |partials| {
-        let first = std::iter::once(dw as &mut [f32]);
-        let targets: Vec<&mut [f32]> = first.chain(partials.chunks_exact_mut(len)).collect();
-        targets.into_par_iter().enumerate().for_each(|(t, out)| {
+        let targets = rayon::iter::once(&mut *dw).chain(partials.par_chunks_exact_mut(len));
+        targets.enumerate().for_each(|(t, out)| {
             let (start, end) = ((t * per).min(m), ((t + 1) * per).min(m));
             let mut beta = if t == 0 { beta } else { 0.0 };
             if start == end && beta == 0.0 {
@@ -554,8 +553,7 @@ fn backward_kernel_per_task(
         let partials = &*partials;
         dw.par_chunks_mut(4096).enumerate().for_each(|(i, d)| {
             for p in partials.chunks_exact(len) {
-                let p = &p[i * 4096..][..d.len()];
-                d.iter_mut().zip(p).for_each(|(d, p)| *d += p);
+                crate::elementwise::add_kernel(d, &p[i * 4096..][..d.len()]);
             }
         });
     });
