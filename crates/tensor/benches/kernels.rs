@@ -42,9 +42,13 @@ fn time(min_runs: usize, budget: Duration, mut f: impl FnMut()) -> f64 {
 struct Shape {
     name: &'static str,
     g: ConvGeometry,
+    /// How many of ResNet50's 53 convolutions have this shape.
+    count: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv(
+    count: usize,
     name: &'static str,
     hw: usize,
     k: usize,
@@ -55,6 +59,7 @@ fn conv(
 ) -> Shape {
     Shape {
         name,
+        count,
         g: ConvGeometry {
             batch: 64,
             in_h: hw,
@@ -69,31 +74,33 @@ fn conv(
     }
 }
 
-/// The distinct convolutions of Keras ResNet50 on a 32x32 input.
+/// The distinct convolutions of Keras ResNet50 on a 32x32 input, with how
+/// often each occurs (stride 2 sits on the first 1x1 of each stage's first
+/// block and on its projection shortcut, as in Keras).
 fn resnet50_shapes() -> Vec<Shape> {
     let same3 = |hw| Padding::same(hw, hw, 3, 3, 1);
     let z = Padding::ZERO;
     vec![
-        conv("conv1 7x7/2 3->64 @38", 38, 7, 3, 64, 2, z),
-        conv("1x1 64->64 @8", 8, 1, 64, 64, 1, z),
-        conv("1x1 64->256 @8", 8, 1, 64, 256, 1, z),
-        conv("1x1 256->64 @8", 8, 1, 256, 64, 1, z),
-        conv("3x3 64->64 @8", 8, 3, 64, 64, 1, same3(8)),
-        conv("1x1/2 256->128 @8", 8, 1, 256, 128, 2, z),
-        conv("1x1/2 256->512 @8", 8, 1, 256, 512, 2, z),
-        conv("3x3 128->128 @4", 4, 3, 128, 128, 1, same3(4)),
-        conv("1x1 128->512 @4", 4, 1, 128, 512, 1, z),
-        conv("1x1 512->128 @4", 4, 1, 512, 128, 1, z),
-        conv("1x1/2 512->256 @4", 4, 1, 512, 256, 2, z),
-        conv("1x1/2 512->1024 @4", 4, 1, 512, 1024, 2, z),
-        conv("3x3 256->256 @2", 2, 3, 256, 256, 1, same3(2)),
-        conv("1x1 256->1024 @2", 2, 1, 256, 1024, 1, z),
-        conv("1x1 1024->256 @2", 2, 1, 1024, 256, 1, z),
-        conv("1x1/2 1024->512 @2", 2, 1, 1024, 512, 2, z),
-        conv("1x1/2 1024->2048 @2", 2, 1, 1024, 2048, 2, z),
-        conv("3x3 512->512 @1", 1, 3, 512, 512, 1, same3(1)),
-        conv("1x1 512->2048 @1", 1, 1, 512, 2048, 1, z),
-        conv("1x1 2048->512 @1", 1, 1, 2048, 512, 1, z),
+        conv(1, "conv1 7x7/2 3->64 @38", 38, 7, 3, 64, 2, z),
+        conv(1, "1x1 64->64 @8", 8, 1, 64, 64, 1, z),
+        conv(4, "1x1 64->256 @8", 8, 1, 64, 256, 1, z),
+        conv(2, "1x1 256->64 @8", 8, 1, 256, 64, 1, z),
+        conv(3, "3x3 64->64 @8", 8, 3, 64, 64, 1, same3(8)),
+        conv(1, "1x1/2 256->128 @8", 8, 1, 256, 128, 2, z),
+        conv(1, "1x1/2 256->512 @8", 8, 1, 256, 512, 2, z),
+        conv(4, "3x3 128->128 @4", 4, 3, 128, 128, 1, same3(4)),
+        conv(4, "1x1 128->512 @4", 4, 1, 128, 512, 1, z),
+        conv(3, "1x1 512->128 @4", 4, 1, 512, 128, 1, z),
+        conv(1, "1x1/2 512->256 @4", 4, 1, 512, 256, 2, z),
+        conv(1, "1x1/2 512->1024 @4", 4, 1, 512, 1024, 2, z),
+        conv(6, "3x3 256->256 @2", 2, 3, 256, 256, 1, same3(2)),
+        conv(6, "1x1 256->1024 @2", 2, 1, 256, 1024, 1, z),
+        conv(5, "1x1 1024->256 @2", 2, 1, 1024, 256, 1, z),
+        conv(1, "1x1/2 1024->512 @2", 2, 1, 1024, 512, 2, z),
+        conv(1, "1x1/2 1024->2048 @2", 2, 1, 1024, 2048, 2, z),
+        conv(3, "3x3 512->512 @1", 1, 3, 512, 512, 1, same3(1)),
+        conv(3, "1x1 512->2048 @1", 1, 1, 512, 2048, 1, z),
+        conv(2, "1x1 2048->512 @1", 1, 1, 2048, 512, 1, z),
     ]
 }
 
@@ -186,6 +193,8 @@ fn main() {
     println!("|---|---|{}", "---:|".repeat(cols.len()));
     let budget = Duration::from_millis(300);
     let mut trimmed = Vec::new();
+    // Seconds per training step's worth of conv work, per thread count.
+    let mut step = vec![0.0f64; pools.len()];
     for s in &shapes {
         let g = &s.g;
         let x = fill(g.input_shape().iter().product(), 3);
@@ -211,6 +220,11 @@ fn main() {
                     }),
                 });
                 cells.push(format!("{:.1}", gflops(macs, secs)));
+                // The stem's input gradient is not needed for training.
+                if !(pass == 1 && s.name.starts_with("conv1")) {
+                    step[pools.iter().position(|p| std::ptr::eq(p, pool)).unwrap()] +=
+                        s.count as f64 * secs;
+                }
             }
         }
         let executed = tensor::conv::executed_macs(g);
@@ -230,6 +244,15 @@ fn main() {
             g.gemm_k(),
             g.out_c,
             cells.join(" | ")
+        );
+    }
+    if shapes.len() == resnet50_shapes().len() {
+        let ms: Vec<String> = step.iter().map(|s| format!("{:.1} ms", s * 1e3)).collect();
+        println!();
+        println!(
+            "All 53 ResNet50 convolutions, forward + input grad + kernel grad (no input grad for conv1), batch 64: {} ({:?} threads)",
+            ms.join(" / "),
+            thread_counts
         );
     }
     for note in trimmed {
