@@ -82,10 +82,13 @@ fn to_f32(view: &TensorView) -> Option<Vec<f32>> {
     })
 }
 
+/// Named tensors, sorted by name.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 /// Reads every tensor of a safetensors file as f32, with the file's metadata.
 pub fn read_tensors(
     path: &Path,
-) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>), WeightsError> {
+) -> Result<(NamedTensors, HashMap<String, String>), WeightsError> {
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
         path: path.into(),
         source,

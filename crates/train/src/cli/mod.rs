@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train (the default when no subcommand is given).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on the test set.
     Eval(EvalArgs),
     /// Classify image files with a checkpoint (top-3 classes).
@@ -212,7 +212,7 @@ pub struct BenchArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => train_cmd::run(cli.train),
-        Some(Command::Train(a)) => train_cmd::run(a),
+        Some(Command::Train(a)) => train_cmd::run(*a),
         Some(Command::Eval(a)) => eval_cmd::run(a),
         Some(Command::Predict(a)) => predict_cmd::run(a),
         Some(Command::Forward(a)) => probe_cmd::forward(a),

@@ -203,6 +203,18 @@ pub fn load(
     load_cached(&source, cache_dir)
 }
 
+/// Reads and decodes one 32x32 JPEG or PNG file into HWC RGB bytes (what
+/// `predict` feeds the model).
+pub fn read_image(path: &Path) -> Result<Vec<u8>, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut out = vec![0u8; IMAGE_BYTES];
+    decode::decode_rgb32(&bytes, path, &mut out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,14 +341,3 @@ mod tests {
     }
 }
 
-/// Reads and decodes one 32x32 JPEG or PNG file into HWC RGB bytes (what
-/// `predict` feeds the model).
-pub fn read_image(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let mut out = vec![0u8; IMAGE_BYTES];
-    decode::decode_rgb32(&bytes, path, &mut out)?;
-    Ok(out)
-}
