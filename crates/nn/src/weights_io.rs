@@ -86,9 +86,7 @@ fn to_f32(view: &TensorView) -> Option<Vec<f32>> {
 pub type NamedTensors = Vec<(String, Tensor)>;
 
 /// Reads every tensor of a safetensors file as f32, with the file's metadata.
-pub fn read_tensors(
-    path: &Path,
-) -> Result<(NamedTensors, HashMap<String, String>), WeightsError> {
+pub fn read_tensors(path: &Path) -> Result<(NamedTensors, HashMap<String, String>), WeightsError> {
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
         path: path.into(),
         source,

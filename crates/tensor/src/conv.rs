@@ -20,13 +20,16 @@
 //! are enough rows, each rayon task owns a tile end to end: it builds its
 //! im2col rows and runs a single-threaded GEMM on them while they are still in
 //! its core's cache (for the input gradient a task owns whole images, so its
-//! col2im writes touch no other task's pixels). With few rows (the late
-//! stages, M = 64) one shared tile is built in parallel and the GEMM itself is
-//! split across the threads.
+//! col2im writes touch no other task's pixels; for the kernel gradient each
+//! thread accumulates a partial gradient over its share of the rows, and the
+//! partials are added at the end). With few rows (the late stages, M = 64)
+//! one shared tile is built in parallel and the GEMM itself is split across
+//! the threads; that path's col2im gathers per input row, in parallel too.
 //!
 //! Kernel taps that read only padding for *every* output pixel (a 3x3 'same'
-//! conv on a 1x1 map uses only its centre tap) are trimmed away first: the
-//! result is identical and the GEMM is up to 9x smaller.
+//! conv on a 1x1 map uses only its centre tap) are trimmed away first. The
+//! naive reference skips padding taps as well, so only the rounding order
+//! changes, and the GEMM is up to 9x smaller.
 
 use crate::error::{Result, TensorError};
 use crate::gemm::{sgemm, sgemm_serial, Trans};

@@ -340,4 +340,3 @@ mod tests {
         assert_ne!(data.train.image(0), data.train.image(1));
     }
 }
-
