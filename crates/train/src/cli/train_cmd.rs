@@ -8,6 +8,7 @@ use super::TrainArgs;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::ResNet;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -215,12 +216,22 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
             images += indices.len();
             last_lr = s.lr;
             let rate = images as f64 / started.elapsed().as_secs_f64();
-            bar.set_message(format!(
+            let status = format!(
                 "loss {:.4} acc {:.4} {:.0} img/s",
                 meter.loss(),
                 meter.accuracy(),
                 rate
-            ));
+            );
+            if !live && !quiet && (step + 1) % log_every == 0 {
+                println!(
+                    "epoch {}/{} step {}/{}: {status}",
+                    epoch + 1,
+                    config.epochs,
+                    step + 1,
+                    batches.len()
+                );
+            }
+            bar.set_message(status);
             bar.inc(1);
             if stop.load(Ordering::SeqCst) {
                 bar.abandon();
