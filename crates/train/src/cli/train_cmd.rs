@@ -178,11 +178,14 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
         let augment = config
             .augment
             .then(|| Augment::standard(config.seed).with_epoch(epoch as u64));
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
+        // A live bar on a terminal; into a log file, a line every tenth of an epoch.
+        let live = !quiet && std::io::stderr().is_terminal();
+        let bar = if live {
             ProgressBar::new(batches.len() as u64)
+        } else {
+            ProgressBar::hidden()
         };
+        let log_every = (batches.len() / 10).max(1);
         bar.set_style(bar_style());
         bar.set_prefix(format!("epoch {}/{}", epoch + 1, config.epochs));
         let start_step = if epoch == progress.epoch {
