@@ -50,8 +50,9 @@ pub struct TrainArgs {
     /// Start from these weights (e.g. converted Keras ImageNet weights); the head may be absent.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
+    /// Epochs to train [default: 10; with --resume, the run's own count unless given].
+    #[arg(long)]
+    pub epochs: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 256)]

@@ -35,7 +35,7 @@ fn config_from_args(a: &TrainArgs) -> RunConfig {
     }
     model.unbiased_moving_variance = a.unbiased_moving_variance;
     RunConfig {
-        epochs: a.epochs,
+        epochs: a.epochs.unwrap_or(10),
         batch_size: a.batch_size,
         eval_batch_size: a.eval_batch_size,
         lr: a.lr,
@@ -72,7 +72,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let (dir, config) = match &a.resume {
         Some(dir) => {
             let mut c = run_state::read_config(dir)?;
-            c.epochs = a.epochs.max(c.epochs);
+            if let Some(e) = a.epochs {
+                c.epochs = e;
+            }
             (dir.clone(), c)
         }
         None => (
