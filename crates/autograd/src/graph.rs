@@ -41,6 +41,11 @@ pub trait Backward {
     fn forward_flops(&self) -> f64 {
         0.0
     }
+
+    /// What distinguishes this instance in a profile (a conv's geometry).
+    fn detail(&self) -> String {
+        String::new()
+    }
 }
 
 struct Node {
@@ -108,6 +113,7 @@ pub struct OpTiming {
     pub forward: std::time::Duration,
     pub backward: std::time::Duration,
     pub forward_flops: f64,
+    pub detail: String,
 }
 
 /// Gradients from one backward pass, for parameters and for leaf inputs.
@@ -249,6 +255,7 @@ impl<'p> Graph<'p> {
                 forward: now - p.last_push.unwrap_or(now),
                 backward: std::time::Duration::ZERO,
                 forward_flops: backward.forward_flops(),
+                detail: backward.detail(),
             });
             p.last_push = Some(now);
         }

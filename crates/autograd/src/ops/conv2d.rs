@@ -77,6 +77,14 @@ impl Backward for Conv2dBackward {
         2.0 * self.geom.macs() as f64
     }
 
+    fn detail(&self) -> String {
+        let g = &self.geom;
+        format!(
+            "{}x{}/{} {}->{} @{}x{}",
+            g.kernel_h, g.kernel_w, g.stride, g.in_c, g.out_c, g.in_h, g.in_w
+        )
+    }
+
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let g = &self.geom;
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);

@@ -160,4 +160,41 @@ fn profile(trainer: &Trainer, batch: usize, rng: &mut StdRng) {
         );
     }
     println!("total {:.1} ms", total * 1e3);
+
+    // Convolutions by shape: every layer of the same geometry together.
+    let mut by_shape: BTreeMap<&str, (f64, f64, f64, usize)> = BTreeMap::new();
+    for op in g
+        .profile()
+        .expect("enabled")
+        .ops
+        .iter()
+        .filter(|o| o.name == "conv2d")
+    {
+        let e = by_shape.entry(op.detail.as_str()).or_default();
+        e.0 += op.forward.as_secs_f64();
+        e.1 += op.backward.as_secs_f64();
+        e.2 += op.forward_flops;
+        e.3 += 1;
+    }
+    println!("\nconvolutions by shape (backward = input + kernel gradient; 2x the forward FLOPs, 1x for the first conv):");
+    println!(
+        "{:28} {:>5} {:>9} {:>9} {:>10} {:>10}",
+        "conv", "count", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s"
+    );
+    for (shape, (f, b, fl, n)) in by_shape {
+        // conv1 reads the network input, which needs no gradient: its
+        // backward is the kernel gradient alone.
+        let bwd_flops = if shape.starts_with("7x7") {
+            fl
+        } else {
+            2.0 * fl
+        };
+        println!(
+            "{shape:28} {n:5} {:9.1} {:9.1} {:10.1} {:10.1}",
+            f * 1e3,
+            b * 1e3,
+            fl / f / 1e9,
+            bwd_flops / b / 1e9
+        );
+    }
 }
