@@ -2,7 +2,7 @@
 //! ends up.
 //!
 //! `C = alpha * op(A) * op(B) + beta * C`, row-major and contiguous. Every
-//! product goes through one dispatch point, [`block`], which picks the
+//! product goes through one dispatch point, `block`, which picks the
 //! single-threaded block kernel for this machine (currently
 //! `matrixmultiply::sgemm`, whose own threading feature stays off: we never
 //! nest a thread pool inside rayon). [`sgemm`] splits C across rayon's
@@ -24,8 +24,12 @@ pub enum Trans {
     T,
 }
 
-/// A single-threaded block kernel that [`block`] can dispatch to.
+/// A single-threaded block kernel that `block` can dispatch to. A new
+/// kernel (an AVX-512 one on a host whose OS enables it) is a new variant
+/// here, an arm in `block`, and a case in [`Kernel::available`] and
+/// [`Kernel::best`]; the tests then check it against the reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kernel {
     /// `matrixmultiply::sgemm`: portable, picks its own SIMD at run time.
     MatrixMultiply,

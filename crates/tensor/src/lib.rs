@@ -3,7 +3,7 @@
 //! Nothing here knows about gradients: `autograd` pairs these kernels into
 //! forward/backward ops.
 //!
-//! Every fast kernel has a naive twin in [`reference`] that it is tested against.
+//! Every fast kernel has a naive twin in [`reference`](mod@reference) that it is tested against.
 
 pub mod batch_norm;
 pub mod buffer_pool;
