@@ -33,7 +33,7 @@ pub enum Trans {
 pub enum Kernel {
     /// `matrixmultiply::sgemm`: portable, picks its own SIMD at run time.
     MatrixMultiply,
-    /// Our packed 6x16 AVX2+FMA kernel ([`crate::microkernel`]).
+    /// Our packed 6x16 AVX2+FMA kernel (`src/microkernel.rs`).
     Avx2Fma,
 }
 
