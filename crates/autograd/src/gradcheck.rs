@@ -104,23 +104,21 @@ impl GradCheck {
         let grads = g.backward_with(out, r.clone());
 
         // Numeric: L(x) = sum(r * f(x)) with no tape.
-        let loss = |xs: &[Tensor]| -> f64 {
-            let mut g = Graph::new(
-                params,
-                Mode {
-                    record: false,
-                    training: self.training,
-                },
-            );
+        let weighted = |xs: &[Tensor]| -> Vec<f64> {
+            let mode = Mode {
+                record: false,
+                training: self.training,
+            };
+            let mut g = Graph::new(params, mode);
             let vars: Vec<Var> = xs.iter().map(|t| g.leaf(t.clone(), false)).collect();
             let out = f(&mut g, &vars);
-            g.value(out)
-                .data()
-                .iter()
+            let y = g.value(out).data();
+            y.iter()
                 .zip(r.data())
                 .map(|(&y, &r)| y as f64 * r as f64)
-                .sum()
+                .collect()
         };
+        let loss = |xs: &[Tensor]| -> f64 { weighted(xs).iter().sum() };
 
         let mut report = GradReport {
             checked: 0,
@@ -130,25 +128,7 @@ impl GradCheck {
         let h = self.step;
         let mut xs = inputs.to_vec();
         let l0 = loss(&xs);
-        let out_norm = {
-            let mut g = Graph::new(
-                params,
-                Mode {
-                    record: false,
-                    training: self.training,
-                },
-            );
-            let vars: Vec<Var> = xs.iter().map(|t| g.leaf(t.clone(), false)).collect();
-            let out = f(&mut g, &vars);
-            let sq: f64 = g
-                .value(out)
-                .data()
-                .iter()
-                .zip(r.data())
-                .map(|(&y, &r)| (y as f64 * r as f64).powi(2))
-                .sum();
-            sq.sqrt()
-        };
+        let out_norm = weighted(&xs).iter().map(|v| v * v).sum::<f64>().sqrt();
         let noise_floor = 4.0 * f32::EPSILON as f64 * out_norm / h as f64;
         for (i, v) in vars.iter().enumerate() {
             let zeros = Tensor::zeros(inputs[i].shape());

@@ -122,7 +122,7 @@ impl Trainer {
             )
             .expect("shape");
             let logits = self.logits(x);
-            let loss = batch_loss(&logits, &labels);
+            let loss = ops::cross_entropy(&logits, &labels);
             meter.update(loss, logits.data(), &labels);
             confusion.add_batch(logits.data(), &labels);
             buf = Vec::with_capacity(chunk.len() * IMAGE_BYTES);
@@ -135,21 +135,4 @@ impl Trainer {
             seconds: started.elapsed().as_secs_f64(),
         }
     }
-}
-
-/// Mean cross-entropy of a batch of logits (no graph: evaluation only).
-pub fn batch_loss(logits: &Tensor, labels: &[usize]) -> f64 {
-    let k = logits.shape()[1];
-    let mut total = 0.0f64;
-    for (row, &y) in logits.data().chunks_exact(k).zip(labels) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + row
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        total += lse - row[y] as f64;
-    }
-    total / labels.len().max(1) as f64
 }

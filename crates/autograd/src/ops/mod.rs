@@ -16,5 +16,5 @@ pub use conv2d::conv2d;
 pub use dense::dense;
 pub use pool::{global_avg_pool, max_pool};
 pub use relu::relu;
-pub use softmax_cross_entropy::{softmax, softmax_cross_entropy};
+pub use softmax_cross_entropy::{cross_entropy, softmax, softmax_cross_entropy};
 pub use zero_pad::zero_pad;

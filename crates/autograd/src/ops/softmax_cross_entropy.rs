@@ -27,11 +27,14 @@ pub fn softmax(logits: &Tensor) -> Tensor {
     p
 }
 
-/// Mean cross-entropy of `[N, K]` logits against integer labels; a scalar.
-pub fn softmax_cross_entropy(g: &mut Graph, logits: Var, labels: &[usize]) -> Var {
-    let z = g.value(logits);
-    let &[n, k] = z.shape() else {
-        panic!("cross-entropy: logits must be [N, K], got {:?}", z.shape())
+/// Mean cross-entropy of `[N, K]` logits against integer labels, in f64:
+/// `mean_n(logsumexp(z_n) - z_n[label_n])`. Panics on a label out of range.
+pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> f64 {
+    let &[n, k] = logits.shape() else {
+        panic!(
+            "cross-entropy: logits must be [N, K], got {:?}",
+            logits.shape()
+        )
     };
     assert_eq!(
         labels.len(),
@@ -40,7 +43,7 @@ pub fn softmax_cross_entropy(g: &mut Graph, logits: Var, labels: &[usize]) -> Va
         labels.len()
     );
     let mut loss = 0.0f64;
-    for (row, &label) in z.data().chunks_exact(k).zip(labels) {
+    for (row, &label) in logits.data().chunks_exact(k).zip(labels) {
         assert!(
             label < k,
             "cross-entropy: label {label} is not below the {k} classes"
@@ -54,8 +57,15 @@ pub fn softmax_cross_entropy(g: &mut Graph, logits: Var, labels: &[usize]) -> Va
                 .ln();
         loss += lse - row[label] as f64;
     }
+    loss / n.max(1) as f64
+}
+
+/// Mean cross-entropy of `[N, K]` logits against integer labels; a scalar.
+pub fn softmax_cross_entropy(g: &mut Graph, logits: Var, labels: &[usize]) -> Var {
+    let z = g.value(logits);
+    let loss = cross_entropy(z, labels);
     let probs = softmax(z);
-    let value = Tensor::scalar((loss / n as f64) as f32);
+    let value = Tensor::scalar(loss as f32);
     g.push(
         value,
         &[logits],
