@@ -91,9 +91,18 @@ pub fn kernel_name() -> &'static str {
 /// waking the pool outweighs the work.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
-/// Pieces of a split dimension are multiples of this (a whole number of
-/// microkernel tiles).
-const ALIGN: usize = 16;
+impl Kernel {
+    /// Pieces of a split dimension are whole numbers of the kernel's register
+    /// tiles: rows of `mr` along M, columns of 16 along N (a multiple of
+    /// every kernel's tile width).
+    fn split_align(self, along_m: bool) -> usize {
+        match (self, along_m) {
+            (Kernel::Avx2Fma, true) => 6,
+            (_, true) => 8,
+            (_, false) => 16,
+        }
+    }
+}
 
 /// Checks the operand lengths; returns the row and column strides of A and B
 /// as stored, or `None` when there is nothing to multiply.
@@ -194,7 +203,8 @@ pub fn sgemm_with(
     } else {
         threads
     };
-    let piece = len.div_ceil(pieces).next_multiple_of(ALIGN).min(len);
+    let align = kernel.split_align(split_m);
+    let piece = len.div_ceil(pieces).next_multiple_of(align).min(len);
     let (a, b, c) = (SendPtr(a as *mut f32), SendPtr(b as *mut f32), SendPtr(c));
     (0..len.div_ceil(piece)).into_par_iter().for_each(|p| {
         let (a, b, c) = (&a, &b, &c);
