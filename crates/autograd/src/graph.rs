@@ -233,6 +233,20 @@ impl<'p> Graph<'p> {
         }
     }
 
+    /// Frees `v`'s value early when nothing can need it again: in a graph
+    /// that does not record (inference), once its last consumer has run.
+    /// With a tape it does nothing (backward needs the values).
+    pub fn release(&mut self, v: Var) {
+        if !self.mode.record {
+            self.nodes[v.0].value = None;
+        }
+    }
+
+    /// How many values the graph currently holds (parameters not counted).
+    pub fn live_values(&self) -> usize {
+        self.nodes.iter().filter(|n| n.value.is_some()).count()
+    }
+
     pub fn requires_grad(&self, v: Var) -> bool {
         self.nodes[v.0].requires_grad
     }

@@ -87,24 +87,38 @@ impl Bottleneck {
         ]
     }
 
-    /// Runs the block, recording every Keras layer output in `taps`.
+    /// Runs the block, recording every Keras layer output in `taps` and
+    /// releasing each intermediate once its consumer has run.
     pub fn forward(&self, g: &mut Graph, x: Var, taps: &mut Taps) -> Var {
         let shortcut = match &self.shortcut {
             Some((conv, bn)) => {
                 let s = taps.record(&conv.name, conv.forward(g, x));
-                taps.record(&bn.name, bn.forward(g, s))
+                let s_bn = taps.record(&bn.name, bn.forward(g, s));
+                taps.release(g, s);
+                s_bn
             }
             None => x,
         };
         let mut y = x;
         for (i, (conv, bn)) in self.main.iter().enumerate() {
-            y = taps.record(&conv.name, conv.forward(g, y));
-            y = taps.record(&bn.name, bn.forward(g, y));
+            let c = taps.record(&conv.name, conv.forward(g, y));
+            if y != x {
+                taps.release(g, y);
+            }
+            y = taps.record(&bn.name, bn.forward(g, c));
+            taps.release(g, c);
             if i < 2 {
-                y = taps.record(&format!("{}_{}_relu", self.name, i + 1), ops::relu(g, y));
+                let r = taps.record(&format!("{}_{}_relu", self.name, i + 1), ops::relu(g, y));
+                taps.release(g, y);
+                y = r;
             }
         }
         let sum = taps.record(&format!("{}_add", self.name), ops::add(g, shortcut, y));
-        taps.record(&format!("{}_out", self.name), ops::relu(g, sum))
+        for v in [shortcut, y, x] {
+            taps.release(g, v);
+        }
+        let out = taps.record(&format!("{}_out", self.name), ops::relu(g, sum));
+        taps.release(g, sum);
+        out
     }
 }

@@ -14,7 +14,7 @@ pub mod weights_io;
 pub use blocks::Bottleneck;
 pub use resnet::{ModelError, ResNet, ResNetConfig, ResNetOutput};
 
-use autograd::{ParamId, ParamKind, ParamStore, Var};
+use autograd::{Graph, ParamId, ParamKind, ParamStore, Var};
 use layers::VarianceUpdate;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -46,12 +46,33 @@ impl BuildCtx {
 }
 
 /// The outputs of a forward pass by Keras layer name, in the order they ran.
+///
+/// In inference, intermediate values are freed as soon as the next layer has
+/// used them (so a batch of 256 needs a few activations' worth of memory,
+/// not the whole network's), and a recorded name may refer to a released
+/// value; set `keep_all` to keep every layer output readable (the probes).
 #[derive(Default)]
 pub struct Taps {
     entries: Vec<(String, Var)>,
+    pub keep_all: bool,
 }
 
 impl Taps {
+    /// Taps that keep every layer's output.
+    pub fn keeping_all() -> Self {
+        Taps {
+            entries: Vec::new(),
+            keep_all: true,
+        }
+    }
+
+    /// Declares `v` no longer needed by the forward pass (see [`Graph::release`]).
+    pub fn release(&self, g: &mut Graph, v: Var) {
+        if !self.keep_all {
+            g.release(v);
+        }
+    }
+
     /// Records `v` as the output of layer `name` and passes it on.
     pub fn record(&mut self, name: &str, v: Var) -> Var {
         self.entries.push((name.to_string(), v));

@@ -197,21 +197,44 @@ impl ResNet {
         }
     }
 
-    /// Runs the network on the NHWC batch `x`.
+    /// Runs the network on the NHWC batch `x`. Without a tape, layer
+    /// outputs other than `features` and `logits` are freed as soon as they
+    /// have been used; see [`ResNet::forward_keeping_all`].
     pub fn forward(&self, g: &mut Graph, x: Var) -> Result<ResNetOutput, ModelError> {
+        self.forward_with(g, x, Taps::default())
+    }
+
+    /// Like [`ResNet::forward`], keeping every Keras layer output readable
+    /// through the returned taps (parity probes, debugging).
+    pub fn forward_keeping_all(&self, g: &mut Graph, x: Var) -> Result<ResNetOutput, ModelError> {
+        self.forward_with(g, x, Taps::keeping_all())
+    }
+
+    fn forward_with(
+        &self,
+        g: &mut Graph,
+        x: Var,
+        mut taps: Taps,
+    ) -> Result<ResNetOutput, ModelError> {
         self.check_input(g.value(x).shape())?;
-        let mut taps = Taps::default();
         let s = &self.stem;
-        let y = taps.record(&s.pad.name, s.pad.forward(g, x));
-        let y = taps.record(&s.conv.name, s.conv.forward(g, y));
-        let y = taps.record(&s.bn.name, s.bn.forward(g, y));
-        let y = taps.record("conv1_relu", ops::relu(g, y));
-        let y = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, y));
-        let mut y = taps.record(&s.pool.name, s.pool.forward(g, y));
+        // Each stem layer consumes the previous one's output, then frees it.
+        let p = taps.record(&s.pad.name, s.pad.forward(g, x));
+        let c = taps.record(&s.conv.name, s.conv.forward(g, p));
+        taps.release(g, p);
+        let b = taps.record(&s.bn.name, s.bn.forward(g, c));
+        taps.release(g, c);
+        let r = taps.record("conv1_relu", ops::relu(g, b));
+        taps.release(g, b);
+        let p = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, r));
+        taps.release(g, r);
+        let mut y = taps.record(&s.pool.name, s.pool.forward(g, p));
+        taps.release(g, p);
         for block in &self.blocks {
             y = block.forward(g, y, &mut taps);
         }
         let features = taps.record(&self.avg_pool.name, self.avg_pool.forward(g, y));
+        taps.release(g, y);
         let logits = self
             .head
             .as_ref()

@@ -186,7 +186,7 @@ fn inference_mode_records_nothing_and_uses_moving_statistics() {
     let (model, store) = ResNet::new(narrow(2)).unwrap();
     let mut g = Graph::new(&store, Mode::INFER);
     let xv = g.input(batch(1, 32, 5));
-    let out = model.forward(&mut g, xv).unwrap();
+    let out = model.forward_keeping_all(&mut g, xv).unwrap();
     assert!(g.take_stat_updates().is_empty());
     assert!(!g.requires_grad(out.logits.unwrap()));
     // Fresh statistics (mean 0, variance 1) make conv1_bn nearly the identity.
@@ -207,4 +207,26 @@ fn wrong_input_shape_is_an_error_naming_both_shapes() {
         err.contains("[2, 32, 32, 1]") && err.contains("[N, 32, 32, 3]"),
         "{err}"
     );
+}
+
+#[test]
+fn inference_frees_intermediates_without_changing_the_result() {
+    let (model, store) = ResNet::new(narrow(3)).unwrap();
+    let x = batch(2, 32, 6);
+    let run = |keep: bool| {
+        let mut g = Graph::new(&store, Mode::INFER);
+        let xv = g.input(x.clone());
+        let out = if keep {
+            model.forward_keeping_all(&mut g, xv).unwrap()
+        } else {
+            model.forward(&mut g, xv).unwrap()
+        };
+        (g.value(out.logits.unwrap()).clone(), g.live_values())
+    };
+    let (kept, live_kept) = run(true);
+    let (freed, live_freed) = run(false);
+    assert_eq!(kept, freed);
+    // The input, the features and the logits are all that stay alive.
+    assert_eq!(live_freed, 3, "values alive after an inference pass");
+    assert!(live_kept > 50, "{live_kept}");
 }

@@ -44,7 +44,7 @@ pub fn forward(a: ForwardArgs) -> Result<()> {
     let mode = if a.training { Mode::TRAIN } else { Mode::INFER };
     let mut g = Graph::new(&store, mode);
     let xv = g.input(x);
-    let out = model.forward(&mut g, xv)?;
+    let out = model.forward_keeping_all(&mut g, xv)?;
     let mut written = Vec::new();
     for name in &a.layers {
         let v = out.taps.get(name).ok_or_else(|| {
