@@ -3,7 +3,7 @@
 
 use crate::graph::{Backward, BackwardCtx, Graph, Var};
 use tensor::pool::{
-    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward,
+    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward_batched, max_pool_forward,
 };
 use tensor::{Padding, PoolGeometry, Tensor};
 
@@ -30,14 +30,14 @@ pub fn max_pool(g: &mut Graph, x: Var, kernel: usize, stride: usize, padding: Pa
         y,
         &[x],
         MaxPoolBackward {
-            input_shape: geom.input_shape(),
+            geom,
             argmax: if record { argmax } else { Vec::new() },
         },
     )
 }
 
 struct MaxPoolBackward {
-    input_shape: [usize; 4],
+    geom: PoolGeometry,
     argmax: Vec<u32>,
 }
 
@@ -47,8 +47,10 @@ impl Backward for MaxPoolBackward {
     }
 
     fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
-        let mut dx = Tensor::zeros(&self.input_shape);
-        max_pool_backward(dy.data(), &self.argmax, dx.data_mut());
+        let mut dx = Tensor::zeros(&self.geom.input_shape());
+        // Per image in parallel: windows overlap, but never across images.
+        max_pool_backward_batched(&self.geom, dy.data(), &self.argmax, dx.data_mut())
+            .unwrap_or_else(|e| panic!("max_pool backward: {e}"));
         vec![Some(dx)]
     }
 }
