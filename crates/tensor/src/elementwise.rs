@@ -58,11 +58,12 @@ multiversion! {
 
 multiversion! {
     fn relu_kernel(y: &mut [f32], x: &[f32]) {
-        // `if x > 0 { x } else { 0 }` maps NaN to 0 like `max` but compiles to
-        // one compare-and-mask, with no NaN special case.
+        // `if x <= 0 { 0 } else { x }`: one compare-and-mask, and a NaN passes
+        // through (as in TensorFlow and PyTorch) instead of being silently
+        // turned into 0, so a diverging network shows in its loss.
         y.iter_mut()
             .zip(x)
-            .for_each(|(y, &x)| *y = if x > 0.0 { x } else { 0.0 })
+            .for_each(|(y, &x)| *y = if x <= 0.0 { 0.0 } else { x })
     }
 }
 

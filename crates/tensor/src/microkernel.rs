@@ -350,7 +350,9 @@ unsafe fn kernel_6x16(
         for i in 0..mr {
             let cp = c.offset(i as isize * rsc) as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(cp);
-            _mm_prefetch::<_MM_HINT_T0>(cp.add(60));
+            // wrapping_add: the last row's second line may lie past C (a
+            // prefetch never faults, but `add` out of bounds would be UB).
+            _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(60));
         }
         // One step of k: two 8-wide loads of the B panel, MR broadcasts
         // from the A panel, 2 * MR FMAs.

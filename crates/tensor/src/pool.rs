@@ -40,6 +40,9 @@ pub fn max_pool_forward(
         .for_each(|(row, (y, arg))| {
             let (n, oy) = (row / ho, row % ho);
             y.fill(f32::NEG_INFINITY);
+            // No winner yet: the first in-bounds tap always takes the slot,
+            // so a window of NaNs yields NaN (and a valid index), not -inf.
+            arg.fill(u32::MAX);
             for ky in 0..g.kernel {
                 let iy = (oy * g.stride + ky).wrapping_sub(g.padding.top);
                 if iy >= g.in_h {
@@ -56,7 +59,7 @@ pub fn max_pool_forward(
                         for (ch, (yv, av)) in yo.iter_mut().zip(ao.iter_mut()).enumerate() {
                             let v = x[base + ch];
                             // Strictly greater: the first maximum in window order wins.
-                            if v > *yv {
+                            if v > *yv || *av == u32::MAX {
                                 *yv = v;
                                 *av = (base + ch) as u32;
                             }

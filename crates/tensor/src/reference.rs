@@ -162,7 +162,8 @@ pub fn max_pool_forward(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
             for ox in 0..wo {
                 for ch in 0..c {
                     let mut best = f32::NEG_INFINITY;
-                    let mut best_i = 0usize;
+                    // The first in-bounds tap always wins a window so far empty.
+                    let mut best_i = usize::MAX;
                     for ky in 0..g.kernel {
                         for kx in 0..g.kernel {
                             let Some(iy) = (oy * g.stride + ky).checked_sub(g.padding.top) else {
@@ -175,7 +176,7 @@ pub fn max_pool_forward(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
                                 continue;
                             }
                             let i = ((n * g.in_h + iy) * g.in_w + ix) * c + ch;
-                            if x[i] > best {
+                            if x[i] > best || best_i == usize::MAX {
                                 best = x[i];
                                 best_i = i;
                             }
@@ -238,7 +239,7 @@ pub fn scale(x: &[f32], s: f32) -> Vec<f32> {
 
 /// `max(x, 0)`.
 pub fn relu(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect()
+    x.iter().map(|&v| if v <= 0.0 { 0.0 } else { v }).collect()
 }
 
 /// `dy` where the ReLU output `y` is positive, zero elsewhere.

@@ -1,7 +1,7 @@
 //! One model, its parameters and its optimizer: the training step and the
 //! evaluation pass, independent of where batches come from.
 
-use crate::data::{Dataset, Preprocess, IMAGE_BYTES, IMAGE_SIDE};
+use crate::data::{Dataset, Preprocess, IMAGE_SIDE};
 use crate::metrics::{count_correct, ConfusionMatrix, Meter};
 use crate::optim::{LrSchedule, Optimizer};
 use autograd::{ops, Graph, Mode, ParamKind, ParamStore};
@@ -109,23 +109,17 @@ impl Trainer {
         let mut meter = Meter::new();
         let mut confusion = ConfusionMatrix::new(&data.classes);
         let indices: Vec<usize> = (0..data.len()).collect();
-        let mut buf = Vec::new();
         let mut labels = Vec::new();
+        assert!(batch_size > 0, "evaluate: batch size must be positive");
         for chunk in indices.chunks(batch_size) {
-            buf.resize(chunk.len() * IMAGE_BYTES, 0.0);
+            let mut x = Tensor::zeros(&[chunk.len(), IMAGE_SIDE, IMAGE_SIDE, 3]);
             labels.resize(chunk.len(), 0);
-            data.fill_batch(chunk, preprocess, None, &mut buf);
+            data.fill_batch(chunk, preprocess, None, x.data_mut());
             data.fill_labels(chunk, &mut labels);
-            let x = Tensor::from_vec(
-                &[chunk.len(), IMAGE_SIDE, IMAGE_SIDE, 3],
-                std::mem::take(&mut buf),
-            )
-            .expect("shape");
             let logits = self.logits(x);
             let loss = ops::cross_entropy(&logits, &labels);
             meter.update(loss, logits.data(), &labels);
             confusion.add_batch(logits.data(), &labels);
-            buf = Vec::with_capacity(chunk.len() * IMAGE_BYTES);
         }
         EvalResult {
             loss: meter.loss(),

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tensor::Tensor;
-use train::data::{self, Augment, Preprocess, Sampler, IMAGE_BYTES, IMAGE_SIDE};
+use train::data::{self, Augment, Preprocess, Sampler, IMAGE_SIDE};
 use train::metrics::Meter;
 use train::model_spec::ModelSpec;
 use train::report::{EpochRecord, MetricsLog};
@@ -115,7 +115,8 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
     let mut spec = config.model.clone();
     spec.num_classes = Some(train_set.classes.len());
     let (model, mut store) = ResNet::new(spec.config(IMAGE_SIDE, config.seed))?;
-    if let Some(w) = &config.weights {
+    // On resume every parameter comes from the checkpoint instead.
+    if let Some(w) = config.weights.as_ref().filter(|_| !resume) {
         let r = nn::weights_io::load(&mut store, w, &["predictions/"])?;
         println!("loaded {} tensors from {}", r.loaded, w.display());
         if !r.left_at_init.is_empty() {
@@ -172,7 +173,6 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
 
     let mut last_eval = None;
     let mut train_images_per_s = 0.0;
-    let mut x_buf = Vec::new();
     let mut labels = Vec::new();
     for epoch in progress.epoch..config.epochs {
         let started = Instant::now();
@@ -200,14 +200,12 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
         let mut images = 0usize;
         let mut last_lr = 0.0;
         for (step, indices) in batches.iter().enumerate().skip(start_step) {
-            x_buf.resize(indices.len() * IMAGE_BYTES, 0.0);
+            // A pool-backed tensor: its buffer is the one the previous
+            // step's batch gave back.
+            let mut x = Tensor::zeros(&[indices.len(), IMAGE_SIDE, IMAGE_SIDE, 3]);
             labels.resize(indices.len(), 0);
-            train_set.fill_batch(indices, preprocess, augment.as_ref(), &mut x_buf);
+            train_set.fill_batch(indices, preprocess, augment.as_ref(), x.data_mut());
             train_set.fill_labels(indices, &mut labels);
-            let x = Tensor::from_vec(
-                &[indices.len(), IMAGE_SIDE, IMAGE_SIDE, 3],
-                std::mem::take(&mut x_buf),
-            )?;
             let s = trainer.train_step(x, &labels);
             if !s.loss.is_finite() {
                 bail!(

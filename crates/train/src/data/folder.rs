@@ -133,10 +133,16 @@ fn scan_tar_gz(archive: &Path) -> Result<Vec<Member>, DataError> {
     for entry in entries {
         let mut entry = entry.map_err(DataError::io(archive))?;
         let path = entry.path().map_err(DataError::io(archive))?.into_owned();
+        // Only real names: `tar czf x.tgz -C dir .` prefixes every member
+        // with "./", which is not a hidden folder.
         let comps: Vec<String> = path
             .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
             .map(|c| c.as_os_str().to_string_lossy().to_string())
             .collect();
+        if comps.is_empty() {
+            continue;
+        }
         if comps.iter().any(|c| is_hidden(c)) {
             continue;
         }

@@ -1,4 +1,5 @@
-//! Adam, bit-for-bit the update Keras 3 performs.
+//! Adam, the update Keras 3 performs: same formula, same operation order,
+//! constants rounded to f32 where Keras rounds them.
 //!
 //! Why "Keras-exact": the model is validated against a Keras reference, so the
 //! optimizer must reproduce Keras' arithmetic, which differs from the
@@ -14,9 +15,10 @@
 //! w    -= m * alpha / (sqrt(v) + epsilon)
 //! ```
 //!
-//! The `m += (g - m) * (1 - beta1)` form is the one Keras evaluates (same
-//! value algebraically, same rounding as Keras). `alpha` is computed in f64
-//! and rounded once to f32.
+//! The `m += (g - m) * (1 - beta1)` form is the one Keras evaluates.
+//! `1 - beta` is a Python double in Keras, cast to f32 once (0.001f32, not
+//! `1f32 - 0.999f32`, which is 1.3e-5 off); the bias-correction powers and
+//! `alpha` are f32 computations in Keras, as here.
 //!
 //! Weight decay (optional, default 0) is *decoupled*, as in Keras 3's
 //! `weight_decay` argument (i.e. AdamW): before the Adam update each decayed
@@ -33,8 +35,10 @@ pub const DEFAULT_ADAM_LR: f32 = 1e-4;
 /// Adam hyper-parameters (Keras defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
-    pub beta1: f32,
-    pub beta2: f32,
+    /// Held in f64, as Keras holds them (Python floats), so that `1 - beta`
+    /// rounds like Keras's.
+    pub beta1: f64,
+    pub beta2: f64,
     pub epsilon: f32,
     /// Decoupled weight decay coefficient (0 = plain Adam).
     pub weight_decay: f32,
@@ -83,10 +87,9 @@ impl Adam {
     }
 
     fn recompute_alpha(&mut self) {
-        let t = self.t as f64;
-        let b1 = self.cfg.beta1 as f64;
-        let b2 = self.cfg.beta2 as f64;
-        self.alpha = (self.lr as f64 * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t))) as f32;
+        let t = self.t as f32;
+        let (b1, b2) = (self.cfg.beta1 as f32, self.cfg.beta2 as f32);
+        self.alpha = self.lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t));
     }
 }
 
@@ -118,8 +121,9 @@ impl Optimizer for Adam {
             }
         }
 
-        let one_minus_b1 = 1.0 - self.cfg.beta1;
-        let one_minus_b2 = 1.0 - self.cfg.beta2;
+        // As Keras: `1 - beta` in double precision, then rounded to f32.
+        let one_minus_b1 = (1.0 - self.cfg.beta1) as f32;
+        let one_minus_b2 = (1.0 - self.cfg.beta2) as f32;
         let eps = self.cfg.epsilon;
         let alpha = self.alpha;
         for (((w, &g), m), v) in param
