@@ -356,9 +356,12 @@ pub(crate) mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_size(bytes.len() as u64);
             h.set_mode(0o644);
+            // The name goes into the header as raw bytes: `append_data`
+            // would normalize a "./" prefix away.
+            let name = format!("{prefix}{rel}");
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
             h.set_cksum();
-            b.append_data(&mut h, format!("{prefix}{rel}"), bytes.as_slice())
-                .unwrap();
+            b.append(&h, bytes.as_slice()).unwrap();
         }
         b.into_inner().unwrap().finish().unwrap().flush().unwrap();
     }
@@ -420,7 +423,8 @@ pub(crate) mod tests {
     #[test]
     fn loads_tar_gz_with_and_without_top_folder() {
         let tmp = tempfile::tempdir().unwrap();
-        for prefix in ["", "cifar10/"] {
+        // "./" is what `tar czf d.tar.gz -C dir .` writes before every name.
+        for prefix in ["", "cifar10/", "./", "./cifar10/"] {
             let archive = tmp.path().join("d.tar.gz");
             write_tar_gz(&archive, prefix, &tree(&cifar_names(), 2));
             let data = load_tar_gz(&archive).unwrap();
