@@ -185,6 +185,41 @@ impl ResNet {
         Ok((model, ctx.store))
     }
 
+    /// Every batchnorm's epsilon (they all share one in ResNet50).
+    pub fn bn_epsilon(&self) -> f32 {
+        self.stem.bn.epsilon
+    }
+
+    /// Sets every batchnorm's epsilon: weights trained with another one (the
+    /// caffe-named Keras release used 1e-3) need theirs to compute the same
+    /// function.
+    pub fn set_bn_epsilon(&mut self, epsilon: f32) {
+        self.stem.bn.epsilon = epsilon;
+        for block in &mut self.blocks {
+            if let Some((_, bn)) = &mut block.shortcut {
+                bn.epsilon = epsilon;
+            }
+            for (_, bn) in &mut block.main {
+                bn.epsilon = epsilon;
+            }
+        }
+    }
+
+    /// Loads Keras-named weights by name (see [`crate::weights_io::load`]) and
+    /// adopts the batchnorm epsilon the file declares, if any.
+    pub fn load_weights(
+        &mut self,
+        store: &mut autograd::ParamStore,
+        path: &std::path::Path,
+        optional_prefixes: &[&str],
+    ) -> Result<crate::weights_io::LoadReport, crate::weights_io::WeightsError> {
+        let report = crate::weights_io::load(store, path, optional_prefixes)?;
+        if let Some(eps) = report.bn_epsilon(path)? {
+            self.set_bn_epsilon(eps);
+        }
+        Ok(report)
+    }
+
     /// Checks that `shape` is a batch this model accepts.
     pub fn check_input(&self, shape: &[usize]) -> Result<(), ModelError> {
         let size = self.config.input_size;

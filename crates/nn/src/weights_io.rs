@@ -45,6 +45,8 @@ pub enum WeightsError {
     Unexpected { path: PathBuf, name: String },
     #[error("{path}: missing {} parameter(s): {}", names.len(), names.join(", "))]
     Missing { path: PathBuf, names: Vec<String> },
+    #[error("{path}: metadata bn_epsilon = '{value}' is not a positive number")]
+    Epsilon { path: PathBuf, value: String },
     #[error("{path}: cannot write: {source}")]
     Write {
         path: PathBuf,
@@ -60,6 +62,27 @@ pub struct LoadReport {
     /// (allowed only under the prefixes the caller named, e.g. the head).
     pub left_at_init: Vec<String>,
     pub metadata: HashMap<String, String>,
+}
+
+/// Metadata key for the batchnorm epsilon the weights were trained with
+/// (`tools/keras_to_safetensors.py` writes it: 1.001e-5 for Keras's
+/// ResNet50, 1e-3 for the old caffe-named release).
+pub const EPSILON_KEY: &str = "bn_epsilon";
+
+impl LoadReport {
+    /// The batchnorm epsilon the file declares, if it declares one.
+    pub fn bn_epsilon(&self, path: &Path) -> Result<Option<f32>, WeightsError> {
+        let Some(value) = self.metadata.get(EPSILON_KEY) else {
+            return Ok(None);
+        };
+        match value.trim().parse::<f32>() {
+            Ok(e) if e > 0.0 && e.is_finite() => Ok(Some(e)),
+            _ => Err(WeightsError::Epsilon {
+                path: path.into(),
+                value: value.clone(),
+            }),
+        }
+    }
 }
 
 /// Decodes a tensor's little-endian bytes to f32.

@@ -213,3 +213,37 @@ fn bad_files_are_rejected_with_names() {
 fn raw_name(store: &ParamStore, i: usize) -> String {
     store.iter().nth(i).unwrap().1.name.clone()
 }
+
+#[test]
+fn the_files_batchnorm_epsilon_is_adopted() {
+    let config = ResNetConfig {
+        stem_filters: 8,
+        depths: vec![1],
+        widths: vec![4],
+        ..ResNetConfig::resnet50(None)
+    };
+    let (_, store) = ResNet::new(config.clone()).unwrap();
+    let path = tmp("caffe_eps.safetensors");
+    let meta = HashMap::from([("bn_epsilon".to_string(), "0.001".to_string())]);
+    weights_io::save(&store, &path, &meta).unwrap();
+    let (mut model, mut target) = ResNet::new(config.clone()).unwrap();
+    assert_eq!(model.bn_epsilon(), 1.001e-5);
+    model.load_weights(&mut target, &path, &[]).unwrap();
+    assert_eq!(model.bn_epsilon(), 1e-3);
+    assert!(model
+        .blocks
+        .iter()
+        .all(|b| b.main.iter().all(|(_, bn)| bn.epsilon == 1e-3)));
+
+    let bad = tmp("bad_eps.safetensors");
+    let meta = HashMap::from([("bn_epsilon".to_string(), "tiny".to_string())]);
+    weights_io::save(&store, &bad, &meta).unwrap();
+    let err = model
+        .load_weights(&mut target, &bad, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad_eps.safetensors") && err.contains("'tiny'"),
+        "{err}"
+    );
+}

@@ -190,7 +190,7 @@ fn channel_reduce(a: &[f32], b: &[f32], channels: usize, op: Reduce) -> Vec<f32>
     // Rows per run summed in f32 before being added in f64.
     const RUN: usize = 64;
     let run_len = RUN * channels;
-    // One f32 run buffer and one f64 total per task, not per run.
+    // One f32 run buffer and one f64 total per block, not per run.
     let fold = |(mut run, mut total): (Vec<f32>, Vec<f64>), (a, b): (&[f32], &[f32])| {
         run.fill(0.0);
         reduce_kernel(&mut run, a, b, op);
@@ -205,18 +205,29 @@ fn channel_reduce(a: &[f32], b: &[f32], channels: usize, op: Reduce) -> Vec<f32>
         s.iter_mut().zip(t).for_each(|(s, t)| *s += t);
         s
     };
-    let sums = if a.len() < PARALLEL_MIN {
+    // Fixed blocks of runs, each summed on its own and then added in order:
+    // the result never depends on how rayon scheduled the blocks, so
+    // training is bit-reproducible (a `reduce` would add partials in an
+    // order set by work stealing).
+    let block_len = 8 * run_len;
+    let block_total = |(a, b): (&[f32], &[f32])| {
         a.chunks(run_len)
             .zip(b.chunks(run_len))
             .fold(init(), fold)
             .1
-    } else {
-        a.par_chunks(run_len)
-            .zip(b.par_chunks(run_len))
-            .fold(init, fold)
-            .map(|(_, total)| total)
-            .reduce(|| vec![0.0; channels], add)
     };
+    let partials: Vec<Vec<f64>> = if a.len() < PARALLEL_MIN {
+        a.chunks(block_len)
+            .zip(b.chunks(block_len))
+            .map(block_total)
+            .collect()
+    } else {
+        a.par_chunks(block_len)
+            .zip(b.par_chunks(block_len))
+            .map(block_total)
+            .collect()
+    };
+    let sums = partials.into_iter().fold(vec![0.0; channels], add);
     sums.into_iter().map(|s| s as f32).collect()
 }
 

@@ -49,24 +49,30 @@ impl ModelSpec {
     /// the `convN_blockM_` names, widths from the `_1_conv` kernels, the stem
     /// from `conv1_conv/kernel`, the head from `predictions/kernel`.
     pub fn infer(tensors: &[(String, Tensor)]) -> Result<Self, String> {
-        let shape = |name: &str| {
-            tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.shape().to_vec())
+        // The shape of `name`, which must have `rank` dimensions.
+        let shape = |name: &str, rank: usize| -> Result<Option<Vec<usize>>, String> {
+            match tensors.iter().find(|(n, _)| n == name) {
+                None => Ok(None),
+                Some((_, t)) if t.rank() == rank => Ok(Some(t.shape().to_vec())),
+                Some((_, t)) => Err(format!(
+                    "{name} has shape {:?}; expected {rank} dimensions",
+                    t.shape()
+                )),
+            }
         };
-        let stem = shape("conv1_conv/kernel").ok_or("no conv1_conv/kernel: not a Keras ResNet")?;
+        let stem =
+            shape("conv1_conv/kernel", 4)?.ok_or("no conv1_conv/kernel: not a Keras ResNet")?;
         let mut depths = Vec::new();
         let mut widths = Vec::new();
         for stage in 2..=5 {
             let mut blocks = 0;
-            while shape(&format!("conv{stage}_block{}_1_conv/kernel", blocks + 1)).is_some() {
+            while shape(&format!("conv{stage}_block{}_1_conv/kernel", blocks + 1), 4)?.is_some() {
                 blocks += 1;
             }
             if blocks == 0 {
                 break;
             }
-            let k = shape(&format!("conv{stage}_block1_1_conv/kernel")).expect("counted above");
+            let k = shape(&format!("conv{stage}_block1_1_conv/kernel"), 4)?.expect("counted above");
             depths.push(blocks);
             widths.push(k[3]);
         }
@@ -77,7 +83,7 @@ impl ModelSpec {
             stem_filters: stem[3],
             depths,
             widths,
-            num_classes: shape("predictions/kernel").map(|s| s[1]),
+            num_classes: shape("predictions/kernel", 2)?.map(|s| s[1]),
             unbiased_moving_variance: false,
         })
     }

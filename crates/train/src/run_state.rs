@@ -52,6 +52,10 @@ pub fn save(dir: &Path, trainer: &Trainer, progress: Progress) -> Result<()> {
     let meta = HashMap::from([
         ("global_step".to_string(), step.clone()),
         ("format".to_string(), "keras-names/f32".to_string()),
+        (
+            nn::weights_io::EPSILON_KEY.to_string(),
+            trainer.model.bn_epsilon().to_string(),
+        ),
     ]);
     nn::weights_io::save(&trainer.store, &dir.join(MODEL_FILE), &meta)?;
     let mut ckpt = Checkpoint::new();
@@ -65,7 +69,9 @@ pub fn save(dir: &Path, trainer: &Trainer, progress: Progress) -> Result<()> {
 
 /// Restores parameters, optimizer state and progress from a run directory.
 pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
-    let report = nn::weights_io::load(&mut trainer.store, &dir.join(MODEL_FILE), &[])?;
+    let report = trainer
+        .model
+        .load_weights(&mut trainer.store, &dir.join(MODEL_FILE), &[])?;
     let ckpt = load_safetensors(&dir.join(STATE_FILE))?;
     let progress = Progress {
         epoch: ckpt.meta_parse("epoch")?,

@@ -68,22 +68,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
     );
     let mut rng = StdRng::seed_from_u64(0);
     let only = a.only.as_deref();
+    let (batch_size, steps, warmup) = (a.batch_size as usize, a.steps as usize, a.warmup);
     if only != Some("inference") {
-        let labels: Vec<usize> = (0..a.batch_size).map(|i| i % 10).collect();
-        let x = random_batch(a.batch_size, &mut rng);
+        let labels: Vec<usize> = (0..batch_size).map(|i| i % 10).collect();
+        let x = random_batch(batch_size, &mut rng);
         let mut times = Vec::new();
-        for i in 0..a.warmup + a.steps {
+        for i in 0..warmup + steps {
             let t = Instant::now();
             trainer.train_step(x.clone(), &labels);
-            if i >= a.warmup {
+            if i >= warmup {
                 times.push(t.elapsed().as_secs_f64());
             }
         }
         let t = median(times);
-        let rate = a.batch_size as f64 / t;
+        let rate = batch_size as f64 / t;
         println!(
             "training step   batch {:4}: median {:7.1} ms  {:7.1} images/s  {:6.1} GFLOP/s",
-            a.batch_size,
+            batch_size,
             t * 1e3,
             rate,
             rate * 3.0 * flops / 1e9
@@ -93,13 +94,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     if only != Some("training") {
-        for &n in &a.inference_batches {
+        for n in a.inference_batches.iter().map(|&n| n as usize) {
             let x = random_batch(n, &mut rng);
             let mut times = Vec::new();
-            for i in 0..a.warmup + a.steps {
+            for i in 0..warmup + steps {
                 let t = Instant::now();
                 trainer.logits(x.clone());
-                if i >= a.warmup {
+                if i >= warmup {
                     times.push(t.elapsed().as_secs_f64());
                 }
             }
@@ -117,7 +118,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     if a.profile {
-        profile(&trainer, a.batch_size, &mut rng);
+        profile(&trainer, batch_size, &mut rng);
     }
     Ok(())
 }

@@ -30,6 +30,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
     let (cifar, report) = data::load(a.data.as_deref(), Some(&data::default_cache_dir()))?;
     println!("{report}");
+    if a.batch_size == 0 {
+        anyhow::bail!("--batch-size must be positive");
+    }
+    let classes = model.config.num_classes.unwrap_or(0);
+    if cifar.test.classes.len() != classes {
+        anyhow::bail!(
+            "{}: the model classifies {classes} classes but the data has {} ({})",
+            a.checkpoint.display(),
+            cifar.test.classes.len(),
+            cifar.test.classes.join(", ")
+        );
+    }
     let test = subset(cifar.test, a.test_limit, 1);
     // Evaluation never steps the optimizer; any will do.
     let trainer = Trainer::new(

@@ -190,23 +190,23 @@ pub struct GradArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_size: u16,
     /// Timed training steps (after warm-up); the median is reported.
-    #[arg(long, default_value_t = 10)]
-    pub steps: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub steps: u16,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Inference batch sizes to time.
-    #[arg(long, value_delimiter = ',', default_value = "64,256")]
-    pub inference_batches: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "64,256", value_parser = clap::value_parser!(u16).range(1..))]
+    pub inference_batches: Vec<u16>,
     /// Print the per-op profile of one training step.
     #[arg(long)]
     pub profile: bool,
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Skip training (inference only) or inference (training only).
-    #[arg(long)]
+    /// Time only one of the two.
+    #[arg(long, value_parser = ["training", "inference"])]
     pub only: Option<String>,
 }
 

@@ -26,8 +26,8 @@ fn load(weights: &Path, x: &Tensor) -> Result<(ResNet, autograd::ParamStore)> {
     let (tensors, _) = read_tensors(weights)?;
     let spec = ModelSpec::infer(&tensors).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
     let size = x.shape().get(1).copied().unwrap_or(0);
-    let (model, mut store) = ResNet::new(spec.config(size, 0))?;
-    weights_io::load(&mut store, weights, &[])?;
+    let (mut model, mut store) = ResNet::new(spec.config(size, 0))?;
+    model.load_weights(&mut store, weights, &[])?;
     model.check_input(x.shape())?;
     Ok((model, store))
 }
@@ -77,6 +77,21 @@ pub fn grad(a: GradArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let (model, store) = load(&a.weights, &x)?;
+    let classes = model.config.num_classes.unwrap_or(0);
+    if labels.len() != x.shape()[0] {
+        bail!(
+            "{}: {} labels for a batch of {}",
+            a.labels.display(),
+            labels.len(),
+            x.shape()[0]
+        );
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l >= classes) {
+        bail!(
+            "{}: label {bad} is not below the model's {classes} classes",
+            a.labels.display()
+        );
+    }
     let mode = if a.frozen_bn {
         Mode::FROZEN_BN
     } else {

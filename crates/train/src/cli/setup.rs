@@ -91,8 +91,9 @@ pub fn load_model(path: &Path, input_size: usize) -> Result<(ResNet, ParamStore,
             path.display()
         );
     }
-    let (model, mut store) = ResNet::new(spec.config(input_size, 0))?;
-    let report =
-        weights_io::load(&mut store, path, &[]).with_context(|| "loading the checkpoint")?;
+    let (mut model, mut store) = ResNet::new(spec.config(input_size, 0))?;
+    let report = model
+        .load_weights(&mut store, path, &[])
+        .with_context(|| "loading the checkpoint")?;
     Ok((model, store, report))
 }

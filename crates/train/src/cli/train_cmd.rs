@@ -114,10 +114,11 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
 
     let mut spec = config.model.clone();
     spec.num_classes = Some(train_set.classes.len());
-    let (model, mut store) = ResNet::new(spec.config(IMAGE_SIDE, config.seed))?;
+    let (mut model, mut store) = ResNet::new(spec.config(IMAGE_SIDE, config.seed))?;
     // On resume every parameter comes from the checkpoint instead.
     if let Some(w) = config.weights.as_ref().filter(|_| !resume) {
-        let r = nn::weights_io::load(&mut store, w, &["predictions/"])?;
+        let r = model.load_weights(&mut store, w, &["predictions/"])?;
+        println!("batchnorm epsilon: {}", model.bn_epsilon());
         println!("loaded {} tensors from {}", r.loaded, w.display());
         if !r.left_at_init.is_empty() {
             println!("left at initialization: {}", r.left_at_init.join(", "));
