@@ -24,13 +24,29 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const STATE_FILE: &str = "train_state.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 
-/// Where a run is: the next step to take is `step` of `epoch` (0-based).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a run is: the next step to take is `step` of `epoch` (0-based),
+/// with the running totals of that epoch's steps so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Progress {
     pub epoch: usize,
     pub step: usize,
     pub global_step: u64,
+    pub tally: EpochTally,
 }
+
+/// Training loss and accuracy accumulated over the steps of the current
+/// epoch, so an epoch resumed in the middle still reports all of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EpochTally {
+    /// Sum over images of the loss.
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub seen: u64,
+}
+
+/// The previous checkpoint's files are kept under this suffix until the new
+/// pair is complete.
+const PREV: &str = "prev";
 
 pub fn write_config(dir: &Path, config: &RunConfig) -> Result<()> {
     let json = serde_json::to_string_pretty(config)?;
@@ -47,7 +63,12 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
 }
 
 /// Writes the model and the training state for `progress`.
+///
+/// The two files are written one after the other, each atomically. Before
+/// either is replaced, the current pair is hard-linked to `*.prev`, so a crash
+/// between the two writes leaves the previous complete pair to resume from.
 pub fn save(dir: &Path, trainer: &Trainer, progress: Progress) -> Result<()> {
+    keep_previous(dir)?;
     let step = progress.global_step.to_string();
     let meta = HashMap::from([
         ("global_step".to_string(), step.clone()),
@@ -63,20 +84,69 @@ pub fn save(dir: &Path, trainer: &Trainer, progress: Progress) -> Result<()> {
     ckpt.set_meta("epoch", progress.epoch.to_string());
     ckpt.set_meta("step", progress.step.to_string());
     ckpt.set_meta("global_step", step);
+    ckpt.set_meta("epoch_loss_sum", format!("{:e}", progress.tally.loss_sum));
+    ckpt.set_meta("epoch_correct", progress.tally.correct.to_string());
+    ckpt.set_meta("epoch_seen", progress.tally.seen.to_string());
     save_safetensors(&dir.join(STATE_FILE), &ckpt)?;
     Ok(())
 }
 
-/// Restores parameters, optimizer state and progress from a run directory.
+fn prev(dir: &Path, file: &str) -> PathBuf {
+    dir.join(format!("{file}.{PREV}"))
+}
+
+/// Hard-links the current checkpoint pair (if complete) to `*.prev`.
+fn keep_previous(dir: &Path) -> Result<()> {
+    if !(dir.join(MODEL_FILE).exists() && dir.join(STATE_FILE).exists()) {
+        return Ok(());
+    }
+    for file in [MODEL_FILE, STATE_FILE] {
+        let p = prev(dir, file);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+        std::fs::hard_link(dir.join(file), &p)
+            .with_context(|| format!("linking {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Restores parameters, optimizer state and progress from a run directory:
+/// from its checkpoint pair, or, if that pair is incomplete or inconsistent
+/// (the run died between the two writes), from the previous pair.
 pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
+    let current = (dir.join(MODEL_FILE), dir.join(STATE_FILE));
+    match resume_from(&current.0, &current.1, trainer) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let previous = (prev(dir, MODEL_FILE), prev(dir, STATE_FILE));
+            if !(previous.0.exists() && previous.1.exists()) {
+                return Err(e);
+            }
+            eprintln!(
+                "warning: {e:#}\nresuming from the previous checkpoint ({}.{PREV})",
+                MODEL_FILE
+            );
+            resume_from(&previous.0, &previous.1, trainer)
+        }
+    }
+}
+
+fn resume_from(model_file: &Path, state_file: &Path, trainer: &mut Trainer) -> Result<Progress> {
     let report = trainer
         .model
-        .load_weights(&mut trainer.store, &dir.join(MODEL_FILE), &[])?;
-    let ckpt = load_safetensors(&dir.join(STATE_FILE))?;
+        .load_weights(&mut trainer.store, model_file, &[])?;
+    let ckpt = load_safetensors(state_file)?;
+    let parse_or_zero = |key: &str| ckpt.meta_parse::<f64>(key).unwrap_or(0.0);
     let progress = Progress {
         epoch: ckpt.meta_parse("epoch")?,
         step: ckpt.meta_parse("step")?,
         global_step: ckpt.meta_parse("global_step")?,
+        tally: EpochTally {
+            loss_sum: parse_or_zero("epoch_loss_sum"),
+            correct: parse_or_zero("epoch_correct") as u64,
+            seen: parse_or_zero("epoch_seen") as u64,
+        },
     };
     let model_step = report
         .metadata
@@ -85,10 +155,9 @@ pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
         .unwrap_or_default();
     if model_step != progress.global_step.to_string() {
         bail!(
-            "{}: model is at step {model_step} but {} is at step {}: the run stopped between the two writes; \
-             resume from an earlier copy",
-            dir.display(),
-            STATE_FILE,
+            "{} is at step {model_step} but {} is at step {}: the run stopped between the two writes",
+            model_file.display(),
+            state_file.display(),
             progress.global_step
         );
     }
@@ -96,7 +165,7 @@ pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
         trainer
             .optimizer
             .load_state(&state)
-            .with_context(|| format!("{}", dir.join(STATE_FILE).display()))?;
+            .with_context(|| format!("{}", state_file.display()))?;
     }
     trainer.global_step = progress.global_step;
     Ok(progress)

@@ -115,6 +115,7 @@ fn resume_gives_the_same_parameters_as_a_straight_run() {
         epoch: 0,
         step: n / 2,
         global_step: first.global_step,
+        ..Progress::default()
     };
     run_state::save(&dir, &first, at).unwrap();
     drop(first);
@@ -141,28 +142,41 @@ fn resume_gives_the_same_parameters_as_a_straight_run() {
 }
 
 #[test]
-fn resume_detects_a_half_written_checkpoint() {
+fn a_half_written_checkpoint_falls_back_to_the_previous_pair() {
     let dir = tmp_dir("half_written");
     let mut t = trainer(1e-3);
-    let at = Progress {
-        epoch: 0,
-        step: 0,
-        global_step: 0,
-    };
-    run_state::save(&dir, &t, at).unwrap();
-    let model_file = std::fs::read(dir.join(run_state::MODEL_FILE)).unwrap();
+    let first = Progress::default();
+    run_state::save(&dir, &t, first).unwrap();
     t.global_step = 5;
-    run_state::save(
-        &dir,
-        &t,
-        Progress {
-            global_step: 5,
-            ..at
-        },
-    )
-    .unwrap();
-    // The model file from before, the state from after.
-    std::fs::write(dir.join(run_state::MODEL_FILE), model_file).unwrap();
+    let second = Progress {
+        global_step: 5,
+        step: 5,
+        ..first
+    };
+    run_state::save(&dir, &t, second).unwrap();
+    // Both pairs are there: the current one resumes at step 5.
+    assert_eq!(run_state::resume(&dir, &mut trainer(1e-3)).unwrap(), second);
+    // A third save that died after writing the model but before the state:
+    // `save` first links the current pair to *.prev (done by hand here),
+    // then the model file gets ahead of the state file.
+    for f in [run_state::MODEL_FILE, run_state::STATE_FILE] {
+        let prev = dir.join(format!("{f}.prev"));
+        std::fs::remove_file(&prev).unwrap();
+        std::fs::hard_link(dir.join(f), prev).unwrap();
+    }
+    t.global_step = 9;
+    let model = dir.join(run_state::MODEL_FILE);
+    let meta = std::collections::HashMap::from([("global_step".to_string(), "9".to_string())]);
+    nn::weights_io::save(&t.store, &model, &meta).unwrap();
+    let resumed = run_state::resume(&dir, &mut trainer(1e-3)).unwrap();
+    assert_eq!(
+        resumed, first,
+        "falls back to the pair before the interrupted save"
+    );
+    // Without a previous pair, the mismatch is an error that says what happened.
+    for f in [run_state::MODEL_FILE, run_state::STATE_FILE] {
+        std::fs::remove_file(dir.join(format!("{f}.prev"))).unwrap();
+    }
     let err = run_state::resume(&dir, &mut trainer(1e-3))
         .unwrap_err()
         .to_string();

@@ -19,7 +19,7 @@ use train::metrics::Meter;
 use train::model_spec::ModelSpec;
 use train::report::{EpochRecord, MetricsLog};
 use train::run_config::RunConfig;
-use train::run_state::{self, Progress};
+use train::run_state::{self, EpochTally, Progress};
 use train::trainer::Trainer;
 
 fn config_from_args(a: &TrainArgs) -> RunConfig {
@@ -144,11 +144,7 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
     let steps_per_epoch = sampler.num_batches();
     let schedule = build_schedule(config, steps_per_epoch)?;
     let mut trainer = Trainer::new(model, store, build_optimizer(config)?, schedule);
-    let mut progress = Progress {
-        epoch: 0,
-        step: 0,
-        global_step: 0,
-    };
+    let mut progress = Progress::default();
     if resume {
         progress = run_state::resume(dir, &mut trainer)?;
         println!(
@@ -198,6 +194,15 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
         };
         bar.set_position(start_step as u64);
         let mut meter = Meter::new();
+        if epoch == progress.epoch && progress.tally.seen > 0 {
+            // The steps of this epoch taken before the run was resumed.
+            let t = progress.tally;
+            meter.add_counts(
+                t.loss_sum / t.seen as f64,
+                t.correct as usize,
+                t.seen as usize,
+            );
+        }
         let mut images = 0usize;
         let mut last_lr = 0.0;
         for (step, indices) in batches.iter().enumerate().skip(start_step) {
@@ -243,6 +248,11 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
                     epoch,
                     step: step + 1,
                     global_step: trainer.global_step,
+                    tally: EpochTally {
+                        loss_sum: meter.loss() * meter.count() as f64,
+                        correct: (meter.accuracy() * meter.count() as f64).round() as u64,
+                        seen: meter.count(),
+                    },
                 };
                 run_state::save(dir, &trainer, at)?;
                 println!(
@@ -285,6 +295,7 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
             epoch: epoch + 1,
             step: 0,
             global_step: trainer.global_step,
+            tally: EpochTally::default(),
         };
         run_state::save(dir, &trainer, next)?;
         last_eval = Some(eval);
