@@ -170,7 +170,7 @@ fn a_half_written_checkpoint_falls_back_to_the_previous_pair() {
     nn::weights_io::save(&t.store, &model, &meta).unwrap();
     let resumed = run_state::resume(&dir, &mut trainer(1e-3)).unwrap();
     assert_eq!(
-        resumed, first,
+        resumed, second,
         "falls back to the pair before the interrupted save"
     );
     // Without a previous pair, the mismatch is an error that says what happened.
