@@ -140,7 +140,7 @@ impl ParamStore {
     }
 
     /// Sets `trainable` on every weight whose name starts with `prefix`;
-    /// returns how many were changed so a typo in a prefix is noticed.
+    /// returns how many matched, so a typo in a prefix is noticed.
     pub fn set_trainable_prefix(&mut self, prefix: &str, trainable: bool) -> usize {
         let mut n = 0;
         for p in self

@@ -3,9 +3,10 @@
 //!
 //! `C = alpha * op(A) * op(B) + beta * C`, row-major and contiguous. Every
 //! product goes through one dispatch point, `block`, which picks the
-//! single-threaded block kernel for this machine (currently
-//! `matrixmultiply::sgemm`, whose own threading feature stays off: we never
-//! nest a thread pool inside rayon). [`sgemm`] splits C across rayon's
+//! single-threaded block kernel for this machine (our AVX2+FMA kernel in
+//! `microkernel.rs` when the CPU has them, else `matrixmultiply::sgemm`,
+//! whose own threading feature stays off: we never nest a thread pool inside
+//! rayon). [`sgemm`] splits C across rayon's
 //! threads; [`sgemm_serial`] runs on the calling thread, for callers that
 //! are already one task among many.
 //!

@@ -48,7 +48,8 @@ impl Trainer {
             schedule,
             global_step: 0,
         };
-        // Keras convention: no weight decay on biases and batchnorm parameters.
+        // No weight decay on biases and batchnorm parameters (the usual
+        // practice; Keras decays whatever it is told to, everything by default).
         for (id, p) in t.store.iter() {
             if p.kind == ParamKind::Weight && p.value.rank() == 1 {
                 t.optimizer.exclude_from_weight_decay(id.0);

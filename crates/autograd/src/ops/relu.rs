@@ -1,5 +1,6 @@
 //! ReLU: `y = max(x, 0)`, `dx = dy * [y > 0]`. The backward reads the output,
-//! which is positive exactly where the input was, so the input can be freed.
+//! which is positive exactly where the input was, so it never needs the
+//! input (a NaN input stays NaN, see `tensor::elementwise::relu`).
 
 use crate::graph::{Backward, BackwardCtx, Graph, Var};
 use tensor::elementwise::{relu as relu_kernel, relu_backward};
