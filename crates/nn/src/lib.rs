@@ -4,6 +4,7 @@
 //! `conv2_block1_0_bn/moving_mean`, `predictions/bias`), so weights converted
 //! from Keras load by name, and checkpoints written here load back into Keras.
 
+pub mod atomic_write;
 pub mod blocks;
 pub mod freeze;
 pub mod init;

@@ -12,7 +12,6 @@ use half::{bf16, f16};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tensor::Tensor;
 use thiserror::Error;
@@ -215,32 +214,6 @@ pub fn to_bytes<'a>(
     safetensors::serialize(views, &meta).expect("serializing in-memory tensors")
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, flushed to disk, then renamed over the target, so a crash never
-/// leaves a half-written file under the real name.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
-    let err = |source| WeightsError::Write {
-        path: path.into(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
-    })
-}
-
 /// Saves every parameter of `store` (weights and batchnorm statistics) as F32.
 pub fn save(
     store: &ParamStore,
@@ -251,5 +224,8 @@ pub fn save(
         store.iter().map(|(_, p)| (p.name.as_str(), &p.value)),
         metadata,
     );
-    write_atomic(path, &bytes)
+    crate::atomic_write::write_atomic(path, &bytes).map_err(|source| WeightsError::Write {
+        path: path.into(),
+        source,
+    })
 }

@@ -35,7 +35,8 @@ fn load(weights: &Path, x: &Tensor) -> Result<(ResNet, autograd::ParamStore)> {
 fn write(path: &Path, out: &[(String, Tensor)]) -> Result<()> {
     let meta = HashMap::from([("producer".to_string(), "train probe".to_string())]);
     let bytes = weights_io::to_bytes(out.iter().map(|(n, t)| (n.as_str(), t)), &meta);
-    weights_io::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+    nn::atomic_write::write_atomic(path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn forward(a: ForwardArgs) -> Result<()> {
