@@ -267,7 +267,12 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
         bar.finish_and_clear();
         let train_seconds = started.elapsed().as_secs_f64();
         train_images_per_s = images as f64 / train_seconds.max(1e-9);
+        // Training and evaluation use buffers of different sizes: hand the
+        // idle ones back to the system between the phases instead of keeping
+        // both sets resident (a few page faults per epoch).
+        tensor::buffer_pool::clear();
         let eval = trainer.evaluate(&test_set, config.eval_batch_size, preprocess);
+        tensor::buffer_pool::clear();
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: last_lr as f64,
