@@ -2,7 +2,7 @@
 //! inference on random data, after warm-up, reporting the median step as
 //! images/s and GFLOP/s, and the peak resident memory.
 
-use super::setup::init_threads;
+use super::setup::in_pool;
 use super::BenchArgs;
 use anyhow::Result;
 use autograd::{ops, Graph, Mode};
@@ -51,7 +51,10 @@ fn forward_flops_per_image(trainer: &Trainer) -> f64 {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    init_threads(a.threads)?;
+    in_pool(a.threads, || run_in_pool(a))
+}
+
+fn run_in_pool(a: BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let (model, store) = ResNet::new(ResNetConfig::resnet50(Some(10)))?;
     let mut trainer = Trainer::new(

@@ -1,7 +1,7 @@
 //! The `eval` command: a checkpoint's loss, accuracy and confusion matrix on
 //! the test set.
 
-use super::setup::{init_threads, load_model, parse_preprocess, subset};
+use super::setup::{in_pool, load_model, parse_preprocess, subset};
 use super::EvalArgs;
 use anyhow::Result;
 use train::data::{self, IMAGE_SIDE};
@@ -25,7 +25,10 @@ pub fn preprocess_for(
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    init_threads(a.threads)?;
+    in_pool(a.threads, || run_in_pool(a))
+}
+
+fn run_in_pool(a: EvalArgs) -> Result<()> {
     let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
     let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
     let (cifar, report) = data::load(a.data.as_deref(), Some(&data::default_cache_dir()))?;

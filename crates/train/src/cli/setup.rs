@@ -12,16 +12,21 @@ use train::model_spec::ModelSpec;
 use train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, ScheduleKind, Sgd, SgdConfig};
 use train::run_config::RunConfig;
 
-/// Sizes rayon's global pool; without `--threads`, rayon uses all cores or
-/// `RAYON_NUM_THREADS`.
-pub fn init_threads(threads: Option<usize>) -> Result<()> {
+/// Runs `body` on a rayon pool of `threads` workers (default: all cores,
+/// or `RAYON_NUM_THREADS`), *inside* the pool: the command's own serial work
+/// runs on a worker, so each parallel kernel starts on the calling worker at
+/// once and wakes only the others, instead of handing every kernel from the
+/// main thread to the pool and sleeping until it is done.
+pub fn in_pool<T: Send>(threads: Option<usize>, body: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| anyhow!("--threads {n}: {e}"))?;
+        if n == 0 {
+            bail!("--threads must be positive");
+        }
+        builder = builder.num_threads(n);
     }
-    Ok(())
+    let pool = builder.build().map_err(|e| anyhow!("creating the thread pool: {e}"))?;
+    pool.install(body)
 }
 
 pub fn parse_preprocess(s: &str) -> Result<Preprocess> {

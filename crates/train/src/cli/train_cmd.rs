@@ -2,7 +2,7 @@
 //! evaluation, metrics, checkpoints, resume and Ctrl-C handling.
 
 use super::setup::{
-    build_optimizer, build_schedule, init_threads, parse_freeze, parse_preprocess, subset,
+    build_optimizer, build_schedule, in_pool, parse_freeze, parse_preprocess, subset,
 };
 use super::TrainArgs;
 use anyhow::{bail, Context, Result};
@@ -68,7 +68,10 @@ fn default_run_dir() -> PathBuf {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    init_threads(a.threads)?;
+    in_pool(a.threads, || run_in_pool(a))
+}
+
+fn run_in_pool(a: TrainArgs) -> Result<()> {
     let (dir, config) = match &a.resume {
         Some(dir) => {
             let mut c = run_state::read_config(dir)?;
