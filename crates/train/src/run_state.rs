@@ -23,6 +23,19 @@ use std::path::{Path, PathBuf};
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const STATE_FILE: &str = "train_state.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
+/// One class name per line, in label order.
+pub const CLASSES_FILE: &str = "classes.txt";
+
+/// The class names a run directory records, if it is a run directory.
+pub fn read_classes(checkpoint: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(checkpoint.join(CLASSES_FILE)).ok()?;
+    Some(
+        text.lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect(),
+    )
+}
 
 /// Where a run is: the next step to take is `step` of `epoch` (0-based),
 /// with the running totals of that epoch's steps so far.

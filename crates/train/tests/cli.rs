@@ -57,6 +57,7 @@ fn train_eval_predict_and_resume() {
         "model.safetensors",
         "train_state.safetensors",
         "config.json",
+        "classes.txt",
         "metrics.csv",
         "metrics.json",
         "learning_curves.svg",

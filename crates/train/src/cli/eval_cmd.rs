@@ -46,7 +46,9 @@ fn run_in_pool(a: EvalArgs) -> Result<()> {
         );
     }
     // The same subset the run evaluated on (train_cmd picks it with seed ^ 1).
-    let seed = run_state::read_config(&a.checkpoint).map(|c| c.seed).unwrap_or(0);
+    let seed = run_state::read_config(&a.checkpoint)
+        .map(|c| c.seed)
+        .unwrap_or(0);
     let test = subset(cifar.test, a.test_limit, seed ^ 1);
     // Evaluation never steps the optimizer; any will do.
     let trainer = Trainer::new(

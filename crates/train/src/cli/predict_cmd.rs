@@ -14,10 +14,15 @@ use train::trainer::Trainer;
 pub fn run(a: PredictArgs) -> Result<()> {
     let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
     let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
-    let classes: Vec<String> = match model.config.num_classes {
-        Some(10) => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
-        Some(k) => (0..k).map(|i| format!("class {i}")).collect(),
-        None => unreachable!("load_model requires a head"),
+    let k = model
+        .config
+        .num_classes
+        .expect("load_model requires a head");
+    // The run's own class names, else CIFAR-10's for a 10-class head.
+    let classes: Vec<String> = match run_state::read_classes(&a.checkpoint) {
+        Some(names) if names.len() == k => names,
+        _ if k == 10 => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+        _ => (0..k).map(|i| format!("class {i}")).collect(),
     };
     let mut x = vec![0.0f32; a.images.len() * IMAGE_BYTES];
     for (img, out) in a.images.iter().zip(x.chunks_exact_mut(IMAGE_BYTES)) {
@@ -32,7 +37,6 @@ pub fn run(a: PredictArgs) -> Result<()> {
     );
     let x = Tensor::from_vec(&[a.images.len(), IMAGE_SIDE, IMAGE_SIDE, 3], x)?;
     let probs = softmax(&trainer.logits(x));
-    let k = classes.len();
     for (img, row) in a.images.iter().zip(probs.data().chunks_exact(k)) {
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&i, &j| row[j].total_cmp(&row[i]));

@@ -17,7 +17,10 @@ use train::run_config::RunConfig;
 /// runs on a worker, so each parallel kernel starts on the calling worker at
 /// once and wakes only the others, instead of handing every kernel from the
 /// main thread to the pool and sleeping until it is done.
-pub fn in_pool<T: Send>(threads: Option<usize>, body: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub fn in_pool<T: Send>(
+    threads: Option<usize>,
+    body: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         if n == 0 {
@@ -25,7 +28,9 @@ pub fn in_pool<T: Send>(threads: Option<usize>, body: impl FnOnce() -> Result<T>
         }
         builder = builder.num_threads(n);
     }
-    let pool = builder.build().map_err(|e| anyhow!("creating the thread pool: {e}"))?;
+    let pool = builder
+        .build()
+        .map_err(|e| anyhow!("creating the thread pool: {e}"))?;
     pool.install(body)
 }
 

@@ -115,6 +115,9 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
         test_set.len()
     );
 
+    // The class names, for `predict` on this run's checkpoints.
+    let names = train_set.classes.join("\n") + "\n";
+    train::checkpoint_io::write_atomic(&dir.join(run_state::CLASSES_FILE), names.as_bytes())?;
     let mut spec = config.model.clone();
     spec.num_classes = Some(train_set.classes.len());
     let (mut model, mut store) = ResNet::new(spec.config(IMAGE_SIDE, config.seed))?;
