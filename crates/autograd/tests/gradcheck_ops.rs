@@ -37,6 +37,27 @@ fn distinct(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(shape, v).unwrap()
 }
 
+/// True when every batchnorm output (before the ReLU) is at least 0.01 from
+/// zero: a step of 1e-3 moves an output by at most ~3e-3 here, so no
+/// difference quotient straddles the ReLU's kink.
+fn clear_of_the_kink(inputs: &[Tensor], training: bool) -> bool {
+    let params = ParamStore::new();
+    let mut g = Graph::new(
+        &params,
+        autograd::Mode {
+            record: false,
+            training,
+        },
+    );
+    let v: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), false)).collect();
+    let y = if training {
+        ops::batch_norm_train(&mut g, v[0], v[1], v[2], 1.001e-5).0
+    } else {
+        ops::batch_norm_infer(&mut g, v[0], v[1], v[2], v[3], v[4], 1.001e-5)
+    };
+    g.value(y).data().iter().all(|v| v.abs() > 0.01)
+}
+
 fn check(inputs: &[Tensor], f: impl Fn(&mut Graph, &[Var]) -> Var) {
     check_with(GradCheck::default(), inputs, f)
 }
@@ -83,6 +104,30 @@ proptest! {
                       random(&[c], seed + 3), var];
         let c = GradCheck { training: false, ..GradCheck::default() };
         check_with(c, &inputs, |g, v| ops::batch_norm_infer(g, v[0], v[1], v[2], v[3], v[4], 1.001e-5));
+    }
+
+    #[test]
+    fn batch_norm_relu_training(n in 1usize..4, hw in 1usize..4, c in 1usize..5, seed in any::<u64>()) {
+        // Over two rows the normalized values are exactly -1 and 1 and the
+        // ReLU keeps one: the gradient is all epsilon and rounding.
+        prop_assume!(n * hw * hw >= 3);
+        let mut x = distinct(&[n, hw, hw, c], seed);
+        x.data_mut().iter_mut().for_each(|v| *v *= 5.0);
+        let inputs = [x, random(&[c], seed + 1), random(&[c], seed + 2)];
+        prop_assume!(clear_of_the_kink(&inputs, true));
+        let check = GradCheck { step: 1e-3, ..GradCheck::default() };
+        check_with(check, &inputs, |g, v| ops::batch_norm_relu_train(g, v[0], v[1], v[2], 1.001e-5).0);
+    }
+
+    #[test]
+    fn batch_norm_relu_inference(n in 1usize..3, hw in 1usize..4, c in 1usize..5, seed in any::<u64>()) {
+        let mut var = random(&[c], seed + 4);
+        var.data_mut().iter_mut().for_each(|v| *v = 0.5 + v.abs());
+        let inputs = [random(&[n, hw, hw, c], seed), random(&[c], seed + 1), random(&[c], seed + 2),
+                      random(&[c], seed + 3), var];
+        prop_assume!(clear_of_the_kink(&inputs, false));
+        let c = GradCheck { training: false, step: 1e-3, ..GradCheck::default() };
+        check_with(c, &inputs, |g, v| ops::batch_norm_relu_infer(g, v[0], v[1], v[2], v[3], v[4], 1.001e-5));
     }
 
     #[test]
@@ -221,4 +266,73 @@ fn the_check_catches_a_wrong_backward() {
     assert!(GradCheck::default()
         .run(&ParamStore::new(), &inputs, bn_as_identity_grad)
         .is_err());
+}
+
+/// The fused batchnorm + ReLU computes exactly what the two ops in sequence
+/// do, forward and backward, in both modes.
+#[test]
+fn fused_batch_norm_relu_equals_the_two_ops() {
+    let inputs = [
+        random(&[3, 4, 4, 5], 1),
+        random(&[5], 2),
+        random(&[5], 3),
+        random(&[5], 4),
+    ];
+    let mut var = random(&[5], 5);
+    var.data_mut().iter_mut().for_each(|v| *v = 0.5 + v.abs());
+    let params = ParamStore::new();
+    for training in [true, false] {
+        let mode = autograd::Mode {
+            record: true,
+            training,
+        };
+        let run = |fused: bool| {
+            let mut g = Graph::new(&params, mode);
+            let v: Vec<Var> = inputs
+                .iter()
+                .chain([&var])
+                .map(|t| g.leaf(t.clone(), true))
+                .collect();
+            let y = match (training, fused) {
+                (true, true) => ops::batch_norm_relu_train(&mut g, v[0], v[1], v[2], 1e-3).0,
+                (true, false) => {
+                    let b = ops::batch_norm_train(&mut g, v[0], v[1], v[2], 1e-3).0;
+                    ops::relu(&mut g, b)
+                }
+                (false, true) => {
+                    ops::batch_norm_relu_infer(&mut g, v[0], v[1], v[2], v[3], v[4], 1e-3)
+                }
+                (false, false) => {
+                    let b = ops::batch_norm_infer(&mut g, v[0], v[1], v[2], v[3], v[4], 1e-3);
+                    ops::relu(&mut g, b)
+                }
+            };
+            let out = g.value(y).clone();
+            let seed = random(out.shape(), 9);
+            let grads = g.backward_with(y, seed);
+            let dx: Vec<Tensor> = v
+                .iter()
+                .map(|&v| {
+                    grads
+                        .leaf(v)
+                        .cloned()
+                        .unwrap_or_else(|| Tensor::zeros(&[0]))
+                })
+                .collect();
+            (out, dx)
+        };
+        let (fused, separate) = (run(true), run(false));
+        assert_eq!(fused.0, separate.0, "forward, training {training}");
+        for (a, b) in fused.1.iter().zip(&separate.1) {
+            let diff = a
+                .data()
+                .iter()
+                .zip(b.data())
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                diff < 1e-5,
+                "gradient differs by {diff}, training {training}"
+            );
+        }
+    }
 }

@@ -105,13 +105,13 @@ impl Bottleneck {
             if y != x {
                 taps.release(g, y);
             }
-            y = taps.record(&bn.name, bn.forward(g, c));
-            taps.release(g, c);
-            if i < 2 {
-                let r = taps.record(&format!("{}_{}_relu", self.name, i + 1), ops::relu(g, y));
-                taps.release(g, y);
-                y = r;
-            }
+            y = if i < 2 {
+                taps.bn_relu(g, bn, c, &format!("{}_{}_relu", self.name, i + 1))
+            } else {
+                let b = taps.record(&bn.name, bn.forward(g, c));
+                taps.release(g, c);
+                b
+            };
         }
         let sum = taps.record(&format!("{}_add", self.name), ops::add(g, shortcut, y));
         for v in [shortcut, y, x] {

@@ -67,6 +67,28 @@ impl Taps {
         }
     }
 
+    /// Batchnorm `bn` on `x` then a ReLU recorded as `relu_name`: one fused
+    /// op, or, when every layer output must stay readable, the two Keras
+    /// layers separately (so `<bn name>` is recorded too). `x` is released.
+    pub fn bn_relu(
+        &mut self,
+        g: &mut Graph,
+        bn: &layers::BatchNorm,
+        x: Var,
+        relu_name: &str,
+    ) -> Var {
+        let y = if self.keep_all {
+            let b = self.record(&bn.name, bn.forward(g, x));
+            let r = autograd::ops::relu(g, b);
+            self.release(g, b);
+            r
+        } else {
+            bn.forward_relu(g, x)
+        };
+        self.release(g, x);
+        self.record(relu_name, y)
+    }
+
     /// Declares `v` no longer needed by the forward pass (see [`Graph::release`]).
     pub fn release(&self, g: &mut Graph, v: Var) {
         if !self.keep_all {

@@ -22,7 +22,7 @@ use crate::layers::{
     BatchNorm, Conv2d, Dense, GlobalAvgPool, MaxPool, PaddingMode, VarianceUpdate, ZeroPadding,
 };
 use crate::{BuildCtx, Taps};
-use autograd::{ops, Graph, ParamStore, Var};
+use autograd::{Graph, ParamStore, Var};
 use tensor::Padding;
 use thiserror::Error;
 
@@ -257,10 +257,7 @@ impl ResNet {
         let p = taps.record(&s.pad.name, s.pad.forward(g, x));
         let c = taps.record(&s.conv.name, s.conv.forward(g, p));
         taps.release(g, p);
-        let b = taps.record(&s.bn.name, s.bn.forward(g, c));
-        taps.release(g, c);
-        let r = taps.record("conv1_relu", ops::relu(g, b));
-        taps.release(g, b);
+        let r = taps.bn_relu(g, &s.bn, c, "conv1_relu");
         let p = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, r));
         taps.release(g, r);
         let mut y = taps.record(&s.pool.name, s.pool.forward(g, p));

@@ -77,30 +77,69 @@ pub fn mean_and_variance(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     (mean, sq.iter().map(|s| (s / n) as f32).collect())
 }
 
-/// The two sums of the backward pass, in one read of `x` and `dy`:
-/// `sum(dy)` and `sum(dy * xhat)` with `xhat = (x - mean) * inv_sigma`.
-pub fn backward_sums(
+/// `y = max(x * scale + shift, 0)` per channel: batchnorm's affine map and
+/// the ReLU after it in one pass (a NaN passes through, as in
+/// [`crate::elementwise::relu`]).
+pub fn affine_relu(x: &[f32], scale: &[f32], shift: &[f32], y: &mut [f32]) {
+    let c = scale.len();
+    assert!(
+        x.len() == y.len() && x.len().is_multiple_of(c),
+        "batch norm: shapes"
+    );
+    let kernel = |y: &mut [f32], x: &[f32]| {
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for i in 0..c {
+                let v = xr[i] * scale[i] + shift[i];
+                yr[i] = if v <= 0.0 { 0.0 } else { v };
+            }
+        }
+    };
+    let chunk = BLOCK_ROWS * c;
+    if y.len() < 1 << 15 {
+        kernel(y, x);
+    } else {
+        y.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(y, x)| kernel(y, x));
+    }
+}
+
+/// `dy`, or, when the batchnorm feeds a ReLU whose output is `relu_out`, `dy`
+/// where that output is positive and 0 elsewhere (the ReLU's backward).
+#[inline(always)]
+fn through_relu<const RELU: bool>(dy: f32, relu_out: f32) -> f32 {
+    if !RELU || relu_out > 0.0 {
+        dy
+    } else {
+        0.0
+    }
+}
+
+fn backward_sums_impl<const RELU: bool>(
     x: &[f32],
+    relu_out: &[f32],
     dy: &[f32],
     mean: &[f32],
     inv_sigma: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let c = mean.len();
     assert!(
-        x.len() == dy.len() && x.len().is_multiple_of(c),
+        x.len() == dy.len() && x.len() == relu_out.len() && x.len().is_multiple_of(c),
         "batch norm backward: shapes"
     );
     let rows = x.len() / c;
     let sums = reduce_rows(rows, 2 * c, |r, acc| {
         let (s_dy, s_dyx) = acc.split_at_mut(c);
         let span = r.start * c..r.end * c;
-        for (xr, gr) in x[span.clone()]
+        let rows = x[span.clone()]
             .chunks_exact(c)
-            .zip(dy[span].chunks_exact(c))
-        {
+            .zip(relu_out[span.clone()].chunks_exact(c))
+            .zip(dy[span].chunks_exact(c));
+        for ((xr, yr), gr) in rows {
             for i in 0..c {
-                s_dy[i] += gr[i];
-                s_dyx[i] += gr[i] * (xr[i] - mean[i]) * inv_sigma[i];
+                let g = through_relu::<RELU>(gr[i], yr[i]);
+                s_dy[i] += g;
+                s_dyx[i] += g * (xr[i] - mean[i]) * inv_sigma[i];
             }
         }
     });
@@ -111,35 +150,86 @@ pub fn backward_sums(
     )
 }
 
-/// `dx = k * dy + a * x + b` per channel: the training-mode input gradient
-/// `gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))` with its
-/// per-channel constants folded into `k`, `a`, `b` by the caller.
-pub fn backward_input(x: &[f32], dy: &[f32], k: &[f32], a: &[f32], b: &[f32], dx: &mut [f32]) {
+/// The two sums of the backward pass, in one read of `x` and `dy`:
+/// `sum(dy)` and `sum(dy * xhat)` with `xhat = (x - mean) * inv_sigma`.
+pub fn backward_sums(
+    x: &[f32],
+    dy: &[f32],
+    mean: &[f32],
+    inv_sigma: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    backward_sums_impl::<false>(x, dy, dy, mean, inv_sigma)
+}
+
+/// [`backward_sums`] for a batchnorm followed by a ReLU with output
+/// `relu_out`, `dy` being the gradient of that output.
+pub fn backward_sums_relu(
+    x: &[f32],
+    relu_out: &[f32],
+    dy: &[f32],
+    mean: &[f32],
+    inv_sigma: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    backward_sums_impl::<true>(x, relu_out, dy, mean, inv_sigma)
+}
+
+fn backward_input_impl<const RELU: bool>(
+    x: &[f32],
+    relu_out: &[f32],
+    dy: &[f32],
+    k: &[f32],
+    a: &[f32],
+    b: &[f32],
+    dx: &mut [f32],
+) {
     let c = k.len();
     assert!(
-        x.len() == dy.len() && x.len() == dx.len(),
+        x.len() == dy.len() && x.len() == dx.len() && x.len() == relu_out.len(),
         "batch norm backward: shapes"
     );
-    let kernel = |dx: &mut [f32], x: &[f32], dy: &[f32]| {
-        for ((dr, xr), gr) in dx
+    let kernel = |dx: &mut [f32], x: &[f32], y: &[f32], dy: &[f32]| {
+        let rows = dx
             .chunks_exact_mut(c)
             .zip(x.chunks_exact(c))
-            .zip(dy.chunks_exact(c))
-        {
+            .zip(y.chunks_exact(c))
+            .zip(dy.chunks_exact(c));
+        for (((dr, xr), yr), gr) in rows {
             for i in 0..c {
-                dr[i] = k[i] * gr[i] + a[i] * xr[i] + b[i];
+                dr[i] = k[i] * through_relu::<RELU>(gr[i], yr[i]) + a[i] * xr[i] + b[i];
             }
         }
     };
     let chunk = BLOCK_ROWS * c;
     if dx.len() < 1 << 15 {
-        kernel(dx, x, dy);
+        kernel(dx, x, relu_out, dy);
     } else {
         dx.par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
+            .zip(relu_out.par_chunks(chunk))
             .zip(dy.par_chunks(chunk))
-            .for_each(|((dx, x), dy)| kernel(dx, x, dy));
+            .for_each(|(((dx, x), y), dy)| kernel(dx, x, y, dy));
     }
+}
+
+/// `dx = k * dy + a * x + b` per channel: the training-mode input gradient
+/// `gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))` with its
+/// per-channel constants folded into `k`, `a`, `b` by the caller.
+pub fn backward_input(x: &[f32], dy: &[f32], k: &[f32], a: &[f32], b: &[f32], dx: &mut [f32]) {
+    backward_input_impl::<false>(x, dy, dy, k, a, b, dx)
+}
+
+/// [`backward_input`] for a batchnorm followed by a ReLU with output
+/// `relu_out` (`dy` is masked where that output is not positive).
+pub fn backward_input_relu(
+    x: &[f32],
+    relu_out: &[f32],
+    dy: &[f32],
+    k: &[f32],
+    a: &[f32],
+    b: &[f32],
+    dx: &mut [f32],
+) {
+    backward_input_impl::<true>(x, relu_out, dy, k, a, b, dx)
 }
 
 #[cfg(test)]

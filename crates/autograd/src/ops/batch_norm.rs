@@ -57,6 +57,23 @@ pub fn batch_norm_train(
     beta: Var,
     eps: f32,
 ) -> (Var, BatchStats) {
+    train(g, x, gamma, beta, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, as one op: one pass forward, and
+/// the ReLU's mask applied inside batchnorm's two backward passes. The same
+/// function as the two ops in sequence, without the intermediate tensor.
+pub fn batch_norm_relu_train(
+    g: &mut Graph,
+    x: Var,
+    gamma: Var,
+    beta: Var,
+    eps: f32,
+) -> (Var, BatchStats) {
+    train(g, x, gamma, beta, eps, true)
+}
+
+fn train(g: &mut Graph, x: Var, gamma: Var, beta: Var, eps: f32, relu: bool) -> (Var, BatchStats) {
     let (xv, gv, bv) = (g.value(x), g.value(gamma), g.value(beta));
     let c = channels_of(xv);
     assert!(
@@ -73,7 +90,11 @@ pub fn batch_norm_train(
         .collect();
     let shift: Vec<f32> = (0..c).map(|i| bv.data()[i] - mean[i] * scale[i]).collect();
     let mut y = Tensor::zeros(xv.shape());
-    channel_affine(xv.data(), &scale, &shift, y.data_mut());
+    if relu {
+        bn::affine_relu(xv.data(), &scale, &shift, y.data_mut());
+    } else {
+        channel_affine(xv.data(), &scale, &shift, y.data_mut());
+    }
     let stats = BatchStats {
         mean: mean.clone(),
         var,
@@ -82,7 +103,11 @@ pub fn batch_norm_train(
     let y = g.push(
         y,
         &[x, gamma, beta],
-        BatchNormTrainBackward { mean, inv_sigma },
+        BatchNormTrainBackward {
+            mean,
+            inv_sigma,
+            relu,
+        },
     );
     (y, stats)
 }
@@ -90,11 +115,17 @@ pub fn batch_norm_train(
 struct BatchNormTrainBackward {
     mean: Vec<f32>,
     inv_sigma: Vec<f32>,
+    /// A ReLU follows inside the op: `dy` is the ReLU output's gradient.
+    relu: bool,
 }
 
 impl Backward for BatchNormTrainBackward {
     fn name(&self) -> &'static str {
-        "batch_norm_train"
+        if self.relu {
+            "batch_norm_relu_train"
+        } else {
+            "batch_norm_train"
+        }
     }
 
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
@@ -103,7 +134,12 @@ impl Backward for BatchNormTrainBackward {
         let c = mean.len();
         let m = (x.numel() / c) as f32;
         // dbeta = sum(dy), dgamma = sum(dy * xhat), in one read of x and dy.
-        let (dbeta, dgamma) = bn::backward_sums(x.data(), dy.data(), mean, inv);
+        // Through the ReLU first when there is one (its output is ours).
+        let (dbeta, dgamma) = if self.relu {
+            bn::backward_sums_relu(x.data(), ctx.output.data(), dy.data(), mean, inv)
+        } else {
+            bn::backward_sums(x.data(), dy.data(), mean, inv)
+        };
         let dx = ctx.needs_grad[0].then(|| {
             // dx = k (dy - dbeta/M - xhat dgamma/M) with k = gamma / sigma and
             // xhat = (x - mean) inv, which is k dy + a x + b per channel.
@@ -113,7 +149,19 @@ impl Backward for BatchNormTrainBackward {
                 .map(|i| -k[i] * dbeta[i] / m - a[i] * mean[i])
                 .collect();
             let mut dx = Tensor::zeros(x.shape());
-            bn::backward_input(x.data(), dy.data(), &k, &a, &b, dx.data_mut());
+            if self.relu {
+                bn::backward_input_relu(
+                    x.data(),
+                    ctx.output.data(),
+                    dy.data(),
+                    &k,
+                    &a,
+                    &b,
+                    dx.data_mut(),
+                );
+            } else {
+                bn::backward_input(x.data(), dy.data(), &k, &a, &b, dx.data_mut());
+            }
             dx
         });
         vec![
@@ -136,6 +184,26 @@ pub fn batch_norm_infer(
     moving_var: Var,
     eps: f32,
 ) -> Var {
+    infer(g, [x, gamma, beta, moving_mean, moving_var], eps, false)
+}
+
+/// [`batch_norm_infer`] followed by a ReLU, as one op (see
+/// [`batch_norm_relu_train`]).
+pub fn batch_norm_relu_infer(
+    g: &mut Graph,
+    x: Var,
+    gamma: Var,
+    beta: Var,
+    moving_mean: Var,
+    moving_var: Var,
+    eps: f32,
+) -> Var {
+    infer(g, [x, gamma, beta, moving_mean, moving_var], eps, true)
+}
+
+/// `inputs` = x, gamma, beta, moving mean, moving variance.
+fn infer(g: &mut Graph, inputs: [Var; 5], eps: f32, relu: bool) -> Var {
+    let [x, gamma, beta, moving_mean, moving_var] = inputs;
     let xv = g.value(x);
     let c = channels_of(xv);
     let (gv, bv, mv, vv) = (
@@ -162,13 +230,18 @@ pub fn batch_norm_infer(
         .map(|i| bv.data()[i] - mv.data()[i] * scale[i])
         .collect();
     let mut y = Tensor::zeros(xv.shape());
-    channel_affine(xv.data(), &scale, &shift, y.data_mut());
+    if relu {
+        bn::affine_relu(xv.data(), &scale, &shift, y.data_mut());
+    } else {
+        channel_affine(xv.data(), &scale, &shift, y.data_mut());
+    }
     let backward = BatchNormInferBackward {
         mean: mv.data().to_vec(),
         inv_sigma,
         scale,
+        relu,
     };
-    g.push(y, &[x, gamma, beta, moving_mean, moving_var], backward)
+    g.push(y, &inputs, backward)
 }
 
 struct BatchNormInferBackward {
@@ -176,23 +249,54 @@ struct BatchNormInferBackward {
     inv_sigma: Vec<f32>,
     /// gamma / sigma
     scale: Vec<f32>,
+    /// A ReLU follows inside the op.
+    relu: bool,
 }
 
 impl Backward for BatchNormInferBackward {
     fn name(&self) -> &'static str {
-        "batch_norm_infer"
+        if self.relu {
+            "batch_norm_relu_infer"
+        } else {
+            "batch_norm_infer"
+        }
     }
 
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let x = ctx.inputs[0];
         let c = self.mean.len();
+        let zeros = vec![0.0; c];
         let dx = ctx.needs_grad[0].then(|| {
+            // dx = gamma / sigma * dy (through the ReLU's mask if there is one).
             let mut dx = Tensor::zeros(dy.shape());
-            channel_affine(dy.data(), &self.scale, &vec![0.0; c], dx.data_mut());
+            if self.relu {
+                let y = ctx.output.data();
+                bn::backward_input_relu(
+                    x.data(),
+                    y,
+                    dy.data(),
+                    &self.scale,
+                    &zeros,
+                    &zeros,
+                    dx.data_mut(),
+                );
+            } else {
+                channel_affine(dy.data(), &self.scale, &zeros, dx.data_mut());
+            }
             dx
         });
         // sum(dy) and sum(dy * xhat), xhat from the moving statistics.
-        let (dbeta, dgamma) = bn::backward_sums(x.data(), dy.data(), &self.mean, &self.inv_sigma);
+        let (dbeta, dgamma) = if self.relu {
+            bn::backward_sums_relu(
+                x.data(),
+                ctx.output.data(),
+                dy.data(),
+                &self.mean,
+                &self.inv_sigma,
+            )
+        } else {
+            bn::backward_sums(x.data(), dy.data(), &self.mean, &self.inv_sigma)
+        };
         // The statistics are never trained, but the op is a function of them
         // too; their gradients make the gradient check complete:
         // dL/dmean = -sum(dy) * gamma / sigma,

@@ -11,7 +11,9 @@ pub mod softmax_cross_entropy;
 pub mod zero_pad;
 
 pub use add::add;
-pub use batch_norm::{batch_norm_infer, batch_norm_train, BatchStats};
+pub use batch_norm::{
+    batch_norm_infer, batch_norm_relu_infer, batch_norm_relu_train, batch_norm_train, BatchStats,
+};
 pub use conv2d::conv2d;
 pub use dense::dense;
 pub use pool::{global_avg_pool, max_pool};

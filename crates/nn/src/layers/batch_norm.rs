@@ -56,13 +56,31 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
+        self.run(g, x, false)
+    }
+
+    /// This batchnorm and the ReLU after it, as one op (one pass over the
+    /// data forward, the ReLU's mask folded into the backward passes).
+    pub fn forward_relu(&self, g: &mut Graph, x: Var) -> Var {
+        self.run(g, x, true)
+    }
+
+    fn run(&self, g: &mut Graph, x: Var, relu: bool) -> Var {
         let (gamma, beta) = (g.param(self.gamma), g.param(self.beta));
         let trainable = g.params().is_trainable(self.gamma);
         if !(g.mode().training && trainable) {
             let (mean, var) = (g.param(self.moving_mean), g.param(self.moving_variance));
-            return ops::batch_norm_infer(g, x, gamma, beta, mean, var, self.epsilon);
+            return if relu {
+                ops::batch_norm_relu_infer(g, x, gamma, beta, mean, var, self.epsilon)
+            } else {
+                ops::batch_norm_infer(g, x, gamma, beta, mean, var, self.epsilon)
+            };
         }
-        let (y, stats) = ops::batch_norm_train(g, x, gamma, beta, self.epsilon);
+        let (y, stats) = if relu {
+            ops::batch_norm_relu_train(g, x, gamma, beta, self.epsilon)
+        } else {
+            ops::batch_norm_train(g, x, gamma, beta, self.epsilon)
+        };
         let unbias = match self.variance_update {
             VarianceUpdate::Biased => 1.0,
             VarianceUpdate::Unbiased => stats.count as f32 / (stats.count.max(2) - 1) as f32,
