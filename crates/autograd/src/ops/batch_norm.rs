@@ -44,6 +44,23 @@ fn channels_of(x: &Tensor) -> usize {
         .expect("batch_norm: a rank-0 input has no channel axis")
 }
 
+/// `sum(dy)` and `sum(dy * xhat)` per channel, `dy` first sent back through
+/// the op's ReLU (whose output is the op's output) when it has one.
+fn sums(
+    ctx: &BackwardCtx,
+    dy: &Tensor,
+    mean: &[f32],
+    inv_sigma: &[f32],
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let x = ctx.inputs[0].data();
+    if relu {
+        bn::backward_sums_relu(x, ctx.output.data(), dy.data(), mean, inv_sigma)
+    } else {
+        bn::backward_sums(x, dy.data(), mean, inv_sigma)
+    }
+}
+
 fn per_channel(v: Vec<f32>) -> Tensor {
     Tensor::from_vec(&[v.len()], v).expect("per-channel shape")
 }
@@ -135,11 +152,7 @@ impl Backward for BatchNormTrainBackward {
         let m = (x.numel() / c) as f32;
         // dbeta = sum(dy), dgamma = sum(dy * xhat), in one read of x and dy.
         // Through the ReLU first when there is one (its output is ours).
-        let (dbeta, dgamma) = if self.relu {
-            bn::backward_sums_relu(x.data(), ctx.output.data(), dy.data(), mean, inv)
-        } else {
-            bn::backward_sums(x.data(), dy.data(), mean, inv)
-        };
+        let (dbeta, dgamma) = sums(ctx, dy, mean, inv, self.relu);
         let dx = ctx.needs_grad[0].then(|| {
             // dx = k (dy - dbeta/M - xhat dgamma/M) with k = gamma / sigma and
             // xhat = (x - mean) inv, which is k dy + a x + b per channel.
@@ -286,17 +299,7 @@ impl Backward for BatchNormInferBackward {
             dx
         });
         // sum(dy) and sum(dy * xhat), xhat from the moving statistics.
-        let (dbeta, dgamma) = if self.relu {
-            bn::backward_sums_relu(
-                x.data(),
-                ctx.output.data(),
-                dy.data(),
-                &self.mean,
-                &self.inv_sigma,
-            )
-        } else {
-            bn::backward_sums(x.data(), dy.data(), &self.mean, &self.inv_sigma)
-        };
+        let (dbeta, dgamma) = sums(ctx, dy, &self.mean, &self.inv_sigma, self.relu);
         // The statistics are never trained, but the op is a function of them
         // too; their gradients make the gradient check complete:
         // dL/dmean = -sum(dy) * gamma / sigma,
