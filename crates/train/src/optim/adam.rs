@@ -26,7 +26,7 @@
 //! gradient, so it does not pass through the moment estimates.
 
 use super::state::{OptimError, OptimizerState};
-use super::{check_lengths, slot_mut, Optimizer};
+use super::{check_lengths, slot_mut, DecayExemptions, Optimizer};
 
 /// Default learning rate of this project's fine-tuning recipe
 /// (Keras' own default is 1e-3; fine-tuning a pretrained ResNet50 wants less).
@@ -67,7 +67,7 @@ pub struct Adam {
     lr: f32,
     alpha: f32,
     slots: Vec<Option<Moments>>,
-    no_decay: Vec<bool>,
+    no_decay: DecayExemptions,
 }
 
 impl Adam {
@@ -78,7 +78,7 @@ impl Adam {
             lr: 0.0,
             alpha: 0.0,
             slots: Vec::new(),
-            no_decay: Vec::new(),
+            no_decay: DecayExemptions::default(),
         }
     }
 
@@ -114,7 +114,7 @@ impl Optimizer for Adam {
         check_lengths("adam", index, param, grad, slot.m.len());
 
         let wd = self.cfg.weight_decay;
-        if wd != 0.0 && !self.no_decay.get(index).copied().unwrap_or(false) {
+        if wd != 0.0 && !self.no_decay.is_exempt(index) {
             let shrink = wd * self.lr;
             for w in param.iter_mut() {
                 *w -= *w * shrink;
@@ -139,10 +139,7 @@ impl Optimizer for Adam {
     }
 
     fn exclude_from_weight_decay(&mut self, index: usize) {
-        if self.no_decay.len() <= index {
-            self.no_decay.resize(index + 1, false);
-        }
-        self.no_decay[index] = true;
+        self.no_decay.exempt(index);
     }
 
     fn step(&self) -> u64 {

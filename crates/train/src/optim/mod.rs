@@ -26,6 +26,23 @@ pub use schedule::{LrSchedule, ScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{OptimError, OptimizerState};
 
+/// The parameters exempt from weight decay (biases, batchnorm), by index.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DecayExemptions(Vec<bool>);
+
+impl DecayExemptions {
+    pub(crate) fn exempt(&mut self, index: usize) {
+        if self.0.len() <= index {
+            self.0.resize(index + 1, false);
+        }
+        self.0[index] = true;
+    }
+
+    pub(crate) fn is_exempt(&self, index: usize) -> bool {
+        self.0.get(index).copied().unwrap_or(false)
+    }
+}
+
 /// A first-order optimizer with per-parameter state.
 pub trait Optimizer {
     /// Short name stored with the state ("adam", "sgd").

@@ -14,7 +14,7 @@
 //! without momentum the two coincide.
 
 use super::state::{OptimError, OptimizerState};
-use super::{check_lengths, slot_mut, Optimizer};
+use super::{check_lengths, slot_mut, DecayExemptions, Optimizer};
 
 /// SGD hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -32,7 +32,7 @@ pub struct Sgd {
     t: u64,
     lr: f32,
     velocity: Vec<Option<Vec<f32>>>,
-    no_decay: Vec<bool>,
+    no_decay: DecayExemptions,
 }
 
 impl Sgd {
@@ -42,7 +42,7 @@ impl Sgd {
             t: 0,
             lr: 0.0,
             velocity: Vec::new(),
-            no_decay: Vec::new(),
+            no_decay: DecayExemptions::default(),
         }
     }
 
@@ -64,7 +64,7 @@ impl Optimizer for Sgd {
     fn update(&mut self, index: usize, param: &mut [f32], grad: &[f32]) {
         assert!(self.t > 0, "sgd: update() called before begin_step()");
         let lr = self.lr;
-        let wd = if self.no_decay.get(index).copied().unwrap_or(false) {
+        let wd = if self.no_decay.is_exempt(index) {
             0.0
         } else {
             self.cfg.weight_decay
@@ -97,10 +97,7 @@ impl Optimizer for Sgd {
     }
 
     fn exclude_from_weight_decay(&mut self, index: usize) {
-        if self.no_decay.len() <= index {
-            self.no_decay.resize(index + 1, false);
-        }
-        self.no_decay[index] = true;
+        self.no_decay.exempt(index);
     }
 
     fn step(&self) -> u64 {
