@@ -89,6 +89,9 @@ impl GradCheck {
         inputs: &[Tensor],
         f: impl Fn(&mut Graph, &[Var]) -> Var,
     ) -> Result<GradReport, String> {
+        // Ops write their outputs into unzeroed buffers; poisoned, any
+        // element an op forgets to write is NaN and fails the check.
+        tensor::buffer_pool::poison_recycled(true);
         // Analytic: one backward pass seeded with r.
         let mut g = Graph::new(
             params,
@@ -101,6 +104,9 @@ impl GradCheck {
         let out = f(&mut g, &vars);
         let r =
             Tensor::from_vec(g.value(out).shape(), random_values(g.value(out).numel(), 7)).unwrap();
+        if let Some(j) = g.value(out).data().iter().position(|v| !v.is_finite()) {
+            return Err(format!("output element {j} is {}", g.value(out).data()[j]));
+        }
         let grads = g.backward_with(out, r.clone());
 
         // Numeric: L(x) = sum(r * f(x)) with no tape.
@@ -165,7 +171,8 @@ impl GradCheck {
                 report.checked += 1;
                 let err = (a - numeric).abs();
                 report.max_rel_error = report.max_rel_error.max(err / (scale + slack));
-                if err > self.rtol * scale + slack {
+                // Written so that a NaN on either side fails too.
+                if !(err <= self.rtol * scale + slack) {
                     return Err(format!(
                         "input {i} {:?}, element {j}: analytic {a:.6e} vs numeric {numeric:.6e} (|diff| {err:.3e})",
                         inputs[i].shape()

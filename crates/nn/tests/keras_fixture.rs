@@ -93,6 +93,8 @@ fn labels(r: &HashMap<String, Tensor>) -> Vec<usize> {
 /// Runs forward (+ loss and backward) in `mode` and checks outputs under
 /// `out_prefix` and gradients under `grad_prefix`.
 fn run(mode: Mode, out_prefix: &str, grad_prefix: &str, out_tol: f32, grad_tol: f32) {
+    // Unwritten output elements would be NaN, not stale values.
+    tensor::buffer_pool::poison_recycled(true);
     let r = reference();
     let (model, store) = model(VarianceUpdate::Biased);
     let mut g = Graph::new(&store, mode);

@@ -50,8 +50,14 @@ fn step(model: &ResNet, store: &mut ParamStore, x: &Tensor, labels: &[usize], lr
     loss
 }
 
+/// Ops write into unzeroed buffers: poisoned, anything left unwritten is NaN.
+fn poison() {
+    tensor::buffer_pool::poison_recycled(true);
+}
+
 #[test]
 fn full_resnet50_forward_and_backward_at_batch_64() {
+    poison();
     let (model, store) = ResNet::new(ResNetConfig::resnet50(Some(10))).unwrap();
     let x = batch(64, 32, 1);
     let labels: Vec<usize> = (0..64).map(|i| i % 10).collect();
@@ -92,6 +98,7 @@ fn full_resnet50_forward_and_backward_at_batch_64() {
 
 #[test]
 fn narrow_network_loss_falls_on_a_fixed_batch() {
+    poison();
     let (model, mut store) = ResNet::new(narrow(4)).unwrap();
     let x = batch(8, 32, 2);
     let labels = [0, 1, 2, 3, 0, 1, 2, 3];
@@ -105,6 +112,7 @@ fn narrow_network_loss_falls_on_a_fixed_batch() {
 
 #[test]
 fn frozen_weights_get_no_gradient_and_frozen_bn_keeps_its_statistics() {
+    poison();
     let (model, mut store) = ResNet::new(narrow(3)).unwrap();
     let frozen = freeze::apply(&mut store, Freeze::Through(2));
     assert!(frozen > 0);
@@ -138,6 +146,7 @@ fn frozen_weights_get_no_gradient_and_frozen_bn_keeps_its_statistics() {
 
 #[test]
 fn moving_statistics_follow_keras() {
+    poison();
     for update in [VarianceUpdate::Biased, VarianceUpdate::Unbiased] {
         let config = ResNetConfig {
             variance_update: update,
@@ -183,6 +192,7 @@ fn moving_statistics_follow_keras() {
 
 #[test]
 fn inference_mode_records_nothing_and_uses_moving_statistics() {
+    poison();
     let (model, store) = ResNet::new(narrow(2)).unwrap();
     let mut g = Graph::new(&store, Mode::INFER);
     let xv = g.input(batch(1, 32, 5));
@@ -199,6 +209,7 @@ fn inference_mode_records_nothing_and_uses_moving_statistics() {
 
 #[test]
 fn wrong_input_shape_is_an_error_naming_both_shapes() {
+    poison();
     let (model, store) = ResNet::new(narrow(2)).unwrap();
     let mut g = Graph::new(&store, Mode::INFER);
     let xv = g.input(Tensor::zeros(&[2, 32, 32, 1]));
@@ -211,6 +222,7 @@ fn wrong_input_shape_is_an_error_naming_both_shapes() {
 
 #[test]
 fn inference_frees_intermediates_without_changing_the_result() {
+    poison();
     let (model, store) = ResNet::new(narrow(3)).unwrap();
     let x = batch(2, 32, 6);
     let run = |keep: bool| {

@@ -40,6 +40,16 @@ impl Tensor {
         Self::full(shape, 0.0)
     }
 
+    /// A tensor whose contents are unspecified (recycled values or zeros),
+    /// for an op output that a kernel then writes completely: no zero-fill
+    /// pass. See [`buffer_pool::take_for_overwrite`].
+    pub fn for_overwrite(shape: &[usize]) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            data: buffer_pool::take_for_overwrite(shape.iter().product()),
+        }
+    }
+
     /// A tensor with every element set to `value`.
     pub fn full(shape: &[usize], value: f32) -> Self {
         let len = shape.iter().product();

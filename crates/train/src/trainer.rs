@@ -6,6 +6,7 @@ use crate::metrics::{count_correct, ConfusionMatrix, Meter};
 use crate::optim::{LrSchedule, Optimizer};
 use autograd::{ops, Graph, Mode, ParamKind, ParamStore};
 use nn::ResNet;
+use std::time::{Duration, Instant};
 use tensor::Tensor;
 
 pub struct Trainer {
@@ -23,6 +24,10 @@ pub struct StepStats {
     pub loss: f32,
     pub correct: usize,
     pub lr: f32,
+    /// Wall time of forward + backward (the graph) and of applying the
+    /// batchnorm statistics and the optimizer update, for the profile.
+    pub graph_time: Duration,
+    pub update_time: Duration,
 }
 
 /// What one pass over a dataset measured.
@@ -62,6 +67,7 @@ impl Trainer {
     /// (`[N, H, W, 3]`), with the new batchnorm statistics applied.
     pub fn train_step(&mut self, x: Tensor, labels: &[usize]) -> StepStats {
         let lr = self.schedule.lr(self.global_step);
+        let started = Instant::now();
         let (loss, correct, grads, stats) = {
             let mut g = Graph::new(&self.store, Mode::TRAIN);
             let xv = g.input(x);
@@ -76,6 +82,8 @@ impl Trainer {
             let grads = g.backward(loss);
             (value, correct, grads, g.take_stat_updates())
         };
+        let graph_time = started.elapsed();
+        let started = Instant::now();
         self.store.apply_stat_updates(stats);
         self.optimizer.begin_step(lr);
         let mut updates: Vec<_> = grads.params().collect();
@@ -85,7 +93,13 @@ impl Trainer {
                 .update(id.0, self.store.value_mut(id).data_mut(), grad.data());
         }
         self.global_step += 1;
-        StepStats { loss, correct, lr }
+        StepStats {
+            loss,
+            correct,
+            lr,
+            graph_time,
+            update_time: started.elapsed(),
+        }
     }
 
     /// Logits `[N, classes]` in inference mode.

@@ -15,7 +15,7 @@ pub fn add(g: &mut Graph, a: Var, b: Var) -> Var {
         av.shape(),
         bv.shape()
     );
-    let mut y = Tensor::zeros(av.shape());
+    let mut y = Tensor::for_overwrite(av.shape());
     tensor::elementwise::add(av.data(), bv.data(), y.data_mut());
     g.push(y, &[a, b], AddBackward)
 }

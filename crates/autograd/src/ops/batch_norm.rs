@@ -106,7 +106,7 @@ fn train(g: &mut Graph, x: Var, gamma: Var, beta: Var, eps: f32, relu: bool) -> 
         .map(|(s, g)| s * g)
         .collect();
     let shift: Vec<f32> = (0..c).map(|i| bv.data()[i] - mean[i] * scale[i]).collect();
-    let mut y = Tensor::zeros(xv.shape());
+    let mut y = Tensor::for_overwrite(xv.shape());
     if relu {
         bn::affine_relu(xv.data(), &scale, &shift, y.data_mut());
     } else {
@@ -161,7 +161,7 @@ impl Backward for BatchNormTrainBackward {
             let b: Vec<f32> = (0..c)
                 .map(|i| -k[i] * dbeta[i] / m - a[i] * mean[i])
                 .collect();
-            let mut dx = Tensor::zeros(x.shape());
+            let mut dx = Tensor::for_overwrite(x.shape());
             if self.relu {
                 bn::backward_input_relu(
                     x.data(),
@@ -242,7 +242,7 @@ fn infer(g: &mut Graph, inputs: [Var; 5], eps: f32, relu: bool) -> Var {
     let shift: Vec<f32> = (0..c)
         .map(|i| bv.data()[i] - mv.data()[i] * scale[i])
         .collect();
-    let mut y = Tensor::zeros(xv.shape());
+    let mut y = Tensor::for_overwrite(xv.shape());
     if relu {
         bn::affine_relu(xv.data(), &scale, &shift, y.data_mut());
     } else {
@@ -281,7 +281,7 @@ impl Backward for BatchNormInferBackward {
         let zeros = vec![0.0; c];
         let dx = ctx.needs_grad[0].then(|| {
             // dx = gamma / sigma * dy (through the ReLU's mask if there is one).
-            let mut dx = Tensor::zeros(dy.shape());
+            let mut dx = Tensor::for_overwrite(dy.shape());
             if self.relu {
                 let y = ctx.output.data();
                 bn::backward_input_relu(

@@ -49,7 +49,7 @@ pub fn conv2d(
     padding: Padding,
 ) -> Var {
     let geom = geometry(g.value(x), g.value(w), stride, padding);
-    let mut y = Tensor::zeros(&geom.output_shape());
+    let mut y = Tensor::for_overwrite(&geom.output_shape());
     conv2d_forward(
         &geom,
         g.value(x).data(),
@@ -90,12 +90,12 @@ impl Backward for Conv2dBackward {
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
         let fail = |e| panic!("conv2d backward: {e}");
         let dx = ctx.needs_grad[0].then(|| {
-            let mut dx = Tensor::zeros(&g.input_shape());
+            let mut dx = Tensor::for_overwrite(&g.input_shape());
             conv2d_backward_input(g, dy.data(), w.data(), dx.data_mut()).unwrap_or_else(fail);
             dx
         });
         let dw = ctx.needs_grad[1].then(|| {
-            let mut dw = Tensor::zeros(&g.kernel_shape());
+            let mut dw = Tensor::for_overwrite(&g.kernel_shape());
             conv2d_backward_kernel(g, x.data(), dy.data(), dw.data_mut(), false)
                 .unwrap_or_else(fail);
             dw
@@ -103,7 +103,7 @@ impl Backward for Conv2dBackward {
         let mut grads = vec![dx, dw];
         if ctx.inputs.len() == 3 {
             grads.push(ctx.needs_grad[2].then(|| {
-                let mut db = Tensor::zeros(&[g.out_c]);
+                let mut db = Tensor::for_overwrite(&[g.out_c]);
                 conv2d_backward_bias(g, dy.data(), db.data_mut(), false).unwrap_or_else(fail);
                 db
             }));

@@ -26,7 +26,7 @@ pub fn dense(g: &mut Graph, x: Var, w: Var, b: Var) -> Var {
         wv.shape()
     );
     assert_eq!(bv.shape(), [fan_out], "dense: bias shape");
-    let mut y = Tensor::zeros(&[n, fan_out]);
+    let mut y = Tensor::for_overwrite(&[n, fan_out]);
     for row in y.data_mut().chunks_exact_mut(fan_out) {
         row.copy_from_slice(bv.data());
     }
@@ -64,7 +64,7 @@ impl Backward for DenseBackward {
         let (n, fi, fo) = (self.n, self.fan_in, self.fan_out);
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
         let dx = ctx.needs_grad[0].then(|| {
-            let mut dx = Tensor::zeros(&[n, fi]);
+            let mut dx = Tensor::for_overwrite(&[n, fi]);
             sgemm(
                 n,
                 fi,
@@ -80,7 +80,7 @@ impl Backward for DenseBackward {
             dx
         });
         let dw = ctx.needs_grad[1].then(|| {
-            let mut dw = Tensor::zeros(&[fi, fo]);
+            let mut dw = Tensor::for_overwrite(&[fi, fo]);
             sgemm(
                 fi,
                 fo,

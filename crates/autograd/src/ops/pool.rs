@@ -21,7 +21,7 @@ pub fn max_pool(g: &mut Graph, x: Var, kernel: usize, stride: usize, padding: Pa
         stride,
         padding,
     };
-    let mut y = Tensor::zeros(&geom.output_shape());
+    let mut y = Tensor::for_overwrite(&geom.output_shape());
     let mut argmax = vec![0u32; y.numel()];
     max_pool_forward(&geom, xv.data(), y.data_mut(), &mut argmax)
         .unwrap_or_else(|e| panic!("max_pool: {e}"));
@@ -47,7 +47,7 @@ impl Backward for MaxPoolBackward {
     }
 
     fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
-        let mut dx = Tensor::zeros(&self.geom.input_shape());
+        let mut dx = Tensor::for_overwrite(&self.geom.input_shape());
         // Per image in parallel: windows overlap, but never across images.
         max_pool_backward_batched(&self.geom, dy.data(), &self.argmax, dx.data_mut())
             .unwrap_or_else(|e| panic!("max_pool backward: {e}"));
@@ -83,7 +83,7 @@ impl Backward for GlobalAvgPoolBackward {
 
     fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let [n, h, w, c] = self.input_shape;
-        let mut dx = Tensor::zeros(&self.input_shape);
+        let mut dx = Tensor::for_overwrite(&self.input_shape);
         global_avg_pool_backward(dy.data(), n, h * w, c, dx.data_mut());
         vec![Some(dx)]
     }

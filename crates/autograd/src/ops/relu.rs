@@ -8,7 +8,7 @@ use tensor::Tensor;
 
 pub fn relu(g: &mut Graph, x: Var) -> Var {
     let xv = g.value(x);
-    let mut y = Tensor::zeros(xv.shape());
+    let mut y = Tensor::for_overwrite(xv.shape());
     relu_kernel(xv.data(), y.data_mut());
     g.push(y, &[x], ReluBackward)
 }
@@ -21,7 +21,7 @@ impl Backward for ReluBackward {
     }
 
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
-        let mut dx = Tensor::zeros(dy.shape());
+        let mut dx = Tensor::for_overwrite(dy.shape());
         relu_backward(ctx.output.data(), dy.data(), dx.data_mut());
         vec![Some(dx)]
     }

@@ -38,7 +38,7 @@ impl Backward for ZeroPadBackward {
     }
 
     fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
-        let mut dx = Tensor::zeros(&self.dims);
+        let mut dx = Tensor::for_overwrite(&self.dims);
         let row = self.dims[2] * self.dims[3];
         for (s, b) in row_offsets(self.dims, self.p) {
             dx.data_mut()[s..s + row].copy_from_slice(&dy.data()[b..b + row]);

@@ -75,12 +75,13 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
     if only != Some("inference") {
         let labels: Vec<usize> = (0..batch_size).map(|i| i % 10).collect();
         let x = random_batch(batch_size, &mut rng);
-        let mut times = Vec::new();
+        let (mut times, mut update_times) = (Vec::new(), Vec::new());
         for i in 0..warmup + steps {
             let t = Instant::now();
-            trainer.train_step(x.clone(), &labels);
+            let stats = trainer.train_step(x.clone(), &labels);
             if i >= warmup {
                 times.push(t.elapsed().as_secs_f64());
+                update_times.push(stats.update_time.as_secs_f64());
             }
         }
         let t = median(times);
@@ -91,6 +92,10 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
             t * 1e3,
             rate,
             rate * 3.0 * flops / 1e9
+        );
+        println!(
+            "  of which optimizer update (Adam) and batchnorm statistics: median {:.1} ms",
+            median(update_times) * 1e3
         );
         if let Some(rss) = peak_rss_mb() {
             println!("peak RSS after training steps: {rss:.0} MB");
@@ -121,20 +126,35 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
         }
     }
     if a.profile {
-        profile(&trainer, batch_size, &mut rng);
+        if only != Some("inference") {
+            profile(&trainer, Mode::TRAIN, batch_size, &mut rng);
+        }
+        if only != Some("training") {
+            let n = a
+                .inference_batches
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(a.batch_size);
+            profile(&trainer, Mode::INFER, n as usize, &mut rng);
+        }
     }
     Ok(())
 }
 
-/// Per-op time of one training step, grouped by op kind and by layer shape.
-fn profile(trainer: &Trainer, batch: usize, rng: &mut StdRng) {
+/// Per-op time of one training step (`Mode::TRAIN`: forward and backward) or
+/// one inference pass, grouped by op kind and by layer shape.
+fn profile(trainer: &Trainer, mode: Mode, batch: usize, rng: &mut StdRng) {
+    let training = mode == Mode::TRAIN;
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
-    let mut g = Graph::new(&trainer.store, Mode::TRAIN);
+    let mut g = Graph::new(&trainer.store, mode);
     g.enable_profile();
     let x = g.input(random_batch(batch, rng));
     let out = trainer.model.forward(&mut g, x).expect("shape");
-    let loss = ops::softmax_cross_entropy(&mut g, out.logits.expect("head"), &labels);
-    let _ = g.backward(loss);
+    if training {
+        let loss = ops::softmax_cross_entropy(&mut g, out.logits.expect("head"), &labels);
+        let _ = g.backward(loss);
+    }
     let mut by_op: BTreeMap<&str, (f64, f64, f64, usize)> = BTreeMap::new();
     let mut total = 0.0;
     for op in &g.profile().expect("enabled").ops {
@@ -145,7 +165,12 @@ fn profile(trainer: &Trainer, batch: usize, rng: &mut StdRng) {
         e.3 += 1;
         total += op.forward.as_secs_f64() + op.backward.as_secs_f64();
     }
-    println!("\nper-op profile of one training step (batch {batch}):");
+    let what = if training {
+        "one training step"
+    } else {
+        "one inference pass"
+    };
+    println!("\nper-op profile of {what} (batch {batch}):");
     println!(
         "{:24} {:>5} {:>10} {:>10} {:>8} {:>12}",
         "op", "count", "fwd ms", "bwd ms", "share", "fwd GFLOP/s"
