@@ -171,8 +171,8 @@ impl GradCheck {
                 report.checked += 1;
                 let err = (a - numeric).abs();
                 report.max_rel_error = report.max_rel_error.max(err / (scale + slack));
-                // Written so that a NaN on either side fails too.
-                if !(err <= self.rtol * scale + slack) {
+                // A NaN on either side fails too.
+                if err.is_nan() || err > self.rtol * scale + slack {
                     return Err(format!(
                         "input {i} {:?}, element {j}: analytic {a:.6e} vs numeric {numeric:.6e} (|diff| {err:.3e})",
                         inputs[i].shape()
