@@ -14,9 +14,15 @@
 //! main path too (torchvision's 'v1.5' puts it on the 3x3 instead).
 //! `identity_block` adds its input unchanged.
 
+use crate::conv_bn::conv_bn;
 use crate::layers::{BatchNorm, Conv2d, PaddingMode};
 use crate::{BuildCtx, Taps};
 use autograd::{ops, Graph, Var};
+
+/// A `(conv, batchnorm)` pair as [`conv_bn`] takes it.
+fn unit((conv, bn): &(Conv2d, BatchNorm)) -> (&Conv2d, &BatchNorm) {
+    (conv, bn)
+}
 
 #[derive(Clone, Debug)]
 pub struct Bottleneck {
@@ -87,9 +93,33 @@ impl Bottleneck {
         ]
     }
 
-    /// Runs the block, recording every Keras layer output in `taps` and
-    /// releasing each intermediate once its consumer has run.
+    /// Runs the block and records its output (`<name>_out`) in `taps`, each
+    /// conv + batchnorm (+ add) (+ ReLU) unit as one [`conv_bn`] (fused in
+    /// inference). With `taps.keep_all`, runs it layer by layer instead so
+    /// that every Keras layer output is recorded.
     pub fn forward(&self, g: &mut Graph, x: Var, taps: &mut Taps) -> Var {
+        if taps.keep_all {
+            return self.forward_layer_by_layer(g, x, taps);
+        }
+        let shortcut = match &self.shortcut {
+            Some(u) => conv_bn(g, unit(u), x, None, false),
+            None => x,
+        };
+        let [u1, u2, u3] = &self.main;
+        let y1 = conv_bn(g, unit(u1), x, None, true);
+        let y2 = conv_bn(g, unit(u2), y1, None, true);
+        g.release(y1);
+        let out = conv_bn(g, unit(u3), y2, Some(shortcut), true);
+        for v in [y2, shortcut, x] {
+            g.release(v);
+        }
+        taps.record(&format!("{}_out", self.name), out)
+    }
+
+    /// [`Bottleneck::forward`] one Keras layer at a time, recording every
+    /// layer output in `taps` (and releasing each once its consumer has run,
+    /// unless `taps.keep_all`).
+    fn forward_layer_by_layer(&self, g: &mut Graph, x: Var, taps: &mut Taps) -> Var {
         let shortcut = match &self.shortcut {
             Some((conv, bn)) => {
                 let s = taps.record(&conv.name, conv.forward(g, x));

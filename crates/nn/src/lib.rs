@@ -6,6 +6,7 @@
 
 pub mod atomic_write;
 pub mod blocks;
+pub mod conv_bn;
 pub mod freeze;
 pub mod init;
 pub mod layers;

@@ -18,6 +18,7 @@
 //! network with the same topology and naming.
 
 use crate::blocks::Bottleneck;
+use crate::conv_bn::conv_bn;
 use crate::layers::{
     BatchNorm, Conv2d, Dense, GlobalAvgPool, MaxPool, PaddingMode, VarianceUpdate, ZeroPadding,
 };
@@ -255,9 +256,14 @@ impl ResNet {
         let s = &self.stem;
         // Each stem layer consumes the previous one's output, then frees it.
         let p = taps.record(&s.pad.name, s.pad.forward(g, x));
-        let c = taps.record(&s.conv.name, s.conv.forward(g, p));
+        let r = if taps.keep_all {
+            let c = taps.record(&s.conv.name, s.conv.forward(g, p));
+            taps.bn_relu(g, &s.bn, c, "conv1_relu")
+        } else {
+            let r = conv_bn(g, (&s.conv, &s.bn), p, None, true);
+            taps.record("conv1_relu", r)
+        };
         taps.release(g, p);
-        let r = taps.bn_relu(g, &s.bn, c, "conv1_relu");
         let p = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, r));
         taps.release(g, r);
         let mut y = taps.record(&s.pool.name, s.pool.forward(g, p));

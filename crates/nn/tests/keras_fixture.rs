@@ -169,6 +169,45 @@ fn inference_outputs_and_frozen_bn_gradients_match_keras() {
     run(Mode::FROZEN_BN, "infer", "grad_infer", 1e-5, 1e-4);
 }
 
+/// Pure inference (no tape) runs every conv + batchnorm (+ add) (+ ReLU) as
+/// one fused op; its logits match Keras and, bit for bit, the layer-by-layer
+/// pass.
+#[test]
+fn fused_inference_matches_keras_and_the_layer_by_layer_pass() {
+    tensor::buffer_pool::poison_recycled(true);
+    let r = reference();
+    let (model, store) = model(VarianceUpdate::Biased);
+    let logits = |keep_all: bool| {
+        let mut g = Graph::new(&store, Mode::INFER);
+        g.enable_profile();
+        let x = g.input(r["x"].clone());
+        let out = if keep_all {
+            model.forward_keeping_all(&mut g, x).unwrap()
+        } else {
+            model.forward(&mut g, x).unwrap()
+        };
+        let fused = g
+            .profile()
+            .unwrap()
+            .ops
+            .iter()
+            .filter(|o| o.name == "conv_bn_infer")
+            .count();
+        (g.take(out.logits.unwrap()), fused)
+    };
+    let (fused, n_fused) = logits(false);
+    let (layered, n_layered) = logits(true);
+    // conv1 and every block's three units plus its projection shortcut.
+    let units = 1 + model
+        .blocks
+        .iter()
+        .map(|b| 3 + b.shortcut.is_some() as usize)
+        .sum::<usize>();
+    assert_eq!((n_fused, n_layered), (units, 0), "fused conv units");
+    check("fused logits", &fused, &r["infer/logits"], 1e-5);
+    assert_eq!(fused, layered);
+}
+
 #[test]
 fn training_mode_outputs_and_gradients_match_keras() {
     run(Mode::TRAIN, "train", "grad_train", 2e-3, 1e-2);

@@ -156,7 +156,7 @@ fn moving_statistics_follow_keras() {
         let x = batch(2, 32, 4);
         let mut g = Graph::new(&store, Mode::TRAIN);
         let xv = g.input(x);
-        let out = model.forward(&mut g, xv).unwrap();
+        let out = model.forward_keeping_all(&mut g, xv).unwrap();
         // The batch statistics of conv1_conv's output, by hand.
         let conv = g.value(out.taps.get("conv1_conv").unwrap()).clone();
         let stats = g.take_stat_updates();

@@ -31,6 +31,7 @@
 //! naive reference skips padding taps as well, so only the rounding order
 //! changes, and the GEMM is up to 9x smaller.
 
+use crate::epilogue::Epilogue;
 use crate::error::{Result, TensorError};
 use crate::gemm::{sgemm, sgemm_serial, Trans};
 use crate::geometry::{ConvGeometry, Padding};
@@ -286,6 +287,19 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
+    conv2d_forward_fused(g, x, w, bias, Epilogue::default(), y)
+}
+
+/// [`conv2d_forward`] followed by `epilogue` (an inference batchnorm, a
+/// residual add, a ReLU), applied to each tile of `y` while it is in cache.
+pub fn conv2d_forward_fused(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    y: &mut [f32],
+) -> Result<()> {
     g.validate()?;
     check_len("conv2d input", x.len(), g.input_shape())?;
     check_len("conv2d kernel", w.len(), g.kernel_shape())?;
@@ -293,23 +307,31 @@ pub fn conv2d_forward(
     if let Some(b) = bias {
         check_len("conv2d bias", b.len(), [1, 1, 1, g.out_c])?;
     }
+    epilogue.validate(y.len(), g.out_c)?;
     if let Some((t, ky0, kx0)) = trimmed(g) {
         let len: usize = t.kernel_shape().iter().product();
         return with_scratch(Slot::Side, len, |wt| {
             gather_taps(g, &t, (ky0, kx0), w, wt);
-            forward_untrimmed(&t, x, wt, bias, y);
+            forward_untrimmed(&t, x, wt, bias, &epilogue, y);
             Ok(())
         });
     }
-    forward_untrimmed(g, x, w, bias, y);
+    forward_untrimmed(g, x, w, bias, &epilogue, y);
     Ok(())
 }
 
-fn forward_untrimmed(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+fn forward_untrimmed(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epi: &Epilogue,
+    y: &mut [f32],
+) {
     let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
     let threads = rayon::current_num_threads();
-    if g.is_pointwise() {
-        // [M, Cin] x [Cin, Cout] -> [M, Cout]
+    if g.is_pointwise() && (epi.is_identity() || !per_task(m, co, threads)) {
+        // [M, Cin] x [Cin, Cout] -> [M, Cout], one threaded GEMM.
         let beta = match bias {
             Some(b) => {
                 y.par_chunks_mut(co * (4096 / co).max(1)).for_each(|rows| {
@@ -320,11 +342,24 @@ fn forward_untrimmed(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]
             None => 0.0,
         };
         sgemm(m, co, k, 1.0, x, Trans::N, w, Trans::N, beta, y);
+        apply_par(epi, y, 0, co);
     } else if per_task(m, co, threads) {
-        forward_per_task(g, x, w, bias, y, m.div_ceil(task_count(m, k, threads)));
+        forward_per_task(g, x, w, bias, epi, y, m.div_ceil(task_count(m, k, threads)));
     } else {
-        forward_shared(g, x, w, bias, y, shared_tile_rows(g));
+        forward_shared(g, x, w, bias, epi, y, shared_tile_rows(g));
     }
+}
+
+/// Applies `epi` to `y` (output rows from flat offset `offset` on), split
+/// across the rayon threads.
+fn apply_par(epi: &Epilogue, y: &mut [f32], offset: usize, co: usize) {
+    if epi.is_identity() {
+        return;
+    }
+    let chunk = co * (1usize << 14).div_ceil(co);
+    y.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, y)| epi.apply(y, offset + i * chunk, co));
 }
 
 /// Sets every row of `y` to the bias and returns the GEMM's beta (1 with a
@@ -341,24 +376,34 @@ fn init_bias(bias: Option<&[f32]>, y: &mut [f32]) -> f32 {
 }
 
 /// Forward, one task per `rows` output pixels: im2col of its rows into the
-/// task thread's scratch, then a single-threaded GEMM.
+/// task thread's scratch (a 1x1 stride-1 conv reads its rows of `x` as they
+/// are), a single-threaded GEMM, then the epilogue on the rows just written.
 fn forward_per_task(
     g: &ConvGeometry,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    epi: &Epilogue,
     y: &mut [f32],
     rows: usize,
 ) {
     let (k, co) = (g.gemm_k(), g.out_c);
     y.par_chunks_mut(rows * co).enumerate().for_each(|(i, y)| {
         let (r0, nr) = (i * rows, y.len() / co);
-        with_scratch(Slot::Cols, nr * k, |cols| {
-            im2col(g, x, r0, cols);
+        let multiply = |cols: &[f32], y: &mut [f32]| {
             let beta = init_bias(bias, y);
             // [rows, K] x [K, Cout] -> [rows, Cout]
             sgemm_serial(nr, co, k, 1.0, cols, Trans::N, w, Trans::N, beta, y);
-        });
+            epi.apply(y, r0 * co, co);
+        };
+        if g.is_pointwise() {
+            multiply(&x[r0 * k..(r0 + nr) * k], y);
+        } else {
+            with_scratch(Slot::Cols, nr * k, |cols| {
+                im2col(g, x, r0, cols);
+                multiply(cols, y);
+            });
+        }
     });
 }
 
@@ -369,6 +414,7 @@ fn forward_shared(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    epi: &Epilogue,
     y: &mut [f32],
     tile: usize,
 ) {
@@ -382,6 +428,7 @@ fn forward_shared(
             let beta = init_bias(bias, y);
             // [rows, K] x [K, Cout] -> [rows, Cout]
             sgemm(rows, co, k, 1.0, cols, Trans::N, w, Trans::N, beta, y);
+            apply_par(epi, y, r0 * co, co);
         }
     });
 }
@@ -650,6 +697,7 @@ mod tests {
             (2, 9, 8, 7, 1, 1, Padding::uniform(1)),
             (1, 6, 6, 4, 7, 2, Padding::uniform(3)),
             (4, 5, 5, 2, 3, 1, Padding::ZERO),
+            (3, 4, 5, 6, 1, 1, Padding::ZERO),
         ];
         for (batch, h, w_, cin, kk, stride, padding) in geometries {
             let g = ConvGeometry {
@@ -673,10 +721,10 @@ mod tests {
             let want_dw = reference::conv2d_backward_kernel(&g, &x, &dy);
             for tile in [1, 7, 16, m.div_ceil(2), m] {
                 let mut y = vec![f32::NAN; dy.len()];
-                forward_per_task(&g, &x, &w, Some(&bias), &mut y, tile);
+                forward_per_task(&g, &x, &w, Some(&bias), &Epilogue::default(), &mut y, tile);
                 close(&format!("{g:?} fwd per-task {tile}"), &y, &want_y, k);
                 let mut y = vec![f32::NAN; dy.len()];
-                forward_shared(&g, &x, &w, Some(&bias), &mut y, tile);
+                forward_shared(&g, &x, &w, Some(&bias), &Epilogue::default(), &mut y, tile);
                 close(&format!("{g:?} fwd shared {tile}"), &y, &want_y, k);
 
                 let mut dx = vec![f32::NAN; x.len()];
@@ -705,6 +753,81 @@ mod tests {
                 let mut dx = vec![f32::NAN; x.len()];
                 backward_input_per_task(&g, &dy, &w, &mut dx, images);
                 close(&format!("{g:?} dx per-task {images}"), &dx, &want_dx, k);
+            }
+        }
+    }
+
+    /// The epilogue's result equals the separate kernels' (affine map, then
+    /// the residual add, then the ReLU) bit for bit, on every execution path.
+    #[test]
+    fn epilogue_equals_the_separate_kernels_exactly() {
+        use crate::elementwise::{add, channel_affine, relu};
+        for (batch, h, kk, stride, pad) in [(3, 6, 1, 1, 0), (2, 7, 3, 1, 1), (2, 9, 3, 2, 1)] {
+            let g = ConvGeometry {
+                batch,
+                in_h: h,
+                in_w: h,
+                in_c: 5,
+                kernel_h: kk,
+                kernel_w: kk,
+                out_c: 6,
+                stride,
+                padding: Padding::uniform(pad),
+            };
+            let x = data(g.input_shape().iter().product(), 1);
+            let w = data(g.kernel_shape().iter().product(), 2);
+            let bias = data(g.out_c, 3);
+            let residual = data(g.output_shape().iter().product(), 4);
+            let (scale, shift) = (data(g.out_c, 5), data(g.out_c, 6));
+            let n = residual.len();
+            for (affine, with_residual, relu_last) in [
+                (true, false, false),
+                (true, false, true),
+                (true, true, true),
+                (false, true, false),
+                (false, false, true),
+            ] {
+                let epi = Epilogue {
+                    affine: affine.then_some((&scale[..], &shift[..])),
+                    residual: with_residual.then_some(&residual[..]),
+                    relu: relu_last,
+                };
+                let separate = |mut y: Vec<f32>| {
+                    if affine {
+                        let t = y.clone();
+                        channel_affine(&t, &scale, &shift, &mut y);
+                    }
+                    if with_residual {
+                        let t = y.clone();
+                        add(&residual, &t, &mut y);
+                    }
+                    if relu_last {
+                        let t = y.clone();
+                        relu(&t, &mut y);
+                    }
+                    y
+                };
+                type Path<'a> = &'a dyn Fn(&Epilogue, &mut [f32]);
+                let per_task = |e: &Epilogue, y: &mut [f32]| {
+                    forward_per_task(&g, &x, &w, Some(&bias), e, y, 7)
+                };
+                let shared =
+                    |e: &Epilogue, y: &mut [f32]| forward_shared(&g, &x, &w, Some(&bias), e, y, 7);
+                let public = |e: &Epilogue, y: &mut [f32]| {
+                    conv2d_forward_fused(&g, &x, &w, Some(&bias), *e, y).unwrap()
+                };
+                let paths: [(&str, Path); 3] = [
+                    ("per-task", &per_task),
+                    ("shared", &shared),
+                    ("public", &public),
+                ];
+                for (name, path) in paths {
+                    let mut plain = vec![f32::NAN; n];
+                    path(&Epilogue::default(), &mut plain);
+                    let mut fused = vec![f32::NAN; n];
+                    path(&epi, &mut fused);
+                    assert_eq!(fused, separate(plain), "{name} {g:?} {epi:?}");
+                }
             }
         }
     }

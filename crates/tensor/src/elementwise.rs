@@ -37,6 +37,8 @@ macro_rules! multiversion {
     };
 }
 
+pub(crate) use multiversion;
+
 /// Below this many elements a kernel stays on the calling thread.
 pub const PARALLEL_MIN: usize = 1 << 15;
 

@@ -9,6 +9,7 @@ pub mod batch_norm;
 pub mod buffer_pool;
 pub mod conv;
 pub mod elementwise;
+pub mod epilogue;
 pub mod error;
 pub mod gemm;
 pub mod geometry;
@@ -19,6 +20,7 @@ mod scratch;
 pub mod tensor;
 pub mod threads;
 
+pub use epilogue::Epilogue;
 pub use error::{Result, TensorError};
 pub use gemm::{sgemm, sgemm_serial, Kernel, Trans};
 pub use geometry::{ConvGeometry, Padding, PoolGeometry};

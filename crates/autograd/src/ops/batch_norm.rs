@@ -214,34 +214,56 @@ pub fn batch_norm_relu_infer(
     infer(g, [x, gamma, beta, moving_mean, moving_var], eps, true)
 }
 
+/// The per-channel affine map of inference batchnorm with the moving
+/// statistics: `y = x * scale + shift` with `inv_sigma = 1 / sqrt(var + eps)`,
+/// `scale = inv_sigma * gamma` and `shift = beta - mean * scale`. Returns
+/// `(inv_sigma, scale, shift)`; the fused conv op uses the same numbers.
+pub(crate) fn moving_affine(
+    gamma: &Tensor,
+    beta: &Tensor,
+    moving_mean: &Tensor,
+    moving_var: &Tensor,
+    eps: f32,
+    c: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    for (t, name) in [
+        (gamma, "gamma"),
+        (beta, "beta"),
+        (moving_mean, "moving_mean"),
+        (moving_var, "moving_variance"),
+    ] {
+        assert_eq!(t.shape(), [c], "batch_norm: {name} must be [{c}]");
+    }
+    let inv_sigma: Vec<f32> = moving_var
+        .data()
+        .iter()
+        .map(|v| 1.0 / (v + eps).sqrt())
+        .collect();
+    let scale: Vec<f32> = inv_sigma
+        .iter()
+        .zip(gamma.data())
+        .map(|(s, g)| s * g)
+        .collect();
+    let shift: Vec<f32> = (0..c)
+        .map(|i| beta.data()[i] - moving_mean.data()[i] * scale[i])
+        .collect();
+    (inv_sigma, scale, shift)
+}
+
 /// `inputs` = x, gamma, beta, moving mean, moving variance.
 fn infer(g: &mut Graph, inputs: [Var; 5], eps: f32, relu: bool) -> Var {
     let [x, gamma, beta, moving_mean, moving_var] = inputs;
     let xv = g.value(x);
     let c = channels_of(xv);
-    let (gv, bv, mv, vv) = (
+    let mv = g.value(moving_mean);
+    let (inv_sigma, scale, shift) = moving_affine(
         g.value(gamma),
         g.value(beta),
-        g.value(moving_mean),
+        mv,
         g.value(moving_var),
+        eps,
+        c,
     );
-    for (t, name) in [
-        (gv, "gamma"),
-        (bv, "beta"),
-        (mv, "moving_mean"),
-        (vv, "moving_variance"),
-    ] {
-        assert_eq!(t.shape(), [c], "batch_norm: {name} must be [{c}]");
-    }
-    let inv_sigma: Vec<f32> = vv.data().iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let scale: Vec<f32> = inv_sigma
-        .iter()
-        .zip(gv.data())
-        .map(|(s, g)| s * g)
-        .collect();
-    let shift: Vec<f32> = (0..c)
-        .map(|i| bv.data()[i] - mv.data()[i] * scale[i])
-        .collect();
     let mut y = Tensor::for_overwrite(xv.shape());
     if relu {
         bn::affine_relu(xv.data(), &scale, &shift, y.data_mut());

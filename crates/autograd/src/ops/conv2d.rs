@@ -64,6 +64,14 @@ pub fn conv2d(
     }
 }
 
+/// `kh x kw / stride cin->cout @h x w`, how the profile names a conv shape.
+pub(crate) fn describe(g: &ConvGeometry) -> String {
+    format!(
+        "{}x{}/{} {}->{} @{}x{}",
+        g.kernel_h, g.kernel_w, g.stride, g.in_c, g.out_c, g.in_h, g.in_w
+    )
+}
+
 struct Conv2dBackward {
     geom: ConvGeometry,
 }
@@ -78,11 +86,7 @@ impl Backward for Conv2dBackward {
     }
 
     fn detail(&self) -> String {
-        let g = &self.geom;
-        format!(
-            "{}x{}/{} {}->{} @{}x{}",
-            g.kernel_h, g.kernel_w, g.stride, g.in_c, g.out_c, g.in_h, g.in_w
-        )
+        describe(&self.geom)
     }
 
     fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {

@@ -4,6 +4,7 @@
 pub mod add;
 pub mod batch_norm;
 pub mod conv2d;
+pub mod conv_bn;
 pub mod dense;
 pub mod pool;
 pub mod relu;
@@ -15,6 +16,7 @@ pub use batch_norm::{
     batch_norm_infer, batch_norm_relu_infer, batch_norm_relu_train, batch_norm_train, BatchStats,
 };
 pub use conv2d::conv2d;
+pub use conv_bn::{conv_bn_infer, BatchNormArgs, ConvArgs};
 pub use dense::dense;
 pub use pool::{global_avg_pool, max_pool};
 pub use relu::relu;

@@ -65,17 +65,34 @@ impl BatchNorm {
         self.run(g, x, true)
     }
 
+    /// Whether this layer normalizes with its moving statistics in `g`: in
+    /// inference, and whenever it is frozen (Keras semantics).
+    pub fn uses_moving_statistics(&self, g: &Graph) -> bool {
+        !(g.mode().training && g.params().is_trainable(self.gamma))
+    }
+
+    /// The parameters of this layer as an inference batchnorm.
+    pub fn moving_args(&self, g: &mut Graph) -> ops::BatchNormArgs {
+        ops::BatchNormArgs {
+            gamma: g.param(self.gamma),
+            beta: g.param(self.beta),
+            moving_mean: g.param(self.moving_mean),
+            moving_var: g.param(self.moving_variance),
+            eps: self.epsilon,
+        }
+    }
+
     fn run(&self, g: &mut Graph, x: Var, relu: bool) -> Var {
-        let (gamma, beta) = (g.param(self.gamma), g.param(self.beta));
-        let trainable = g.params().is_trainable(self.gamma);
-        if !(g.mode().training && trainable) {
-            let (mean, var) = (g.param(self.moving_mean), g.param(self.moving_variance));
+        if self.uses_moving_statistics(g) {
+            let a = self.moving_args(g);
+            let (gamma, beta, mean, var) = (a.gamma, a.beta, a.moving_mean, a.moving_var);
             return if relu {
                 ops::batch_norm_relu_infer(g, x, gamma, beta, mean, var, self.epsilon)
             } else {
                 ops::batch_norm_infer(g, x, gamma, beta, mean, var, self.epsilon)
             };
         }
+        let (gamma, beta) = (g.param(self.gamma), g.param(self.beta));
         let (y, stats) = if relu {
             ops::batch_norm_relu_train(g, x, gamma, beta, self.epsilon)
         } else {

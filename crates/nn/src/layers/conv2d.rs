@@ -50,6 +50,12 @@ impl Conv2d {
     }
 
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
+        let a = self.args(g, x);
+        ops::conv2d(g, x, a.kernel, a.bias, a.stride, a.padding)
+    }
+
+    /// The parameters and geometry of applying this layer to `x`.
+    pub fn args(&self, g: &mut Graph, x: Var) -> ops::ConvArgs {
         let padding = match self.padding {
             PaddingMode::Valid => Padding::ZERO,
             PaddingMode::Same => {
@@ -57,7 +63,11 @@ impl Conv2d {
                 Padding::same(s[1], s[2], self.kernel_size, self.kernel_size, self.stride)
             }
         };
-        let (w, b) = (g.param(self.kernel), g.param(self.bias));
-        ops::conv2d(g, x, w, Some(b), self.stride, padding)
+        ops::ConvArgs {
+            kernel: g.param(self.kernel),
+            bias: Some(g.param(self.bias)),
+            stride: self.stride,
+            padding,
+        }
     }
 }

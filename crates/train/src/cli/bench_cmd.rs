@@ -197,7 +197,7 @@ fn profile(trainer: &Trainer, mode: Mode, batch: usize, rng: &mut StdRng) {
         .expect("enabled")
         .ops
         .iter()
-        .filter(|o| o.name == "conv2d")
+        .filter(|o| matches!(o.name, "conv2d" | "conv_bn_infer"))
     {
         let e = by_shape.entry(op.detail.as_str()).or_default();
         e.0 += op.forward.as_secs_f64();
