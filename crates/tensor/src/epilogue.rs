@@ -121,7 +121,7 @@ fn rows<const AFFINE: bool, const RESIDUAL: bool, const RELU: bool>(
                 v = v * scale[j] + shift[j];
             }
             if RESIDUAL {
-                v = res[j] + v;
+                v += res[j]; // == res + v: f32 addition commutes
             }
             if RELU {
                 v = if v <= 0.0 { 0.0 } else { v };
