@@ -1,125 +1,137 @@
-//! Pooling: max pool (forward records the winners, backward routes the
-//! gradient to them) and global average pool.
+//! Pooling: max pool (the backward finds each window's winner again and
+//! routes the gradient to it) and global average pool.
 
+use crate::elementwise::multiversion;
 use crate::error::{Result, TensorError};
 use crate::geometry::PoolGeometry;
 use rayon::prelude::*;
 
-/// Max pool forward. Writes the pooled values into `y` and, for each output,
-/// the flat index into `x` of the first maximum of its window into `argmax`,
-/// which is all the backward pass needs.
-pub fn max_pool_forward(
-    g: &PoolGeometry,
-    x: &[f32],
-    y: &mut [f32],
-    argmax: &mut [u32],
-) -> Result<()> {
+fn check_max_pool(g: &PoolGeometry, lens: &[(&str, usize, [usize; 4])]) -> Result<()> {
     g.validate()?;
-    let in_len: usize = g.input_shape().iter().product();
-    let out_len: usize = g.output_shape().iter().product();
-    if x.len() != in_len || y.len() != out_len || argmax.len() != out_len {
-        return Err(TensorError::Geometry(format!(
-            "max pool {:?} -> {:?}: got input {} / output {} / argmax {} elements",
-            g.input_shape(),
-            g.output_shape(),
-            x.len(),
-            y.len(),
-            argmax.len()
-        )));
+    for &(what, got, shape) in lens {
+        let expected: usize = shape.iter().product();
+        if got != expected {
+            return Err(TensorError::Geometry(format!(
+                "max pool {:?} -> {:?}: {what} has {got} elements, expected {expected}",
+                g.input_shape(),
+                g.output_shape(),
+            )));
+        }
     }
-    if in_len > u32::MAX as usize {
-        return Err(TensorError::Geometry(format!(
-            "max pool: input of {in_len} elements exceeds u32 indices"
-        )));
-    }
-    let (ho, wo, c) = (g.out_h(), g.out_w(), g.channels);
-    // One task per output row of one image: `wo * c` outputs.
-    y.par_chunks_mut(wo * c)
-        .zip(argmax.par_chunks_mut(wo * c))
-        .enumerate()
-        .for_each(|(row, (y, arg))| {
-            let (n, oy) = (row / ho, row % ho);
-            y.fill(f32::NEG_INFINITY);
-            // No winner yet: the first in-bounds tap always takes the slot,
-            // so a window of NaNs yields NaN (and a valid index), not -inf.
-            arg.fill(u32::MAX);
-            for ky in 0..g.kernel {
-                let iy = (oy * g.stride + ky).wrapping_sub(g.padding.top);
-                if iy >= g.in_h {
-                    continue;
-                }
-                for ox in 0..wo {
-                    let (yo, ao) = (&mut y[ox * c..][..c], &mut arg[ox * c..][..c]);
-                    for kx in 0..g.kernel {
-                        let ix = (ox * g.stride + kx).wrapping_sub(g.padding.left);
-                        if ix >= g.in_w {
-                            continue;
-                        }
-                        let base = ((n * g.in_h + iy) * g.in_w + ix) * c;
-                        for (ch, (yv, av)) in yo.iter_mut().zip(ao.iter_mut()).enumerate() {
-                            let v = x[base + ch];
-                            // Strictly greater: the first maximum in window order wins.
-                            if v > *yv || *av == u32::MAX {
-                                *yv = v;
-                                *av = (base + ch) as u32;
-                            }
-                        }
-                    }
-                }
-            }
-        });
     Ok(())
 }
 
-/// Max pool backward: `dx[argmax[o]] += dy[o]`, overwriting `dx` first.
-pub fn max_pool_backward(dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
-    assert_eq!(
-        dy.len(),
-        argmax.len(),
-        "max_pool_backward: dy and argmax differ in length"
-    );
-    dx.fill(0.0);
-    // Windows overlap (3x3 stride 2), so several outputs may route to one
-    // input: a serial scatter keeps it simple and exact.
-    for (&g, &i) in dy.iter().zip(argmax) {
-        dx[i as usize] += g;
+/// The in-bounds input pixels `(iy, ix)` of output `(oy, ox)`'s window, in
+/// window order (row by row); padded positions are skipped, so they never win.
+fn window_taps(
+    g: &PoolGeometry,
+    oy: usize,
+    ox: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    (0..g.kernel).flat_map(move |ky| {
+        let iy = (oy * g.stride + ky).wrapping_sub(g.padding.top);
+        (0..g.kernel).filter_map(move |kx| {
+            let ix = (ox * g.stride + kx).wrapping_sub(g.padding.left);
+            (iy < g.in_h && ix < g.in_w).then_some((iy, ix))
+        })
+    })
+}
+
+multiversion! {
+    /// `y = max(y, x)` per lane, as `if x > y { x } else { y }`: a NaN in `x`
+    /// never replaces `y` (so a window's first tap decides whether it is NaN).
+    fn max_kernel(y: &mut [f32], x: &[f32]) {
+        y.iter_mut()
+            .zip(x)
+            .for_each(|(y, &x)| *y = if x > *y { x } else { *y })
     }
 }
 
-/// [`max_pool_backward`] split across the rayon threads by image (an output
-/// of image `n` only ever routes to a pixel of image `n`). Same result, bit
-/// for bit: each pixel still sums its gradients in output order.
-pub fn max_pool_backward_batched(
+/// Max pool forward: each output is the maximum of its window's in-bounds
+/// taps, seeded from the first (a window whose first tap is NaN is NaN).
+/// Nothing else is stored: the backward pass finds the winners again.
+pub fn max_pool_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32]) -> Result<()> {
+    check_max_pool(
+        g,
+        &[
+            ("input", x.len(), g.input_shape()),
+            ("output", y.len(), g.output_shape()),
+        ],
+    )?;
+    let (ho, wo, c) = (g.out_h(), g.out_w(), g.channels);
+    if y.is_empty() {
+        return Ok(());
+    }
+    // One task per output row of one image: `wo * c` outputs, a channel
+    // vector at a time.
+    y.par_chunks_mut(wo * c).enumerate().for_each(|(row, y)| {
+        let (n, oy) = (row / ho, row % ho);
+        for (ox, yo) in y.chunks_exact_mut(c).enumerate() {
+            let mut taps = window_taps(g, oy, ox);
+            let pixel = |(iy, ix): (usize, usize)| &x[((n * g.in_h + iy) * g.in_w + ix) * c..][..c];
+            match taps.next() {
+                Some(first) => yo.copy_from_slice(pixel(first)),
+                None => yo.fill(f32::NEG_INFINITY),
+            }
+            for tap in taps {
+                max_kernel(yo, pixel(tap));
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Max pool backward: each `dy` goes to the input that won its window (the
+/// first tap, in window order, holding exactly the output's bits: earlier
+/// taps are smaller or NaN, since a tap equal to the maximum would have
+/// won), added up where windows overlap; `dx` is overwritten. Split across
+/// the rayon threads by image (a window never leaves its image); within an
+/// image the gradients are summed in output order, so the result does not
+/// depend on the thread count.
+pub fn max_pool_backward(
     g: &PoolGeometry,
+    x: &[f32],
+    y: &[f32],
     dy: &[f32],
-    argmax: &[u32],
     dx: &mut [f32],
 ) -> Result<()> {
-    let in_len: usize = g.input_shape().iter().product();
-    let out_len: usize = g.output_shape().iter().product();
-    if dy.len() != out_len || argmax.len() != out_len || dx.len() != in_len {
-        return Err(TensorError::Geometry(format!(
-            "max pool backward {:?} -> {:?}: got dy {} / argmax {} / dx {} elements",
-            g.input_shape(),
-            g.output_shape(),
-            dy.len(),
-            argmax.len(),
-            dx.len()
-        )));
+    check_max_pool(
+        g,
+        &[
+            ("input", x.len(), g.input_shape()),
+            ("output", y.len(), g.output_shape()),
+            ("output gradient", dy.len(), g.output_shape()),
+            ("input gradient", dx.len(), g.input_shape()),
+        ],
+    )?;
+    if dx.is_empty() {
+        return Ok(());
     }
-    if in_len == 0 || out_len == 0 {
+    if y.is_empty() {
         dx.fill(0.0);
         return Ok(());
     }
-    let (image_in, image_out) = (in_len / g.batch, out_len / g.batch);
+    let (ho, wo, c) = (g.out_h(), g.out_w(), g.channels);
+    let (image_in, image_out) = (g.in_h * g.in_w * c, ho * wo * c);
     dx.par_chunks_mut(image_in)
-        .zip(dy.par_chunks(image_out).zip(argmax.par_chunks(image_out)))
-        .enumerate()
-        .for_each(|(n, (dx, (dy, arg)))| {
+        .zip(x.par_chunks(image_in))
+        .zip(y.par_chunks(image_out).zip(dy.par_chunks(image_out)))
+        .for_each(|((dx, x), (y, dy))| {
             dx.fill(0.0);
-            let base = n * image_in;
-            for (&g, &i) in dy.iter().zip(arg) {
-                dx[i as usize - base] += g;
+            // The window's pixel offsets in the image, found once per window.
+            let mut taps = Vec::with_capacity(g.kernel * g.kernel);
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    taps.clear();
+                    taps.extend(window_taps(g, oy, ox).map(|(iy, ix)| (iy * g.in_w + ix) * c));
+                    let o = (oy * wo + ox) * c;
+                    for ch in 0..c {
+                        let bits = y[o + ch].to_bits();
+                        if let Some(&p) = taps.iter().find(|&&p| x[p + ch].to_bits() == bits) {
+                            dx[p + ch] += dy[o + ch];
+                        }
+                    }
+                }
             }
         });
     Ok(())

@@ -1,15 +1,15 @@
 //! Pooling kernels against the naive references: max pool forward (values
-//! and argmax, exactly: no arithmetic is involved, and ties must go to the
-//! first maximum in window order, so inputs are often coarse integers that
-//! tie), max pool backward, global average pool forward and backward.
+//! exactly: no arithmetic is involved), max pool backward (routed to the
+//! reference's argmax: ties must go to the first maximum in window order, so
+//! inputs are often coarse integers that tie, and signed zeros), global
+//! average pool forward and backward.
 
 mod common;
 
 use common::{abs, assert_close, coarse, data};
 use proptest::prelude::*;
 use tensor::pool::{
-    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward,
-    max_pool_backward_batched, max_pool_forward,
+    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward,
 };
 use tensor::{reference, Padding, PoolGeometry};
 
@@ -51,26 +51,30 @@ proptest! {
         let seed = seed as u64;
         let in_len: usize = g.input_shape().iter().product();
         let out_len: usize = g.output_shape().iter().product();
-        let x = if ties { coarse(in_len, seed) } else { data(in_len, seed) };
+        let mut x = if ties { coarse(in_len, seed) } else { data(in_len, seed) };
+        if ties {
+            // Zeros of both signs: equal values, different bits.
+            x.iter_mut().step_by(3).filter(|v| **v == 0.0).for_each(|v| *v = -0.0);
+        }
         let mut y = vec![f32::NAN; out_len];
-        let mut arg = vec![u32::MAX; out_len];
-        max_pool_forward(&g, &x, &mut y, &mut arg).unwrap();
+        max_pool_forward(&g, &x, &mut y).unwrap();
         let (want_y, want_arg) = reference::max_pool_forward(&g, &x);
-        prop_assert_eq!(&y, &want_y);
-        prop_assert_eq!(&arg, &want_arg);
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&y), bits(&want_y));
 
         // Backward: overlapping windows add up; f32 vs f64 sums of a few terms.
         let dy = data(out_len, seed + 1);
         let mut dx = vec![f32::NAN; in_len];
-        max_pool_backward(&dy, &arg, &mut dx);
-        let want = reference::max_pool_backward(&dy, &arg, in_len);
-        let bound = reference::max_pool_backward(&abs(&dy), &arg, in_len);
+        max_pool_backward(&g, &x, &y, &dy, &mut dx).unwrap();
+        let want = reference::max_pool_backward(&dy, &want_arg, in_len);
+        let bound = reference::max_pool_backward(&abs(&dy), &want_arg, in_len);
         assert_close("max pool backward", &dx, &want, &bound, 1e-6);
-        // The per-image parallel version sums in the same order: identical.
-        let mut dx_par = vec![f32::NAN; in_len];
-        max_pool_backward_batched(&g, &dy, &arg, &mut dx_par).unwrap();
-        prop_assert_eq!(&dx_par, &dx);
-        prop_assert!(max_pool_backward_batched(&g, &dy[1..], &arg[1..], &mut dx_par).is_err());
+        // Sums in output order per image: the thread count changes nothing.
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let mut dx_one = vec![f32::NAN; in_len];
+        one.install(|| max_pool_backward(&g, &x, &y, &dy, &mut dx_one)).unwrap();
+        prop_assert_eq!(&dx_one, &dx);
+        prop_assert!(max_pool_backward(&g, &x, &y, &dy[1..], &mut dx).is_err());
     }
 
     #[test]
@@ -110,9 +114,11 @@ fn padding_never_wins() {
     };
     let x = [-4.0, -3.0, -2.0, -5.0];
     let mut y = [0.0];
-    let mut arg = [9];
-    max_pool_forward(&g, &x, &mut y, &mut arg).unwrap();
-    assert_eq!((y[0], arg[0]), (-2.0, 2));
+    max_pool_forward(&g, &x, &mut y).unwrap();
+    assert_eq!(y[0], -2.0);
+    let mut dx = [9.0; 4];
+    max_pool_backward(&g, &x, &y, &[1.0], &mut dx).unwrap();
+    assert_eq!(dx, [0.0, 0.0, 1.0, 0.0]);
 }
 
 #[test]
@@ -127,11 +133,16 @@ fn bad_geometry_is_an_error() {
         padding: Padding::uniform(3),
     };
     let mut y = vec![0.0; 2 * 2 * 2 * 2];
-    assert!(max_pool_forward(&g, &[0.0; 32], &mut y, &mut [0; 8]).is_err());
+    assert!(max_pool_forward(&g, &[0.0; 32], &mut y).is_err());
     let g = PoolGeometry {
         padding: Padding::ZERO,
         ..g
     };
     // Output should be 1x1x2: wrong lengths.
-    assert!(max_pool_forward(&g, &[0.0; 32], &mut [0.0; 3], &mut [0; 3]).is_err());
+    let err = max_pool_forward(&g, &[0.0; 32], &mut [0.0; 3]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("output has 3 elements, expected 2"),
+        "{err}"
+    );
 }

@@ -1,9 +1,10 @@
-//! Pooling ops. Max pool remembers which input won each window and routes the
-//! gradient there; global average pool spreads it evenly over the pixels.
+//! Pooling ops. Max pool routes the gradient to the input that won each
+//! window (found again from the input and output, so nothing extra is kept);
+//! global average pool spreads it evenly over the pixels.
 
 use crate::graph::{Backward, BackwardCtx, Graph, Var};
 use tensor::pool::{
-    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward_batched, max_pool_forward,
+    global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward,
 };
 use tensor::{Padding, PoolGeometry, Tensor};
 
@@ -22,23 +23,12 @@ pub fn max_pool(g: &mut Graph, x: Var, kernel: usize, stride: usize, padding: Pa
         padding,
     };
     let mut y = Tensor::for_overwrite(&geom.output_shape());
-    let mut argmax = vec![0u32; y.numel()];
-    max_pool_forward(&geom, xv.data(), y.data_mut(), &mut argmax)
-        .unwrap_or_else(|e| panic!("max_pool: {e}"));
-    let record = g.mode().record;
-    g.push(
-        y,
-        &[x],
-        MaxPoolBackward {
-            geom,
-            argmax: if record { argmax } else { Vec::new() },
-        },
-    )
+    max_pool_forward(&geom, xv.data(), y.data_mut()).unwrap_or_else(|e| panic!("max_pool: {e}"));
+    g.push(y, &[x], MaxPoolBackward { geom })
 }
 
 struct MaxPoolBackward {
     geom: PoolGeometry,
-    argmax: Vec<u32>,
 }
 
 impl Backward for MaxPoolBackward {
@@ -46,10 +36,10 @@ impl Backward for MaxPoolBackward {
         "max_pool"
     }
 
-    fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
         let mut dx = Tensor::for_overwrite(&self.geom.input_shape());
-        // Per image in parallel: windows overlap, but never across images.
-        max_pool_backward_batched(&self.geom, dy.data(), &self.argmax, dx.data_mut())
+        let (x, y) = (ctx.inputs[0].data(), ctx.output.data());
+        max_pool_backward(&self.geom, x, y, dy.data(), dx.data_mut())
             .unwrap_or_else(|e| panic!("max_pool backward: {e}"));
         vec![Some(dx)]
     }
