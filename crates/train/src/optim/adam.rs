@@ -26,6 +26,7 @@
 //! gradient, so it does not pass through the moment estimates.
 
 use super::state::{OptimError, OptimizerState};
+use rayon::prelude::*;
 use super::{check_lengths, slot_mut, DecayExemptions, Optimizer};
 
 /// Default learning rate of this project's fine-tuning recipe
@@ -51,6 +52,40 @@ impl Default for AdamConfig {
             beta2: 0.999,
             epsilon: 1e-7,
             weight_decay: 0.0,
+        }
+    }
+}
+
+/// Elements per parallel task of the update.
+const CHUNK: usize = 1 << 15;
+
+/// The constants of one step's update.
+#[derive(Clone, Copy)]
+struct AdamStep {
+    /// Decoupled weight decay `w -= w * shrink` first (0: none).
+    shrink: f32,
+    one_minus_b1: f32,
+    one_minus_b2: f32,
+    eps: f32,
+    alpha: f32,
+}
+
+impl AdamStep {
+    fn apply(self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let AdamStep {
+            shrink,
+            one_minus_b1,
+            one_minus_b2,
+            eps,
+            alpha,
+        } = self;
+        if shrink != 0.0 {
+            param.iter_mut().for_each(|w| *w -= *w * shrink);
+        }
+        for (((w, &g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
+            *m += (g - *m) * one_minus_b1;
+            *v += (g * g - *v) * one_minus_b2;
+            *w -= (*m * alpha) / (v.sqrt() + eps);
         }
     }
 }
@@ -114,28 +149,23 @@ impl Optimizer for Adam {
         check_lengths("adam", index, param, grad, slot.m.len());
 
         let wd = self.cfg.weight_decay;
-        if wd != 0.0 && !self.no_decay.is_exempt(index) {
-            let shrink = wd * self.lr;
-            for w in param.iter_mut() {
-                *w -= *w * shrink;
-            }
-        }
-
+        let decays = wd != 0.0 && !self.no_decay.is_exempt(index);
         // As Keras: `1 - beta` in double precision, then rounded to f32.
-        let one_minus_b1 = (1.0 - self.cfg.beta1) as f32;
-        let one_minus_b2 = (1.0 - self.cfg.beta2) as f32;
-        let eps = self.cfg.epsilon;
-        let alpha = self.alpha;
-        for (((w, &g), m), v) in param
-            .iter_mut()
-            .zip(grad)
-            .zip(slot.m.iter_mut())
-            .zip(slot.v.iter_mut())
-        {
-            *m += (g - *m) * one_minus_b1;
-            *v += (g * g - *v) * one_minus_b2;
-            *w -= (*m * alpha) / (v.sqrt() + eps);
-        }
+        let step = AdamStep {
+            shrink: if decays { wd * self.lr } else { 0.0 },
+            one_minus_b1: (1.0 - self.cfg.beta1) as f32,
+            one_minus_b2: (1.0 - self.cfg.beta2) as f32,
+            eps: self.cfg.epsilon,
+            alpha: self.alpha,
+        };
+        // Every element is independent: large parameters are split across
+        // the rayon threads (same result for any split).
+        param
+            .par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK))
+            .zip(slot.m.par_chunks_mut(CHUNK))
+            .zip(slot.v.par_chunks_mut(CHUNK))
+            .for_each(|(((w, g), m), v)| step.apply(w, g, m, v));
     }
 
     fn exclude_from_weight_decay(&mut self, index: usize) {
