@@ -31,7 +31,7 @@ pub struct BackwardCtx<'a> {
 /// The backward half of an op: given `dy = dL/d(output)`, the gradient with
 /// respect to each input, in input order (`None` where not needed).
 pub trait Backward {
-    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>>;
+    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>>;
 
     /// The op's name in profiles.
     fn name(&self) -> &'static str;
@@ -338,7 +338,7 @@ impl<'p> Graph<'p> {
                                 .collect(),
                         };
                         let started = std::time::Instant::now();
-                        let dinputs = op.backward(&ctx, &dy);
+                        let dinputs = op.backward(&ctx, dy);
                         if let Some(p) = &mut self.profile {
                             if let Some(t) = p.ops.iter_mut().rev().find(|t| t.node == i) {
                                 t.backward = started.elapsed();

@@ -223,7 +223,7 @@ fn residual_block_in_training_mode() {
 fn the_check_catches_a_wrong_backward() {
     struct DoubleWrongBackward;
     impl Backward for DoubleWrongBackward {
-        fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+        fn backward(&self, _ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
             let mut dx = dy.clone();
             dx.data_mut().iter_mut().for_each(|v| *v *= 2.1);
             vec![Some(dx)]
@@ -244,7 +244,7 @@ fn the_check_catches_a_wrong_backward() {
     // the mean-of-dy term is wrong by O(1).
     struct BnMissingTerm;
     impl Backward for BnMissingTerm {
-        fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+        fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
             let _ = ctx;
             vec![Some(dy.clone())]
         }

@@ -70,9 +70,9 @@ multiversion! {
 }
 
 multiversion! {
-    fn relu_backward_kernel(dx: &mut [f32], y: &[f32], dy: &[f32]) {
-        for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
-            *d = if y > 0.0 { g } else { 0.0 };
+    fn relu_backward_kernel(d: &mut [f32], y: &[f32]) {
+        for (d, &y) in d.iter_mut().zip(y) {
+            *d = if y > 0.0 { *d } else { 0.0 };
         }
     }
 }
@@ -163,20 +163,17 @@ pub fn relu(x: &[f32], y: &mut [f32]) {
     zip_map(y, x, relu_kernel);
 }
 
-/// `dx = dy * [y > 0]`, from the ReLU's *output* `y` (positive exactly where
-/// the input was), so the input need not be kept.
-pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
-    assert!(
-        y.len() == dy.len() && y.len() == dx.len(),
-        "relu_backward: length mismatch"
-    );
-    if dx.len() < PARALLEL_MIN {
-        relu_backward_kernel(dx, y, dy);
+/// `d = d * [y > 0]` in place (`d` holds `dy` on entry, `dx` on return),
+/// from the ReLU's *output* `y` (positive exactly where the input was), so
+/// the input need not be kept.
+pub fn relu_backward(y: &[f32], d: &mut [f32]) {
+    assert_eq!(y.len(), d.len(), "relu_backward: length mismatch");
+    if d.len() < PARALLEL_MIN {
+        relu_backward_kernel(d, y);
     } else {
-        dx.par_chunks_mut(CHUNK)
+        d.par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK))
-            .zip(dy.par_chunks(CHUNK))
-            .for_each(|((dx, y), dy)| relu_backward_kernel(dx, y, dy));
+            .for_each(|(d, y)| relu_backward_kernel(d, y));
     }
 }
 

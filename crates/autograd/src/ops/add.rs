@@ -27,10 +27,14 @@ impl Backward for AddBackward {
         "add"
     }
 
-    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
-        vec![
-            ctx.needs_grad[0].then(|| dy.clone()),
-            ctx.needs_grad[1].then(|| dy.clone()),
-        ]
+    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
+        // `dy` itself goes to one input; only a second one needs a copy.
+        let (da, db) = match (ctx.needs_grad[0], ctx.needs_grad[1]) {
+            (true, true) => (Some(dy.clone()), Some(dy)),
+            (true, false) => (Some(dy), None),
+            (false, true) => (None, Some(dy)),
+            (false, false) => (None, None),
+        };
+        vec![da, db]
     }
 }

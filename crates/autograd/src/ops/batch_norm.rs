@@ -145,14 +145,14 @@ impl Backward for BatchNormTrainBackward {
         }
     }
 
-    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let (x, gamma) = (ctx.inputs[0], ctx.inputs[1]);
         let (mean, inv) = (&self.mean, &self.inv_sigma);
         let c = mean.len();
         let m = (x.numel() / c) as f32;
         // dbeta = sum(dy), dgamma = sum(dy * xhat), in one read of x and dy.
         // Through the ReLU first when there is one (its output is ours).
-        let (dbeta, dgamma) = sums(ctx, dy, mean, inv, self.relu);
+        let (dbeta, dgamma) = sums(ctx, &dy, mean, inv, self.relu);
         let dx = ctx.needs_grad[0].then(|| {
             // dx = k (dy - dbeta/M - xhat dgamma/M) with k = gamma / sigma and
             // xhat = (x - mean) inv, which is k dy + a x + b per channel.
@@ -297,7 +297,7 @@ impl Backward for BatchNormInferBackward {
         }
     }
 
-    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let x = ctx.inputs[0];
         let c = self.mean.len();
         let zeros = vec![0.0; c];
@@ -321,7 +321,7 @@ impl Backward for BatchNormInferBackward {
             dx
         });
         // sum(dy) and sum(dy * xhat), xhat from the moving statistics.
-        let (dbeta, dgamma) = sums(ctx, dy, &self.mean, &self.inv_sigma, self.relu);
+        let (dbeta, dgamma) = sums(ctx, &dy, &self.mean, &self.inv_sigma, self.relu);
         // The statistics are never trained, but the op is a function of them
         // too; their gradients make the gradient check complete:
         // dL/dmean = -sum(dy) * gamma / sigma,

@@ -89,7 +89,7 @@ impl Backward for Conv2dBackward {
         describe(&self.geom)
     }
 
-    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let g = &self.geom;
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
         let fail = |e| panic!("conv2d backward: {e}");

@@ -136,7 +136,7 @@ impl Backward for FusedInference {
         super::conv2d::describe(&self.geom)
     }
 
-    fn backward(&self, _ctx: &BackwardCtx, _dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, _ctx: &BackwardCtx, _dy: Tensor) -> Vec<Option<Tensor>> {
         unreachable!("conv_bn_infer is fused only in graphs that do not record")
     }
 }

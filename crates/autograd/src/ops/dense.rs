@@ -60,7 +60,7 @@ impl Backward for DenseBackward {
         2.0 * (self.n * self.fan_in * self.fan_out) as f64
     }
 
-    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let (n, fi, fo) = (self.n, self.fan_in, self.fan_out);
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
         let dx = ctx.needs_grad[0].then(|| {

@@ -36,7 +36,7 @@ impl Backward for MaxPoolBackward {
         "max_pool"
     }
 
-    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let mut dx = Tensor::for_overwrite(&self.geom.input_shape());
         let (x, y) = (ctx.inputs[0].data(), ctx.output.data());
         max_pool_backward(&self.geom, x, y, dy.data(), dx.data_mut())
@@ -71,7 +71,7 @@ impl Backward for GlobalAvgPoolBackward {
         "global_avg_pool"
     }
 
-    fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, _ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let [n, h, w, c] = self.input_shape;
         let mut dx = Tensor::for_overwrite(&self.input_shape);
         global_avg_pool_backward(dy.data(), n, h * w, c, dx.data_mut());

@@ -20,9 +20,10 @@ impl Backward for ReluBackward {
         "relu"
     }
 
-    fn backward(&self, ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
-        let mut dx = Tensor::for_overwrite(dy.shape());
-        relu_backward(ctx.output.data(), dy.data(), dx.data_mut());
+    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
+        // dx overwrites dy in place: no new buffer.
+        let mut dx = dy;
+        relu_backward(ctx.output.data(), dx.data_mut());
         vec![Some(dx)]
     }
 }

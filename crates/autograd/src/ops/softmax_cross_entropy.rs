@@ -86,7 +86,7 @@ impl Backward for CrossEntropyBackward {
         "softmax_cross_entropy"
     }
 
-    fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, _ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let &[n, k] = self.probs.shape() else {
             unreachable!()
         };

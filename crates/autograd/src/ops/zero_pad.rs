@@ -37,7 +37,7 @@ impl Backward for ZeroPadBackward {
         "zero_pad"
     }
 
-    fn backward(&self, _ctx: &BackwardCtx, dy: &Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, _ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let mut dx = Tensor::for_overwrite(&self.dims);
         let row = self.dims[2] * self.dims[3];
         for (s, b) in row_offsets(self.dims, self.p) {

@@ -26,8 +26,8 @@
 //! gradient, so it does not pass through the moment estimates.
 
 use super::state::{OptimError, OptimizerState};
-use rayon::prelude::*;
 use super::{check_lengths, slot_mut, DecayExemptions, Optimizer};
+use rayon::prelude::*;
 
 /// Default learning rate of this project's fine-tuning recipe
 /// (Keras' own default is 1e-3; fine-tuning a pretrained ResNet50 wants less).
