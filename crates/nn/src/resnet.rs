@@ -255,19 +255,27 @@ impl ResNet {
         self.check_input(g.value(x).shape())?;
         let s = &self.stem;
         // Each stem layer consumes the previous one's output, then frees it.
-        let p = taps.record(&s.pad.name, s.pad.forward(g, x));
-        let r = if taps.keep_all {
+        let mut y = if taps.keep_all {
+            // Every Keras layer, its output recorded.
+            let p = taps.record(&s.pad.name, s.pad.forward(g, x));
             let c = taps.record(&s.conv.name, s.conv.forward(g, p));
-            taps.bn_relu(g, &s.bn, c, "conv1_relu")
+            let r = taps.bn_relu(g, &s.bn, c, "conv1_relu");
+            let p = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, r));
+            taps.record(&s.pool.name, s.pool.forward(g, p))
         } else {
-            let r = conv_bn(g, (&s.conv, &s.bn), p, None, true);
-            taps.record("conv1_relu", r)
+            // The two ZeroPadding2D layers folded into the conv and the pool
+            // that follow them (see `PaddingMode::Explicit` and
+            // `MaxPool::forward_after_zero_padding`).
+            let conv1 = Conv2d {
+                padding: PaddingMode::Explicit(s.pad.padding),
+                ..s.conv.clone()
+            };
+            let r = conv_bn(g, (&conv1, &s.bn), x, None, true);
+            let r = taps.record("conv1_relu", r);
+            let y = s.pool.forward_after_zero_padding(g, r, s.pool_pad.padding);
+            g.release(r);
+            taps.record(&s.pool.name, y)
         };
-        taps.release(g, p);
-        let p = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, r));
-        taps.release(g, r);
-        let mut y = taps.record(&s.pool.name, s.pool.forward(g, p));
-        taps.release(g, p);
         for block in &self.blocks {
             y = block.forward(g, y, &mut taps);
         }

@@ -344,7 +344,15 @@ fn forward_untrimmed(
         sgemm(m, co, k, 1.0, x, Trans::N, w, Trans::N, beta, y);
         apply_par(epi, y, 0, co);
     } else if per_task(m, co, threads) {
-        forward_per_task(g, x, w, bias, epi, y, m.div_ceil(task_count(m, k, threads)));
+        forward_per_task(
+            g,
+            x,
+            w,
+            bias,
+            epi,
+            y,
+            m.div_ceil(task_count(m, k + co, threads)),
+        );
     } else {
         forward_shared(g, x, w, bias, epi, y, shared_tile_rows(g));
     }

@@ -28,6 +28,17 @@ impl MaxPool {
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
         ops::max_pool(g, x, self.kernel, self.stride, Padding::ZERO)
     }
+
+    /// This pool after a `ZeroPadding2D` of `padding`, on an input that is
+    /// never negative (a ReLU's output), without materializing the padded
+    /// copy: the window just skips the padded positions. A zero pad can win
+    /// a window only when every real pixel in it is zero too, so the value
+    /// is the same, and the gradient it would have taken is one the ReLU's
+    /// backward zeroes anyway. (Only a NaN first pixel of a border window
+    /// differs: here it makes the output NaN, behind a zero pad it is skipped.)
+    pub fn forward_after_zero_padding(&self, g: &mut Graph, x: Var, padding: Padding) -> Var {
+        ops::max_pool(g, x, self.kernel, self.stride, padding)
+    }
 }
 
 #[derive(Clone, Debug)]
