@@ -263,14 +263,13 @@ impl ResNet {
             let p = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, r));
             taps.record(&s.pool.name, s.pool.forward(g, p))
         } else {
-            // The two ZeroPadding2D layers folded into the conv and the pool
-            // that follow them (see `PaddingMode::Explicit` and
-            // `MaxPool::forward_after_zero_padding`).
-            let conv1 = Conv2d {
-                padding: PaddingMode::Explicit(s.pad.padding),
-                ..s.conv.clone()
-            };
-            let r = conv_bn(g, (&conv1, &s.bn), x, None, true);
+            // pool1_pad folded into the max pool that follows it (see
+            // `MaxPool::forward_after_zero_padding`). conv1_pad stays a layer:
+            // a padded copy of the 3-channel input is cheap, and conv1's
+            // im2col runs faster on it than on per-tap padding.
+            let p = s.pad.forward(g, x);
+            let r = conv_bn(g, (&s.conv, &s.bn), p, None, true);
+            g.release(p);
             let r = taps.record("conv1_relu", r);
             let y = s.pool.forward_after_zero_padding(g, r, s.pool_pad.padding);
             g.release(r);

@@ -11,9 +11,6 @@ pub enum PaddingMode {
     Valid,
     /// TensorFlow 'same': output `ceil(in / stride)`, odd pixel after.
     Same,
-    /// Fixed zeros around the input: the stem's conv1 with the
-    /// `ZeroPadding2D` before it folded in (same numbers, one copy fewer).
-    Explicit(Padding),
 }
 
 #[derive(Clone, Debug)]
@@ -61,7 +58,6 @@ impl Conv2d {
     pub fn args(&self, g: &mut Graph, x: Var) -> ops::ConvArgs {
         let padding = match self.padding {
             PaddingMode::Valid => Padding::ZERO,
-            PaddingMode::Explicit(p) => p,
             PaddingMode::Same => {
                 let s = g.value(x).shape();
                 Padding::same(s[1], s[2], self.kernel_size, self.kernel_size, self.stride)
