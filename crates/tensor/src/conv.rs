@@ -558,12 +558,15 @@ fn backward_kernel_untrimmed(
     let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
     let beta = if accumulate { 1.0 } else { 0.0 };
     let threads = rayon::current_num_threads();
-    if g.is_pointwise() {
-        // [Cin, M] x [M, Cout] -> [Cin, Cout]
-        sgemm(k, co, m, 1.0, x, Trans::T, dy, Trans::N, beta, dw);
-    } else if threads > 1 && m / threads >= MIN_REDUCE_ROWS {
+    if threads > 1 && m / threads >= MIN_REDUCE_ROWS {
+        // A long reduction (many pixels into a small kernel): per-thread
+        // partial gradients over contiguous rows, each packing only its own
+        // rows of both operands.
         let tile = (TASK_FLOATS / k).max(16);
         backward_kernel_per_task(g, x, dy, dw, beta, threads, tile);
+    } else if g.is_pointwise() {
+        // [Cin, M] x [M, Cout] -> [Cin, Cout]
+        sgemm(k, co, m, 1.0, x, Trans::T, dy, Trans::N, beta, dw);
     } else {
         backward_kernel_shared(g, x, dy, dw, beta, shared_tile_rows(g));
     }
@@ -595,6 +598,14 @@ fn backward_kernel_per_task(
             let mut beta = if t == 0 { beta } else { 0.0 };
             if start == end && beta == 0.0 {
                 out.fill(0.0);
+            }
+            if g.is_pointwise() {
+                // The input rows are the im2col rows already.
+                let (rows, cols) = (end - start, &x[start * k..end * k]);
+                let dy = &dy[start * co..end * co];
+                // [K, rows] x [rows, Cout] -> [K, Cout]
+                sgemm_serial(k, co, rows, 1.0, cols, Trans::T, dy, Trans::N, beta, out);
+                return;
             }
             with_scratch(Slot::Cols, tile.min(per) * k, |cols| {
                 for r0 in (start..end).step_by(tile) {
