@@ -58,6 +58,21 @@ fn clear_of_the_kink(inputs: &[Tensor], training: bool) -> bool {
     g.value(y).data().iter().all(|v| v.abs() > 0.01)
 }
 
+/// [`clear_of_the_kink`] for `residual + batch_norm_train(x)`, the inputs
+/// being x, gamma, beta, residual.
+fn residual_sum_clear_of_the_kink(inputs: &[Tensor]) -> bool {
+    let params = ParamStore::new();
+    let mode = autograd::Mode {
+        record: false,
+        training: true,
+    };
+    let mut g = Graph::new(&params, mode);
+    let v: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), false)).collect();
+    let b = ops::batch_norm_train(&mut g, v[0], v[1], v[2], 1.001e-5).0;
+    let y = ops::add(&mut g, v[3], b);
+    g.value(y).data().iter().all(|v| v.abs() > 0.01)
+}
+
 fn check(inputs: &[Tensor], f: impl Fn(&mut Graph, &[Var]) -> Var) {
     check_with(GradCheck::default(), inputs, f)
 }
@@ -117,6 +132,19 @@ proptest! {
         prop_assume!(clear_of_the_kink(&inputs, true));
         let check = GradCheck { step: 1e-3, ..GradCheck::default() };
         check_with(check, &inputs, |g, v| ops::batch_norm_relu_train(g, v[0], v[1], v[2], 1.001e-5).0);
+    }
+
+    #[test]
+    fn batch_norm_add_relu_training(n in 1usize..4, hw in 1usize..4, c in 1usize..5, seed in any::<u64>()) {
+        prop_assume!(n * hw * hw >= 3);
+        let mut x = distinct(&[n, hw, hw, c], seed);
+        x.data_mut().iter_mut().for_each(|v| *v *= 5.0);
+        let inputs = [x, random(&[c], seed + 1), random(&[c], seed + 2), random(&[n, hw, hw, c], seed + 3)];
+        prop_assume!(residual_sum_clear_of_the_kink(&inputs));
+        let check = GradCheck { step: 1e-3, ..GradCheck::default() };
+        check_with(check, &inputs, |g, v| {
+            ops::batch_norm_add_relu_train(g, v[0], v[1], v[2], v[3], 1.001e-5).0
+        });
     }
 
     #[test]
@@ -334,5 +362,46 @@ fn fused_batch_norm_relu_equals_the_two_ops() {
                 "gradient differs by {diff}, training {training}"
             );
         }
+    }
+}
+
+/// Batchnorm + residual add + ReLU as one training op computes exactly what
+/// the three ops do forward, and the same gradients up to rounding.
+#[test]
+fn fused_batch_norm_add_relu_equals_the_three_ops() {
+    tensor::buffer_pool::poison_recycled(true);
+    let inputs = [
+        random(&[3, 4, 4, 5], 1),
+        random(&[5], 2),
+        random(&[5], 3),
+        random(&[3, 4, 4, 5], 4),
+    ];
+    let params = ParamStore::new();
+    let run = |fused: bool| {
+        let mut g = Graph::new(&params, autograd::Mode::TRAIN);
+        let v: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), true)).collect();
+        let (y, stats) = if fused {
+            ops::batch_norm_add_relu_train(&mut g, v[0], v[1], v[2], v[3], 1e-3)
+        } else {
+            let (b, stats) = ops::batch_norm_train(&mut g, v[0], v[1], v[2], 1e-3);
+            let sum = ops::add(&mut g, v[3], b);
+            (ops::relu(&mut g, sum), stats)
+        };
+        let out = g.value(y).clone();
+        let grads = g.backward_with(y, random(out.shape(), 9));
+        let d: Vec<Tensor> = v.iter().map(|&v| grads.leaf(v).unwrap().clone()).collect();
+        (out, stats.mean, d)
+    };
+    let (fused, separate) = (run(true), run(false));
+    assert_eq!(fused.0, separate.0, "forward");
+    assert_eq!(fused.1, separate.1, "batch statistics");
+    assert!(fused.0.data().contains(&0.0), "the ReLU cut something");
+    for (i, (a, b)) in fused.2.iter().zip(&separate.2).enumerate() {
+        let diff = a
+            .data()
+            .iter()
+            .zip(b.data())
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff < 1e-5, "gradient of input {i} differs by {diff}");
     }
 }

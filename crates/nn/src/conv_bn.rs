@@ -4,8 +4,9 @@
 //! With the batchnorm on its moving statistics (inference, or frozen) the
 //! unit is one op, [`ops::conv_bn_infer`], which in inference applies the
 //! batchnorm, the add and the ReLU to the convolution's output tiles while
-//! they are in cache. With batch statistics (training) it is the ops one by
-//! one, batchnorm and ReLU fused when no residual comes between them.
+//! they are in cache. With batch statistics (training) it is the convolution
+//! and one batchnorm op that also applies the ReLU, or the residual add and
+//! the ReLU ([`ops::batch_norm_add_relu_train`]).
 
 use crate::layers::{BatchNorm, Conv2d};
 use autograd::{ops, Graph, Var};
@@ -26,17 +27,12 @@ pub fn conv_bn(
     let y = match residual {
         None if relu => bn.forward_relu(g, c),
         None => bn.forward(g, c),
+        Some(r) if relu => bn.forward_add_relu(g, c, r),
         Some(r) => {
             let b = bn.forward(g, c);
             let sum = ops::add(g, r, b);
             g.release(b);
-            if relu {
-                let out = ops::relu(g, sum);
-                g.release(sum);
-                out
-            } else {
-                sum
-            }
+            sum
         }
     };
     g.release(c);

@@ -104,6 +104,38 @@ pub fn affine_relu(x: &[f32], scale: &[f32], shift: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `y = max(residual + (x * scale + shift), 0)` per channel: batchnorm's
+/// affine map, the residual addition after it and the block's last ReLU in
+/// one pass; each step the same f32 operation as the separate kernels.
+pub fn affine_add_relu(x: &[f32], scale: &[f32], shift: &[f32], residual: &[f32], y: &mut [f32]) {
+    let c = scale.len();
+    assert!(
+        x.len() == y.len() && x.len() == residual.len() && x.len().is_multiple_of(c),
+        "batch norm + add: shapes"
+    );
+    let kernel = |y: &mut [f32], x: &[f32], r: &[f32]| {
+        for ((yr, xr), rr) in y
+            .chunks_exact_mut(c)
+            .zip(x.chunks_exact(c))
+            .zip(r.chunks_exact(c))
+        {
+            for i in 0..c {
+                let v = rr[i] + (xr[i] * scale[i] + shift[i]);
+                yr[i] = if v <= 0.0 { 0.0 } else { v };
+            }
+        }
+    };
+    let chunk = BLOCK_ROWS * c;
+    if y.len() < 1 << 15 {
+        kernel(y, x, residual);
+    } else {
+        y.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .zip(residual.par_chunks(chunk))
+            .for_each(|((y, x), r)| kernel(y, x, r));
+    }
+}
+
 /// `dy`, or, when the batchnorm feeds a ReLU whose output is `relu_out`, `dy`
 /// where that output is positive and 0 elsewhere (the ReLU's backward).
 #[inline(always)]

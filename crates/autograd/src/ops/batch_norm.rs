@@ -25,7 +25,7 @@
 
 use crate::graph::{Backward, BackwardCtx, Graph, Var};
 use tensor::batch_norm as bn;
-use tensor::elementwise::channel_affine;
+use tensor::elementwise::{channel_affine, relu_backward};
 use tensor::Tensor;
 
 /// The statistics of one training-mode batch, for the moving averages.
@@ -90,7 +90,34 @@ pub fn batch_norm_relu_train(
     train(g, x, gamma, beta, eps, true)
 }
 
+/// `relu(residual + batch_norm_train(x))`, the end of a residual block, as
+/// one op: one pass forward; backward, the ReLU's mask inside batchnorm's
+/// passes as in [`batch_norm_relu_train`], and the masked `dy` handed to the
+/// shortcut as its gradient. The same function as the three ops in sequence.
+pub fn batch_norm_add_relu_train(
+    g: &mut Graph,
+    x: Var,
+    gamma: Var,
+    beta: Var,
+    residual: Var,
+    eps: f32,
+) -> (Var, BatchStats) {
+    train_impl(g, x, gamma, beta, Some(residual), eps, true)
+}
+
 fn train(g: &mut Graph, x: Var, gamma: Var, beta: Var, eps: f32, relu: bool) -> (Var, BatchStats) {
+    train_impl(g, x, gamma, beta, None, eps, relu)
+}
+
+fn train_impl(
+    g: &mut Graph,
+    x: Var,
+    gamma: Var,
+    beta: Var,
+    residual: Option<Var>,
+    eps: f32,
+    relu: bool,
+) -> (Var, BatchStats) {
     let (xv, gv, bv) = (g.value(x), g.value(gamma), g.value(beta));
     let c = channels_of(xv);
     assert!(
@@ -107,25 +134,31 @@ fn train(g: &mut Graph, x: Var, gamma: Var, beta: Var, eps: f32, relu: bool) -> 
         .collect();
     let shift: Vec<f32> = (0..c).map(|i| bv.data()[i] - mean[i] * scale[i]).collect();
     let mut y = Tensor::for_overwrite(xv.shape());
-    if relu {
-        bn::affine_relu(xv.data(), &scale, &shift, y.data_mut());
-    } else {
-        channel_affine(xv.data(), &scale, &shift, y.data_mut());
+    match residual {
+        Some(r) => {
+            let rv = g.value(r);
+            assert_eq!(rv.shape(), xv.shape(), "batch_norm + add: residual shape");
+            debug_assert!(relu, "the residual form always ends in a ReLU");
+            bn::affine_add_relu(xv.data(), &scale, &shift, rv.data(), y.data_mut());
+        }
+        None if relu => bn::affine_relu(xv.data(), &scale, &shift, y.data_mut()),
+        None => channel_affine(xv.data(), &scale, &shift, y.data_mut()),
     }
     let stats = BatchStats {
         mean: mean.clone(),
         var,
         count: xv.numel() / c,
     };
-    let y = g.push(
-        y,
-        &[x, gamma, beta],
-        BatchNormTrainBackward {
-            mean,
-            inv_sigma,
-            relu,
-        },
-    );
+    let backward = BatchNormTrainBackward {
+        mean,
+        inv_sigma,
+        relu,
+        residual: residual.is_some(),
+    };
+    let y = match residual {
+        Some(r) => g.push(y, &[x, gamma, beta, r], backward),
+        None => g.push(y, &[x, gamma, beta], backward),
+    };
     (y, stats)
 }
 
@@ -134,11 +167,15 @@ struct BatchNormTrainBackward {
     inv_sigma: Vec<f32>,
     /// A ReLU follows inside the op: `dy` is the ReLU output's gradient.
     relu: bool,
+    /// A residual is added before the ReLU (a fourth input).
+    residual: bool,
 }
 
 impl Backward for BatchNormTrainBackward {
     fn name(&self) -> &'static str {
-        if self.relu {
+        if self.residual {
+            "batch_norm_add_relu_train"
+        } else if self.relu {
             "batch_norm_relu_train"
         } else {
             "batch_norm_train"
@@ -177,11 +214,20 @@ impl Backward for BatchNormTrainBackward {
             }
             dx
         });
-        vec![
+        let mut grads = vec![
             dx,
             ctx.needs_grad[1].then(|| per_channel(dgamma)),
             ctx.needs_grad[2].then(|| per_channel(dbeta)),
-        ]
+        ];
+        if self.residual {
+            // The residual's gradient is dy through the ReLU, in dy's buffer.
+            grads.push(ctx.needs_grad[3].then(|| {
+                let mut d = dy;
+                relu_backward(ctx.output.data(), d.data_mut());
+                d
+            }));
+        }
+        grads
     }
 }
 

@@ -13,7 +13,8 @@ pub mod zero_pad;
 
 pub use add::add;
 pub use batch_norm::{
-    batch_norm_infer, batch_norm_relu_infer, batch_norm_relu_train, batch_norm_train, BatchStats,
+    batch_norm_add_relu_train, batch_norm_infer, batch_norm_relu_infer, batch_norm_relu_train,
+    batch_norm_train, BatchStats,
 };
 pub use conv2d::conv2d;
 pub use conv_bn::{conv_bn_infer, BatchNormArgs, ConvArgs};

@@ -56,13 +56,19 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
-        self.run(g, x, false)
+        self.run(g, x, None, false)
     }
 
     /// This batchnorm and the ReLU after it, as one op (one pass over the
     /// data forward, the ReLU's mask folded into the backward passes).
     pub fn forward_relu(&self, g: &mut Graph, x: Var) -> Var {
-        self.run(g, x, true)
+        self.run(g, x, None, true)
+    }
+
+    /// `relu(residual + bn(x))`, the end of a residual block: one op in
+    /// training ([`ops::batch_norm_add_relu_train`]).
+    pub fn forward_add_relu(&self, g: &mut Graph, x: Var, residual: Var) -> Var {
+        self.run(g, x, Some(residual), true)
     }
 
     /// Whether this layer normalizes with its moving statistics in `g`: in
@@ -82,21 +88,37 @@ impl BatchNorm {
         }
     }
 
-    fn run(&self, g: &mut Graph, x: Var, relu: bool) -> Var {
+    fn run(&self, g: &mut Graph, x: Var, residual: Option<Var>, relu: bool) -> Var {
         if self.uses_moving_statistics(g) {
             let a = self.moving_args(g);
             let (gamma, beta, mean, var) = (a.gamma, a.beta, a.moving_mean, a.moving_var);
-            return if relu {
-                ops::batch_norm_relu_infer(g, x, gamma, beta, mean, var, self.epsilon)
-            } else {
-                ops::batch_norm_infer(g, x, gamma, beta, mean, var, self.epsilon)
+            return match residual {
+                None if relu => {
+                    ops::batch_norm_relu_infer(g, x, gamma, beta, mean, var, self.epsilon)
+                }
+                None => ops::batch_norm_infer(g, x, gamma, beta, mean, var, self.epsilon),
+                Some(r) => {
+                    let b = ops::batch_norm_infer(g, x, gamma, beta, mean, var, self.epsilon);
+                    let sum = ops::add(g, r, b);
+                    g.release(b);
+                    if relu {
+                        let out = ops::relu(g, sum);
+                        g.release(sum);
+                        out
+                    } else {
+                        sum
+                    }
+                }
             };
         }
         let (gamma, beta) = (g.param(self.gamma), g.param(self.beta));
-        let (y, stats) = if relu {
-            ops::batch_norm_relu_train(g, x, gamma, beta, self.epsilon)
-        } else {
-            ops::batch_norm_train(g, x, gamma, beta, self.epsilon)
+        let (y, stats) = match residual {
+            Some(r) => {
+                assert!(relu, "batchnorm + residual without a ReLU is two ops");
+                ops::batch_norm_add_relu_train(g, x, gamma, beta, r, self.epsilon)
+            }
+            None if relu => ops::batch_norm_relu_train(g, x, gamma, beta, self.epsilon),
+            None => ops::batch_norm_train(g, x, gamma, beta, self.epsilon),
         };
         let unbias = match self.variance_update {
             VarianceUpdate::Biased => 1.0,
