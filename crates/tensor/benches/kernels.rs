@@ -33,7 +33,11 @@ fn time(min_runs: usize, budget: Duration, mut f: impl FnMut()) -> f64 {
     // BENCH_COLD=1: evict the caches before each call, as a layer inside the
     // network finds them (its operands were written several layers ago).
     let cold = std::env::var("BENCH_COLD").is_ok_and(|v| v == "1");
-    let mut evict = if cold { vec![0u8; 64 << 20] } else { Vec::new() };
+    let mut evict = if cold {
+        vec![0u8; 64 << 20]
+    } else {
+        Vec::new()
+    };
     while samples.len() < min_runs || (start.elapsed() < budget && samples.len() < 50) {
         for (i, b) in evict.iter_mut().enumerate().step_by(64) {
             *b = b.wrapping_add(i as u8);

@@ -33,7 +33,7 @@
 
 use crate::epilogue::Epilogue;
 use crate::error::{Result, TensorError};
-use crate::gemm::{sgemm, sgemm_serial, Trans};
+use crate::gemm::{sgemm, sgemm_bias, sgemm_serial, sgemm_serial_bias, Trans};
 use crate::geometry::{ConvGeometry, Padding};
 use crate::scratch::{with_scratch, Slot};
 use rayon::prelude::*;
@@ -332,16 +332,7 @@ fn forward_untrimmed(
     let threads = rayon::current_num_threads();
     if g.is_pointwise() && (epi.is_identity() || !per_task(m, co, threads)) {
         // [M, Cin] x [Cin, Cout] -> [M, Cout], one threaded GEMM.
-        let beta = match bias {
-            Some(b) => {
-                y.par_chunks_mut(co * (4096 / co).max(1)).for_each(|rows| {
-                    init_bias(Some(b), rows);
-                });
-                1.0
-            }
-            None => 0.0,
-        };
-        sgemm(m, co, k, 1.0, x, Trans::N, w, Trans::N, beta, y);
+        product(Threads::All, m, co, k, x, w, bias, y);
         apply_par(epi, y, 0, co);
     } else if per_task(m, co, threads) {
         forward_per_task(
@@ -370,16 +361,36 @@ fn apply_par(epi: &Epilogue, y: &mut [f32], offset: usize, co: usize) {
         .for_each(|(i, y)| epi.apply(y, offset + i * chunk, co));
 }
 
-/// Sets every row of `y` to the bias and returns the GEMM's beta (1 with a
-/// bias to accumulate onto, 0 without).
-fn init_bias(bias: Option<&[f32]>, y: &mut [f32]) -> f32 {
-    match bias {
-        Some(b) => {
-            y.chunks_exact_mut(b.len())
-                .for_each(|row| row.copy_from_slice(b));
-            1.0
+/// Whether a GEMM may use all the rayon threads or runs on the caller's.
+#[derive(Clone, Copy)]
+enum Threads {
+    All,
+    Caller,
+}
+
+/// `y = cols x w (+ bias on every row)`: `[rows, K] x [K, Cout] -> [rows, Cout]`.
+/// The bias goes in with the product's first write of `y` (no pass that
+/// writes the bias first, no read of `y`).
+#[allow(clippy::too_many_arguments)]
+fn product(
+    threads: Threads,
+    rows: usize,
+    co: usize,
+    k: usize,
+    cols: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    match (threads, bias) {
+        (Threads::All, Some(b)) => sgemm_bias(rows, co, k, 1.0, cols, Trans::N, w, Trans::N, b, y),
+        (Threads::All, None) => sgemm(rows, co, k, 1.0, cols, Trans::N, w, Trans::N, 0.0, y),
+        (Threads::Caller, Some(b)) => {
+            sgemm_serial_bias(rows, co, k, 1.0, cols, Trans::N, w, Trans::N, b, y)
         }
-        None => 0.0,
+        (Threads::Caller, None) => {
+            sgemm_serial(rows, co, k, 1.0, cols, Trans::N, w, Trans::N, 0.0, y)
+        }
     }
 }
 
@@ -399,9 +410,7 @@ fn forward_per_task(
     y.par_chunks_mut(rows * co).enumerate().for_each(|(i, y)| {
         let (r0, nr) = (i * rows, y.len() / co);
         let multiply = |cols: &[f32], y: &mut [f32]| {
-            let beta = init_bias(bias, y);
-            // [rows, K] x [K, Cout] -> [rows, Cout]
-            sgemm_serial(nr, co, k, 1.0, cols, Trans::N, w, Trans::N, beta, y);
+            product(Threads::Caller, nr, co, k, cols, w, bias, y);
             epi.apply(y, r0 * co, co);
         };
         if g.is_pointwise() {
@@ -433,9 +442,7 @@ fn forward_shared(
             let cols = &mut cols[..rows * k];
             im2col_par(g, x, r0, cols);
             let y = &mut y[r0 * co..(r0 + rows) * co];
-            let beta = init_bias(bias, y);
-            // [rows, K] x [K, Cout] -> [rows, Cout]
-            sgemm(rows, co, k, 1.0, cols, Trans::N, w, Trans::N, beta, y);
+            product(Threads::All, rows, co, k, cols, w, bias, y);
             apply_par(epi, y, r0 * co, co);
         }
     });

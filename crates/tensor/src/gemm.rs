@@ -25,6 +25,18 @@ pub enum Trans {
     T,
 }
 
+/// What the product `alpha * op(A) * op(B)` is added to.
+#[derive(Clone, Copy, Debug)]
+enum Init<'a> {
+    /// `beta * C` (with `beta == 0`, C's old contents are ignored, even NaN).
+    Scaled(f32),
+    /// A row of `n` values added to every row of C (a bias); C's old
+    /// contents are ignored. The same numbers as setting every row of C to
+    /// it and using `beta = 1`, without the pass that writes C first and
+    /// the read of C in the kernel.
+    Row(&'a [f32]),
+}
+
 /// A single-threaded block kernel that `block` can dispatch to. A new
 /// kernel (an AVX-512 one on a host whose OS enables it) is a new variant
 /// here, an arm in `block`, and a case in [`Kernel::available`] and
@@ -116,17 +128,30 @@ fn prepare(
     ta: Trans,
     b: &[f32],
     tb: Trans,
-    beta: f32,
+    init: Init,
     c: &mut [f32],
 ) -> Option<[isize; 4]> {
     assert!(a.len() >= m * k, "sgemm: A holds {} < {m}x{k}", a.len());
     assert!(b.len() >= k * n, "sgemm: B holds {} < {k}x{n}", b.len());
     assert!(c.len() >= m * n, "sgemm: C holds {} < {m}x{n}", c.len());
+    if let Init::Row(row) = init {
+        assert_eq!(
+            row.len(),
+            n,
+            "sgemm: the bias row has {} values, C {n} columns",
+            row.len()
+        );
+    }
     if m == 0 || n == 0 {
         return None;
     }
     if k == 0 {
-        scale_c(beta, &mut c[..m * n]);
+        match init {
+            Init::Scaled(beta) => scale_c(beta, &mut c[..m * n]),
+            Init::Row(row) => c[..m * n]
+                .chunks_exact_mut(n)
+                .for_each(|r| r.copy_from_slice(row)),
+        }
         return None;
     }
     let (rsa, csa) = match ta {
@@ -161,6 +186,37 @@ pub fn sgemm(
     sgemm_with(Kernel::best(), m, n, k, alpha, a, ta, b, tb, beta, c);
 }
 
+/// `C = alpha * op(A) * op(B) + bias`, `bias` (`n` values) added to every
+/// row: a layer's output with its bias, in one pass over C. Split across the
+/// rayon threads like [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_bias(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    bias: &[f32],
+    c: &mut [f32],
+) {
+    threaded(
+        Kernel::best(),
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        ta,
+        b,
+        tb,
+        Init::Row(bias),
+        c,
+    );
+}
+
 /// [`sgemm`] with an explicit block kernel (tests and benchmarks compare
 /// them). Panics if the CPU does not support `kernel`.
 #[allow(clippy::too_many_arguments)]
@@ -177,11 +233,46 @@ pub fn sgemm_with(
     beta: f32,
     c: &mut [f32],
 ) {
+    threaded(kernel, m, n, k, alpha, a, ta, b, tb, Init::Scaled(beta), c);
+}
+
+/// [`sgemm_bias`] with an explicit block kernel (tests).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_bias_with(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    bias: &[f32],
+    c: &mut [f32],
+) {
+    threaded(kernel, m, n, k, alpha, a, ta, b, tb, Init::Row(bias), c);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn threaded(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    init: Init,
+    c: &mut [f32],
+) {
     assert!(
         kernel.is_supported(),
         "sgemm: {kernel:?} is not supported by this CPU"
     );
-    let Some([rsa, csa, rsb, csb]) = prepare(m, n, k, a, ta, b, tb, beta, c) else {
+    let Some([rsa, csa, rsb, csb]) = prepare(m, n, k, a, ta, b, tb, init, c) else {
         return;
     };
     let threads = rayon::current_num_threads();
@@ -190,7 +281,7 @@ pub fn sgemm_with(
         // SAFETY: `prepare` checked that A, B and C hold the full operands.
         unsafe {
             block(
-                kernel, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, n as isize,
+                kernel, m, n, k, alpha, a, rsa, csa, b, rsb, csb, init, c, n as isize,
             )
         };
         return;
@@ -219,13 +310,18 @@ pub fn sgemm_with(
                 let a = a.0.offset(start as isize * rsa);
                 let c = c.0.add(start * n);
                 block(
-                    kernel, size, n, k, alpha, a, rsa, csa, b.0, rsb, csb, beta, c, n as isize,
+                    kernel, size, n, k, alpha, a, rsa, csa, b.0, rsb, csb, init, c, n as isize,
                 );
             } else {
                 let b = b.0.offset(start as isize * csb);
                 let c = c.0.add(start);
+                // This piece's columns of the bias row.
+                let init = match init {
+                    Init::Row(row) => Init::Row(&row[start..start + size]),
+                    scaled => scaled,
+                };
                 block(
-                    kernel, m, size, k, alpha, a.0, rsa, csa, b, rsb, csb, beta, c, n as isize,
+                    kernel, m, size, k, alpha, a.0, rsa, csa, b, rsb, csb, init, c, n as isize,
                 );
             }
         }
@@ -246,7 +342,40 @@ pub fn sgemm_serial(
     beta: f32,
     c: &mut [f32],
 ) {
-    let Some([rsa, csa, rsb, csb]) = prepare(m, n, k, a, ta, b, tb, beta, c) else {
+    serial(m, n, k, alpha, a, ta, b, tb, Init::Scaled(beta), c);
+}
+
+/// [`sgemm_bias`] on the calling thread only.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_serial_bias(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    bias: &[f32],
+    c: &mut [f32],
+) {
+    serial(m, n, k, alpha, a, ta, b, tb, Init::Row(bias), c);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serial(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    init: Init,
+    c: &mut [f32],
+) {
+    let Some([rsa, csa, rsb, csb]) = prepare(m, n, k, a, ta, b, tb, init, c) else {
         return;
     };
     // SAFETY: `prepare` checked that A, B and C hold the full operands.
@@ -263,7 +392,7 @@ pub fn sgemm_serial(
             b.as_ptr(),
             rsb,
             csb,
-            beta,
+            init,
             c.as_mut_ptr(),
             n as isize,
         )
@@ -276,12 +405,13 @@ unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
 /// The single dispatch point: one single-threaded block product
-/// `C = alpha * A * B + beta * C` with arbitrary strides (C's columns unit).
+/// `C = alpha * A * B + init` with arbitrary strides (C's columns unit).
 ///
 /// # Safety
 /// `kernel` must be supported by the CPU; A (`m x k`), B (`k x n`) and C
-/// (`m x n`, row stride `rsc`) must be valid for the given strides, and C
-/// must not be accessed by anyone else meanwhile.
+/// (`m x n`, row stride `rsc`) must be valid for the given strides, a bias
+/// row must hold `n` values, and C must not be accessed by anyone else
+/// meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(
     kernel: Kernel,
@@ -295,16 +425,27 @@ unsafe fn block(
     b: *const f32,
     rsb: isize,
     csb: isize,
-    beta: f32,
+    init: Init,
     c: *mut f32,
     rsc: isize,
 ) {
+    let (beta, row) = match init {
+        Init::Scaled(beta) => (beta, None),
+        Init::Row(row) => (1.0, Some(row)),
+    };
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2Fma => unsafe {
-            crate::microkernel::sgemm(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc)
+            crate::microkernel::sgemm(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc)
         },
         _ => unsafe {
+            if let Some(row) = row {
+                // This kernel knows only beta: set C to the row, add onto it.
+                for i in 0..m {
+                    let ci = std::slice::from_raw_parts_mut(c.offset(i as isize * rsc), n);
+                    ci.copy_from_slice(row);
+                }
+            }
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, 1)
         },
     }
@@ -359,6 +500,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A bias row gives exactly what setting every row of C to it and
+    /// adding with beta = 1 gives, on every kernel and every split.
+    #[test]
+    fn bias_row_equals_filling_c_then_beta_one() {
+        for kernel in Kernel::available() {
+            for &(m, n, k) in &[(3, 5, 7), (1024, 33, 17), (64, 300, 40), (64, 2048, 700)] {
+                for ta in [Trans::N, Trans::T] {
+                    let a = seq(m * k, 1);
+                    let b = seq(k * n, 2);
+                    let bias = seq(n, 4);
+                    let mut want: Vec<f32> = (0..m).flat_map(|_| bias.iter().copied()).collect();
+                    sgemm_with(kernel, m, n, k, 1.0, &a, ta, &b, Trans::N, 1.0, &mut want);
+                    let mut c = vec![f32::NAN; m * n];
+                    sgemm_bias_with(kernel, m, n, k, 1.0, &a, ta, &b, Trans::N, &bias, &mut c);
+                    assert_eq!(c, want, "{kernel:?} {m}x{n}x{k} {ta:?}");
+                    let mut c = vec![f32::NAN; m * n];
+                    if kernel == Kernel::best() {
+                        sgemm_serial_bias(m, n, k, 1.0, &a, ta, &b, Trans::N, &bias, &mut c);
+                        assert_eq!(c, want, "serial {m}x{n}x{k} {ta:?}");
+                    }
+                }
+            }
+        }
+        // k = 0: C is the bias row on every row.
+        let mut c = vec![f32::NAN; 4];
+        sgemm_bias(
+            2,
+            2,
+            0,
+            1.0,
+            &[],
+            Trans::N,
+            &[],
+            Trans::N,
+            &[1.0, 2.0],
+            &mut c,
+        );
+        assert_eq!(c, [1.0, 2.0, 1.0, 2.0]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod threads;
 
 pub use epilogue::Epilogue;
 pub use error::{Result, TensorError};
-pub use gemm::{sgemm, sgemm_serial, Kernel, Trans};
+pub use gemm::{sgemm, sgemm_bias, sgemm_serial, sgemm_serial_bias, Kernel, Trans};
 pub use geometry::{ConvGeometry, Padding, PoolGeometry};
 pub use tensor::Tensor;
 pub use threads::{num_threads, set_num_threads};

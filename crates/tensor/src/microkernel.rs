@@ -28,7 +28,8 @@ const MC: usize = 72;
 const NC: usize = 2048;
 
 /// `C = alpha * A * B + beta * C` for strided A (`m x k`) and B (`k x n`)
-/// and C with unit column stride.
+/// and C with unit column stride; with a `row` (`n` values), `C = alpha *
+/// A * B + row` broadcast over the rows instead, C's old contents unread.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA; the operands must be valid for their
@@ -46,6 +47,7 @@ pub(crate) unsafe fn sgemm(
     rsb: isize,
     csb: isize,
     beta: f32,
+    row: Option<&[f32]>,
     c: *mut f32,
     rsc: isize,
 ) {
@@ -71,8 +73,13 @@ pub(crate) unsafe fn sgemm(
             let nc = ncb.min(n - jc);
             for pc in (0..k).step_by(kcb) {
                 let kc = kcb.min(k - pc);
-                // The first block of the k loop applies beta; later ones add.
-                let beta = if pc == 0 { beta } else { 1.0 };
+                // The first block of the k loop applies beta (or adds the
+                // row); later ones add onto C.
+                let (beta, row) = if pc == 0 {
+                    (beta, row.map(|r| r[jc..].as_ptr()))
+                } else {
+                    (1.0, None)
+                };
                 unsafe {
                     pack_b(
                         kc,
@@ -95,7 +102,8 @@ pub(crate) unsafe fn sgemm(
                             unsafe {
                                 let ap = apack.as_ptr().add(ir * kc);
                                 let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
-                                kernel_6x16(kc, ap, bp, cp, rsc, alpha, beta, mr, nr);
+                                let rp = row.map(|r| r.add(jr));
+                                kernel_6x16(kc, ap, bp, cp, rsc, alpha, beta, rp, mr, nr);
                             }
                         }
                     }
@@ -329,7 +337,9 @@ unsafe fn transpose_8_cols(kc: usize, cols: [*const f32; 8], out: *mut f32) {
     }
 }
 
-/// One 6x16 tile: `C[..mr, ..nr] = alpha * Ap * Bp + beta * C` over depth `kc`.
+/// One 6x16 tile: `C[..mr, ..nr] = alpha * Ap * Bp + beta * C` over depth
+/// `kc`, or `+ row[..nr]` on every row instead of `beta * C` when `row` is
+/// given (`row + acc` rounds exactly like `1 * C + acc` with C = row).
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel_6x16(
@@ -340,6 +350,7 @@ unsafe fn kernel_6x16(
     rsc: isize,
     alpha: f32,
     beta: f32,
+    row: Option<*const f32>,
     mr: usize,
     nr: usize,
 ) {
@@ -379,10 +390,14 @@ unsafe fn kernel_6x16(
         }
         let va = _mm256_set1_ps(alpha);
         if mr == MR && nr == NR {
+            let bias = row.map(|r| (_mm256_loadu_ps(r), _mm256_loadu_ps(r.add(8))));
             for (i, row) in acc.iter().enumerate() {
                 let cp = c.offset(i as isize * rsc);
                 let (mut r0, mut r1) = (_mm256_mul_ps(row[0], va), _mm256_mul_ps(row[1], va));
-                if beta != 0.0 {
+                if let Some((b0, b1)) = bias {
+                    r0 = _mm256_add_ps(b0, r0);
+                    r1 = _mm256_add_ps(b1, r1);
+                } else if beta != 0.0 {
                     let vb = _mm256_set1_ps(beta);
                     r0 = _mm256_fmadd_ps(_mm256_loadu_ps(cp), vb, r0);
                     r1 = _mm256_fmadd_ps(_mm256_loadu_ps(cp.add(8)), vb, r1);
@@ -401,7 +416,11 @@ unsafe fn kernel_6x16(
         for (i, t) in tile.iter().enumerate().take(mr) {
             let cp = c.offset(i as isize * rsc);
             for (j, &v) in t.iter().enumerate().take(nr) {
-                let old = if beta == 0.0 { 0.0 } else { beta * *cp.add(j) };
+                let old = match row {
+                    Some(r) => *r.add(j),
+                    None if beta == 0.0 => 0.0,
+                    None => beta * *cp.add(j),
+                };
                 *cp.add(j) = alpha * v + old;
             }
         }

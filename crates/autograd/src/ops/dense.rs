@@ -9,7 +9,7 @@
 //! ```
 
 use crate::graph::{Backward, BackwardCtx, Graph, Var};
-use tensor::{sgemm, Tensor, Trans};
+use tensor::{sgemm, sgemm_bias, Tensor, Trans};
 
 pub fn dense(g: &mut Graph, x: Var, w: Var, b: Var) -> Var {
     let (xv, wv, bv) = (g.value(x), g.value(w), g.value(b));
@@ -27,10 +27,7 @@ pub fn dense(g: &mut Graph, x: Var, w: Var, b: Var) -> Var {
     );
     assert_eq!(bv.shape(), [fan_out], "dense: bias shape");
     let mut y = Tensor::for_overwrite(&[n, fan_out]);
-    for row in y.data_mut().chunks_exact_mut(fan_out) {
-        row.copy_from_slice(bv.data());
-    }
-    sgemm(
+    sgemm_bias(
         n,
         fan_out,
         fan_in,
@@ -39,7 +36,7 @@ pub fn dense(g: &mut Graph, x: Var, w: Var, b: Var) -> Var {
         Trans::N,
         wv.data(),
         Trans::N,
-        1.0,
+        bv.data(),
         y.data_mut(),
     );
     g.push(y, &[x, w, b], DenseBackward { n, fan_in, fan_out })
