@@ -220,12 +220,16 @@ fn profile(trainer: &Trainer, mode: Mode, batch: usize, rng: &mut StdRng) {
         } else {
             2.0 * fl
         };
+        let bwd_rate = if b > 0.0 {
+            format!("{:.1}", bwd_flops / b / 1e9)
+        } else {
+            "-".into()
+        };
         println!(
-            "{shape:28} {n:5} {:9.1} {:9.1} {:10.1} {:10.1}",
+            "{shape:28} {n:5} {:9.1} {:9.1} {:10.1} {bwd_rate:>10}",
             f * 1e3,
             b * 1e3,
             fl / f / 1e9,
-            bwd_flops / b / 1e9
         );
     }
 }
