@@ -88,7 +88,7 @@ i64_re='^inference +batch +64:'
 i256_re='^inference +batch +256:'
 
 # Median of the numbers on stdin (empty if none).
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.1f\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+median() { sort -g | awk -v f="${1:-%.1f}" '{ v[NR] = $1 } END { if (NR) printf f "\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 # One metric over all rounds, one value per line: `over_rounds SIDE EXTRACTOR ARGS...`
 # runs EXTRACTOR on SIDE's output file of every round.
 over_rounds() {
@@ -103,7 +103,7 @@ table() { # a round number, or "median" for the medians over all rounds
         row "training images/s" "" "$(over_rounds ours rate "$tr_re" | median)" "$(over_rounds torch rate "$tr_re" | median)"
         row "inference b64 images/s" "" "$(over_rounds ours rate "$i64_re" | median)" "$(over_rounds torch rate "$i64_re" | median)"
         row "inference b256 images/s" "" "$(over_rounds ours rate "$i256_re" | median)" "$(over_rounds torch rate "$i256_re" | median)"
-        row "peak training RSS" "MB" "$(over_rounds ours train_rss | median)" "$(over_rounds torch train_rss | median)"
+        row "peak training RSS" "MB" "$(over_rounds ours train_rss | median %.0f)" "$(over_rounds torch train_rss | median %.0f)"
     else
         printf '%-28s %12s %12s %8s\n' "round $which" "ours" "PyTorch" "ours/PT"
         row "training images/s" "" "$(rate "$tmp/ours.$which.txt" "$tr_re")" "$(rate "$tmp/torch.$which.txt" "$tr_re")"
