@@ -84,21 +84,26 @@ impl LoadReport {
     }
 }
 
-/// Decodes a tensor's little-endian bytes to f32.
-fn to_f32(view: &TensorView) -> Option<Vec<f32>> {
-    let b = view.data();
-    Some(match view.dtype() {
-        Dtype::F32 => b
+/// Widens a safetensors tensor's little-endian element bytes to f32 (F32,
+/// F16, BF16 and F64); `None` for any other dtype. The one decoder of both
+/// weight files and training checkpoints.
+pub fn decode_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        Dtype::F16 => b
+        Dtype::F16 => bytes
             .chunks_exact(2)
             .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        Dtype::BF16 => b
+        Dtype::BF16 => bytes
             .chunks_exact(2)
             .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
             .collect(),
         _ => return None,
     })
@@ -124,7 +129,7 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, HashMap<String, String
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let view = st.tensor(&name).map_err(|e| format(e.to_string()))?;
-        let data = to_f32(&view).ok_or_else(|| WeightsError::Dtype {
+        let data = decode_f32(view.data(), view.dtype()).ok_or_else(|| WeightsError::Dtype {
             path: path.into(),
             name: name.clone(),
             dtype: format!("{:?}", view.dtype()),

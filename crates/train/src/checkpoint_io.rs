@@ -19,6 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use nn::weights_io::decode_f32;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use thiserror::Error;
@@ -229,39 +230,17 @@ pub fn decode_safetensors(bytes: &[u8], path: &Path) -> Result<Checkpoint, Check
         ckpt.metadata = meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     }
     for (name, view) in st.tensors() {
-        let data =
-            to_f32(view.data(), view.dtype()).ok_or_else(|| CheckpointError::UnsupportedDtype {
+        let data = decode_f32(view.data(), view.dtype()).ok_or_else(|| {
+            CheckpointError::UnsupportedDtype {
                 path: path.to_path_buf(),
                 name: name.clone(),
                 dtype: format!("{:?}", view.dtype()),
-            })?;
+            }
+        })?;
         ckpt.tensors
             .insert(name, TensorData::new(view.shape().to_vec(), data));
     }
     Ok(ckpt)
-}
-
-/// Widens raw little-endian element bytes to f32; `None` for other dtypes.
-fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
-        _ => return None,
-    })
 }
 
 /// Saves a checkpoint to `path` atomically (see [`write_atomic`]).
