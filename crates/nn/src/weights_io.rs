@@ -3,7 +3,7 @@
 //! The file format is the one `tools/keras_to_safetensors.py` writes: one
 //! tensor per parameter named `<layer>/<weight>` (`conv1_conv/kernel`,
 //! `conv1_bn/moving_variance`), kernels HWIO, dense kernels `[in, out]`, in
-//! F32, F16 or BF16. Loading is by name, never by position (Keras 2 and 3
+//! F32, F16, BF16 (or F64). Loading is by name, never by position (Keras 2 and 3
 //! order the `_0_conv` shortcut differently), and all-or-nothing: every
 //! tensor is validated before any parameter changes.
 
@@ -25,7 +25,7 @@ pub enum WeightsError {
     },
     #[error("{path}: not a valid safetensors file: {msg}")]
     Format { path: PathBuf, msg: String },
-    #[error("{path}: tensor '{name}' has dtype {dtype}; only F32, F16 and BF16 are accepted")]
+    #[error("{path}: tensor '{name}' has dtype {dtype}; only F32, F16, BF16 and F64 are accepted")]
     Dtype {
         path: PathBuf,
         name: String,
