@@ -1,8 +1,9 @@
 //! One model, its parameters and its optimizer: the training step and the
 //! evaluation pass, independent of where batches come from.
 
-use crate::data::{Dataset, Preprocess, IMAGE_SIDE};
-use crate::metrics::{count_correct, ConfusionMatrix, Meter};
+use crate::data::{Dataset, Preprocess};
+use crate::evaluate::{self, EvalResult};
+use crate::metrics::count_correct;
 use crate::optim::{LrSchedule, Optimizer};
 use autograd::{ops, Graph, Mode, ParamKind, ParamStore};
 use nn::ResNet;
@@ -28,15 +29,6 @@ pub struct StepStats {
     /// batchnorm statistics and the optimizer update, for the profile.
     pub graph_time: Duration,
     pub update_time: Duration,
-}
-
-/// What one pass over a dataset measured.
-pub struct EvalResult {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub confusion: ConfusionMatrix,
-    pub images: usize,
-    pub seconds: f64,
 }
 
 impl Trainer {
@@ -102,46 +94,19 @@ impl Trainer {
         }
     }
 
-    /// Logits `[N, classes]` in inference mode.
+    /// Logits `[N, classes]` in inference mode ([`evaluate::logits`]).
     pub fn logits(&self, x: Tensor) -> Tensor {
-        let mut g = Graph::new(&self.store, Mode::INFER);
-        let xv = g.input(x);
-        let out = self
-            .model
-            .forward(&mut g, xv)
-            .expect("batch shape checked by the caller");
-        g.take(out.logits.expect("a head"))
+        evaluate::logits(&self.model, &self.store, x)
     }
 
-    /// Loss, accuracy and confusion matrix over `data`, in inference mode.
+    /// Loss, accuracy and confusion matrix over `data`
+    /// ([`evaluate::evaluate`]).
     pub fn evaluate(
         &self,
         data: &Dataset,
         batch_size: usize,
         preprocess: Preprocess,
     ) -> EvalResult {
-        let started = std::time::Instant::now();
-        let mut meter = Meter::new();
-        let mut confusion = ConfusionMatrix::new(&data.classes);
-        let indices: Vec<usize> = (0..data.len()).collect();
-        let mut labels = Vec::new();
-        assert!(batch_size > 0, "evaluate: batch size must be positive");
-        for chunk in indices.chunks(batch_size) {
-            let mut x = Tensor::zeros(&[chunk.len(), IMAGE_SIDE, IMAGE_SIDE, 3]);
-            labels.resize(chunk.len(), 0);
-            data.fill_batch(chunk, preprocess, None, x.data_mut());
-            data.fill_labels(chunk, &mut labels);
-            let logits = self.logits(x);
-            let loss = ops::cross_entropy(&logits, &labels);
-            meter.update(loss, logits.data(), &labels);
-            confusion.add_batch(logits.data(), &labels);
-        }
-        EvalResult {
-            loss: meter.loss(),
-            accuracy: meter.accuracy(),
-            confusion,
-            images: data.len(),
-            seconds: started.elapsed().as_secs_f64(),
-        }
+        evaluate::evaluate(&self.model, &self.store, data, batch_size, preprocess)
     }
 }

@@ -5,9 +5,8 @@ use super::setup::{in_pool, load_model, parse_preprocess, subset};
 use super::EvalArgs;
 use anyhow::Result;
 use train::data::{self, IMAGE_SIDE};
-use train::optim::{LrSchedule, Sgd, SgdConfig};
+use train::evaluate::evaluate;
 use train::run_state;
-use train::trainer::Trainer;
 
 /// The preprocessing a checkpoint was trained with: the flag, else the run's
 /// config.json, else unit.
@@ -50,14 +49,7 @@ fn run_in_pool(a: EvalArgs) -> Result<()> {
         .map(|c| c.seed)
         .unwrap_or(0);
     let test = subset(cifar.test, a.test_limit, seed ^ 1);
-    // Evaluation never steps the optimizer; any will do.
-    let trainer = Trainer::new(
-        model,
-        store,
-        Box::new(Sgd::new(SgdConfig::default())),
-        LrSchedule::constant(0.0),
-    );
-    let eval = trainer.evaluate(&test, a.batch_size, preprocess);
+    let eval = evaluate(&model, &store, &test, a.batch_size, preprocess);
     println!("{}", eval.confusion.render());
     println!(
         "evaluation: {} images, {:.1} images/s",

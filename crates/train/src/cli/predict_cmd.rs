@@ -7,9 +7,8 @@ use anyhow::Result;
 use autograd::ops::softmax;
 use tensor::Tensor;
 use train::data::{self, CIFAR10_CLASSES, IMAGE_BYTES, IMAGE_SIDE};
-use train::optim::{LrSchedule, Sgd, SgdConfig};
+use train::evaluate::logits;
 use train::run_state;
-use train::trainer::Trainer;
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
@@ -29,14 +28,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
         let rgb = data::read_image(img)?;
         preprocess.apply(&rgb, out);
     }
-    let trainer = Trainer::new(
-        model,
-        store,
-        Box::new(Sgd::new(SgdConfig::default())),
-        LrSchedule::constant(0.0),
-    );
     let x = Tensor::from_vec(&[a.images.len(), IMAGE_SIDE, IMAGE_SIDE, 3], x)?;
-    let probs = softmax(&trainer.logits(x));
+    let probs = softmax(&logits(&model, &store, x));
     for (img, row) in a.images.iter().zip(probs.data().chunks_exact(k)) {
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
