@@ -264,9 +264,74 @@ pub fn backward_input_relu(
     backward_input_impl::<true>(x, relu_out, dy, k, a, b, dx)
 }
 
+/// [`backward_input_relu`] that also leaves `dy` masked by the ReLU (`dy`
+/// where `relu_out` is positive, 0 elsewhere), in the same pass: when a
+/// residual was added before the ReLU, that masked `dy` is the residual's
+/// gradient, and a separate ReLU backward pass is saved.
+pub fn backward_input_relu_masking(
+    x: &[f32],
+    relu_out: &[f32],
+    dy: &mut [f32],
+    k: &[f32],
+    a: &[f32],
+    b: &[f32],
+    dx: &mut [f32],
+) {
+    let c = k.len();
+    assert!(
+        x.len() == dy.len() && x.len() == dx.len() && x.len() == relu_out.len(),
+        "batch norm backward: shapes"
+    );
+    let kernel = |dx: &mut [f32], x: &[f32], y: &[f32], dy: &mut [f32]| {
+        let rows = dx
+            .chunks_exact_mut(c)
+            .zip(x.chunks_exact(c))
+            .zip(y.chunks_exact(c))
+            .zip(dy.chunks_exact_mut(c));
+        for (((dr, xr), yr), gr) in rows {
+            for i in 0..c {
+                let g = through_relu::<true>(gr[i], yr[i]);
+                dr[i] = k[i] * g + a[i] * xr[i] + b[i];
+                gr[i] = g;
+            }
+        }
+    };
+    let chunk = BLOCK_ROWS * c;
+    if dx.len() < 1 << 15 {
+        kernel(dx, x, relu_out, dy);
+    } else {
+        dx.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .zip(relu_out.par_chunks(chunk))
+            .zip(dy.par_chunks_mut(chunk))
+            .for_each(|(((dx, x), y), dy)| kernel(dx, x, y, dy));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masking_input_gradient_equals_the_two_passes() {
+        let (rows, c) = (700, 5);
+        let x = data(rows, c);
+        let y: Vec<f32> = x
+            .iter()
+            .map(|v| if (*v as i32) % 3 == 0 { 0.0 } else { *v })
+            .collect();
+        let dy: Vec<f32> = x.iter().map(|v| v.sin()).collect();
+        let (k, a, b) = ([0.5, -1.0, 2.0, 0.1, 3.0], [1.0; 5], [-0.25; 5]);
+        let mut want = vec![f32::NAN; x.len()];
+        backward_input_relu(&x, &y, &dy, &k, &a, &b, &mut want);
+        let mut want_dy = dy.clone();
+        crate::elementwise::relu_backward(&y, &mut want_dy);
+        let (mut dx, mut masked) = (vec![f32::NAN; x.len()], dy.clone());
+        backward_input_relu_masking(&x, &y, &mut masked, &k, &a, &b, &mut dx);
+        assert_eq!(dx, want);
+        assert_eq!(masked, want_dy);
+        assert!(masked.contains(&0.0) && masked.iter().any(|&v| v != 0.0));
+    }
 
     fn data(rows: usize, c: usize) -> Vec<f32> {
         (0..rows * c)

@@ -47,6 +47,21 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// One tap of one window over all channels: where the tap holds the
+    /// output's bits and no earlier tap did, it takes the gradient. A tap
+    /// that does not win adds +0.0, which changes no sum (a gradient sum
+    /// that starts at +0.0 never becomes -0.0), so this equals routing each
+    /// channel's gradient to its winner alone.
+    fn route_kernel(dx: &mut [f32], x: &[f32], y: &[f32], dy: &[f32], found: &mut [bool]) {
+        for ((((d, &x), &y), &g), f) in dx.iter_mut().zip(x).zip(y).zip(dy).zip(found) {
+            let win = !*f & (x.to_bits() == y.to_bits());
+            *d += if win { g } else { 0.0 };
+            *f |= win;
+        }
+    }
+}
+
 /// Max pool forward: each output is the maximum of its window's in-bounds
 /// taps, seeded from the first (a window whose first tap is NaN is NaN).
 /// Nothing else is stored: the backward pass finds the winners again.
@@ -118,18 +133,18 @@ pub fn max_pool_backward(
         .zip(y.par_chunks(image_out).zip(dy.par_chunks(image_out)))
         .for_each(|((dx, x), (y, dy))| {
             dx.fill(0.0);
-            // The window's pixel offsets in the image, found once per window.
-            let mut taps = Vec::with_capacity(g.kernel * g.kernel);
+            // Per channel of the current window: has its winner been found?
+            let mut found = vec![false; c];
             for oy in 0..ho {
                 for ox in 0..wo {
-                    taps.clear();
-                    taps.extend(window_taps(g, oy, ox).map(|(iy, ix)| (iy * g.in_w + ix) * c));
                     let o = (oy * wo + ox) * c;
-                    for ch in 0..c {
-                        let bits = y[o + ch].to_bits();
-                        if let Some(&p) = taps.iter().find(|&&p| x[p + ch].to_bits() == bits) {
-                            dx[p + ch] += dy[o + ch];
-                        }
+                    let (y, dy) = (&y[o..o + c], &dy[o..o + c]);
+                    found.fill(false);
+                    // Taps in window order, all channels at once: each
+                    // channel's first tap holding its output's bits wins.
+                    for (iy, ix) in window_taps(g, oy, ox) {
+                        let p = (iy * g.in_w + ix) * c;
+                        route_kernel(&mut dx[p..p + c], &x[p..p + c], y, dy, &mut found);
                     }
                 }
             }

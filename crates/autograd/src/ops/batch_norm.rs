@@ -182,7 +182,7 @@ impl Backward for BatchNormTrainBackward {
         }
     }
 
-    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, ctx: &BackwardCtx, mut dy: Tensor) -> Vec<Option<Tensor>> {
         let (x, gamma) = (ctx.inputs[0], ctx.inputs[1]);
         let (mean, inv) = (&self.mean, &self.inv_sigma);
         let c = mean.len();
@@ -190,6 +190,9 @@ impl Backward for BatchNormTrainBackward {
         // dbeta = sum(dy), dgamma = sum(dy * xhat), in one read of x and dy.
         // Through the ReLU first when there is one (its output is ours).
         let (dbeta, dgamma) = sums(ctx, &dy, mean, inv, self.relu);
+        // With a residual, `dy` ends up masked by the ReLU: the residual's
+        // gradient (done in the input-gradient pass when there is one).
+        let mut masked = false;
         let dx = ctx.needs_grad[0].then(|| {
             // dx = k (dy - dbeta/M - xhat dgamma/M) with k = gamma / sigma and
             // xhat = (x - mean) inv, which is k dy + a x + b per channel.
@@ -199,18 +202,14 @@ impl Backward for BatchNormTrainBackward {
                 .map(|i| -k[i] * dbeta[i] / m - a[i] * mean[i])
                 .collect();
             let mut dx = Tensor::for_overwrite(x.shape());
-            if self.relu {
-                bn::backward_input_relu(
-                    x.data(),
-                    ctx.output.data(),
-                    dy.data(),
-                    &k,
-                    &a,
-                    &b,
-                    dx.data_mut(),
-                );
+            let (xd, out) = (x.data(), ctx.output.data());
+            if self.residual {
+                bn::backward_input_relu_masking(xd, out, dy.data_mut(), &k, &a, &b, dx.data_mut());
+                masked = true;
+            } else if self.relu {
+                bn::backward_input_relu(xd, out, dy.data(), &k, &a, &b, dx.data_mut());
             } else {
-                bn::backward_input(x.data(), dy.data(), &k, &a, &b, dx.data_mut());
+                bn::backward_input(xd, dy.data(), &k, &a, &b, dx.data_mut());
             }
             dx
         });
@@ -222,9 +221,10 @@ impl Backward for BatchNormTrainBackward {
         if self.residual {
             // The residual's gradient is dy through the ReLU, in dy's buffer.
             grads.push(ctx.needs_grad[3].then(|| {
-                let mut d = dy;
-                relu_backward(ctx.output.data(), d.data_mut());
-                d
+                if !masked {
+                    relu_backward(ctx.output.data(), dy.data_mut());
+                }
+                dy
             }));
         }
         grads
