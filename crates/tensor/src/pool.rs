@@ -47,8 +47,11 @@ multiversion! {
     }
 }
 
+/// Channels the max pool backward routes at once (a stack array of flags).
+const CHANNELS: usize = 64;
+
 multiversion! {
-    /// One tap of one window over all channels: where the tap holds the
+    /// One tap of one window over a run of channels: where the tap holds the
     /// output's bits and no earlier tap did, it takes the gradient. A tap
     /// that does not win adds +0.0, which changes no sum (a gradient sum
     /// that starts at +0.0 never becomes -0.0), so this equals routing each
@@ -133,18 +136,22 @@ pub fn max_pool_backward(
         .zip(y.par_chunks(image_out).zip(dy.par_chunks(image_out)))
         .for_each(|((dx, x), (y, dy))| {
             dx.fill(0.0);
-            // Per channel of the current window: has its winner been found?
-            let mut found = vec![false; c];
             for oy in 0..ho {
                 for ox in 0..wo {
                     let o = (oy * wo + ox) * c;
-                    let (y, dy) = (&y[o..o + c], &dy[o..o + c]);
-                    found.fill(false);
-                    // Taps in window order, all channels at once: each
-                    // channel's first tap holding its output's bits wins.
-                    for (iy, ix) in window_taps(g, oy, ox) {
-                        let p = (iy * g.in_w + ix) * c;
-                        route_kernel(&mut dx[p..p + c], &x[p..p + c], y, dy, &mut found);
+                    // Up to CHANNELS channels at a time; taps in window
+                    // order: each channel's first tap holding its output's
+                    // bits wins.
+                    for c0 in (0..c).step_by(CHANNELS) {
+                        let n = CHANNELS.min(c - c0);
+                        let (y, dy) = (&y[o + c0..][..n], &dy[o + c0..][..n]);
+                        // Per channel: has its winner been found?
+                        let mut found = [false; CHANNELS];
+                        for (iy, ix) in window_taps(g, oy, ox) {
+                            let p = (iy * g.in_w + ix) * c + c0;
+                            let (dx, x) = (&mut dx[p..p + n], &x[p..p + n]);
+                            route_kernel(dx, x, y, dy, &mut found[..n]);
+                        }
                     }
                 }
             }

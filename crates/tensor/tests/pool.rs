@@ -99,6 +99,36 @@ proptest! {
     }
 }
 
+/// More channels than the backward routes at once (it works in runs of 64):
+/// every run must find its own winners.
+#[test]
+fn max_pool_backward_with_many_channels() {
+    let g = PoolGeometry {
+        batch: 2,
+        in_h: 5,
+        in_w: 6,
+        channels: 150,
+        kernel: 3,
+        stride: 2,
+        padding: Padding::uniform(1),
+    };
+    let (in_len, out_len) = (
+        g.input_shape().iter().product::<usize>(),
+        g.output_shape().iter().product::<usize>(),
+    );
+    let x = coarse(in_len, 11);
+    let mut y = vec![f32::NAN; out_len];
+    max_pool_forward(&g, &x, &mut y).unwrap();
+    let (want_y, want_arg) = reference::max_pool_forward(&g, &x);
+    assert_eq!(y, want_y);
+    let dy = data(out_len, 12);
+    let mut dx = vec![f32::NAN; in_len];
+    max_pool_backward(&g, &x, &y, &dy, &mut dx).unwrap();
+    let want = reference::max_pool_backward(&dy, &want_arg, in_len);
+    let bound = reference::max_pool_backward(&abs(&dy), &want_arg, in_len);
+    assert_close("max pool backward, 150 channels", &dx, &want, &bound, 1e-6);
+}
+
 /// A window that sees only negative values and padding must pick a real
 /// pixel: padding counts as -inf, not 0.
 #[test]
