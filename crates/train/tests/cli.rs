@@ -132,6 +132,16 @@ fn missing_data_and_bad_options_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--freeze 7"));
 
+    // A run option next to --resume would be silently overridden by the
+    // run's config.json: it is refused instead.
+    let out = train()
+        .args(["--resume", "/nonexistent/run", "--lr", "0.1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--resume") && err.contains("--lr"), "{err}");
+
     let out = train()
         .args(["eval", "--checkpoint", "/nonexistent/model.safetensors"])
         .output()

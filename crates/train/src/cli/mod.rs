@@ -100,8 +100,15 @@ pub struct TrainArgs {
     /// Run directory [default: runs/<time>].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in this directory where it stopped (its config.json wins; --epochs may extend it).
-    #[arg(long)]
+    /// Continue the run in this directory where it stopped, with its own
+    /// config.json; only --epochs (to extend it), --threads and --quiet may
+    /// be given with it (any other run option is an error, not ignored).
+    #[arg(long, conflicts_with_all = [
+        "data", "weights", "batch_size", "eval_batch_size", "lr", "optimizer", "momentum",
+        "nesterov", "weight_decay", "lr_schedule", "warmup_epochs", "augment", "freeze",
+        "train_limit", "test_limit", "seed", "preprocess", "out", "depths", "widths",
+        "stem_filters", "unbiased_moving_variance",
+    ])]
     pub resume: Option<PathBuf>,
     /// Blocks per stage, for a smaller network [ResNet50: 3,4,6,3].
     #[arg(long, value_delimiter = ',')]
