@@ -116,39 +116,26 @@ impl Bottleneck {
         taps.record(&format!("{}_out", self.name), out)
     }
 
-    /// [`Bottleneck::forward`] one Keras layer at a time, recording every
-    /// layer output in `taps` (and releasing each once its consumer has run,
-    /// unless `taps.keep_all`).
+    /// [`Bottleneck::forward`] one Keras layer at a time, recording (and
+    /// keeping) every layer output in `taps`.
     fn forward_layer_by_layer(&self, g: &mut Graph, x: Var, taps: &mut Taps) -> Var {
         let shortcut = match &self.shortcut {
             Some((conv, bn)) => {
                 let s = taps.record(&conv.name, conv.forward(g, x));
-                let s_bn = taps.record(&bn.name, bn.forward(g, s));
-                taps.release(g, s);
-                s_bn
+                taps.record(&bn.name, bn.forward(g, s))
             }
             None => x,
         };
         let mut y = x;
         for (i, (conv, bn)) in self.main.iter().enumerate() {
             let c = taps.record(&conv.name, conv.forward(g, y));
-            if y != x {
-                taps.release(g, y);
-            }
             y = if i < 2 {
                 taps.bn_relu(g, bn, c, &format!("{}_{}_relu", self.name, i + 1))
             } else {
-                let b = taps.record(&bn.name, bn.forward(g, c));
-                taps.release(g, c);
-                b
+                taps.record(&bn.name, bn.forward(g, c))
             };
         }
         let sum = taps.record(&format!("{}_add", self.name), ops::add(g, shortcut, y));
-        for v in [shortcut, y, x] {
-            taps.release(g, v);
-        }
-        let out = taps.record(&format!("{}_out", self.name), ops::relu(g, sum));
-        taps.release(g, sum);
-        out
+        taps.record(&format!("{}_out", self.name), ops::relu(g, sum))
     }
 }

@@ -68,9 +68,9 @@ impl Taps {
         }
     }
 
-    /// Batchnorm `bn` on `x` then a ReLU recorded as `relu_name`: one fused
-    /// op, or, when every layer output must stay readable, the two Keras
-    /// layers separately (so `<bn name>` is recorded too). `x` is released.
+    /// Batchnorm `bn` on `x` then a ReLU recorded as `relu_name`, as the two
+    /// Keras layers, both recorded (the layer-by-layer pass of
+    /// `forward_keeping_all`; the usual pass fuses them, see `conv_bn`).
     pub fn bn_relu(
         &mut self,
         g: &mut Graph,
@@ -78,15 +78,8 @@ impl Taps {
         x: Var,
         relu_name: &str,
     ) -> Var {
-        let y = if self.keep_all {
-            let b = self.record(&bn.name, bn.forward(g, x));
-            let r = autograd::ops::relu(g, b);
-            self.release(g, b);
-            r
-        } else {
-            bn.forward_relu(g, x)
-        };
-        self.release(g, x);
+        let b = self.record(&bn.name, bn.forward(g, x));
+        let y = autograd::ops::relu(g, b);
         self.record(relu_name, y)
     }
 
