@@ -74,7 +74,7 @@ pub fn batch_norm_train(
     beta: Var,
     eps: f32,
 ) -> (Var, BatchStats) {
-    train(g, x, gamma, beta, eps, false)
+    train(g, x, gamma, beta, None, eps, false)
 }
 
 /// [`batch_norm_train`] followed by a ReLU, as one op: one pass forward, and
@@ -87,7 +87,7 @@ pub fn batch_norm_relu_train(
     beta: Var,
     eps: f32,
 ) -> (Var, BatchStats) {
-    train(g, x, gamma, beta, eps, true)
+    train(g, x, gamma, beta, None, eps, true)
 }
 
 /// `relu(residual + batch_norm_train(x))`, the end of a residual block, as
@@ -102,14 +102,10 @@ pub fn batch_norm_add_relu_train(
     residual: Var,
     eps: f32,
 ) -> (Var, BatchStats) {
-    train_impl(g, x, gamma, beta, Some(residual), eps, true)
+    train(g, x, gamma, beta, Some(residual), eps, true)
 }
 
-fn train(g: &mut Graph, x: Var, gamma: Var, beta: Var, eps: f32, relu: bool) -> (Var, BatchStats) {
-    train_impl(g, x, gamma, beta, None, eps, relu)
-}
-
-fn train_impl(
+fn train(
     g: &mut Graph,
     x: Var,
     gamma: Var,
