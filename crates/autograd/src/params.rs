@@ -154,6 +154,11 @@ impl ParamStore {
         n
     }
 
+    /// Freezes (`false`) or unfreezes one parameter.
+    pub fn set_trainable(&mut self, id: ParamId, trainable: bool) {
+        self.params[id.0].trainable = trainable;
+    }
+
     /// Writes the statistics a training-mode forward pass computed.
     pub fn apply_stat_updates(&mut self, updates: Vec<StatUpdate>) {
         for u in updates {

@@ -10,11 +10,13 @@ pub mod conv_bn;
 pub mod freeze;
 pub mod init;
 pub mod layers;
+pub mod model;
 pub mod resnet;
 pub mod weights_io;
 
 pub use blocks::Bottleneck;
-pub use resnet::{ModelError, ResNet, ResNetConfig, ResNetOutput};
+pub use model::{Model, ModelOutput};
+pub use resnet::{ModelError, ResNet, ResNetConfig};
 
 use autograd::{Graph, ParamId, ParamKind, ParamStore, Var};
 use layers::VarianceUpdate;

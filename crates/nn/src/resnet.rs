@@ -22,6 +22,7 @@ use crate::conv_bn::conv_bn;
 use crate::layers::{
     BatchNorm, Conv2d, Dense, GlobalAvgPool, MaxPool, PaddingMode, VarianceUpdate, ZeroPadding,
 };
+use crate::model::{Model, ModelOutput};
 use crate::{BuildCtx, Taps};
 use autograd::{Graph, ParamStore, Var};
 use tensor::Padding;
@@ -89,16 +90,6 @@ pub struct ResNet {
     pub blocks: Vec<Bottleneck>,
     pub avg_pool: GlobalAvgPool,
     pub head: Option<Dense>,
-}
-
-/// What one forward pass produced.
-pub struct ResNetOutput {
-    /// Pooled features `[N, C]` (`avg_pool`).
-    pub features: Var,
-    /// Head output before softmax `[N, classes]`, when there is a head.
-    pub logits: Option<Var>,
-    /// Every Keras layer output by layer name.
-    pub taps: Taps,
 }
 
 impl ResNet {
@@ -186,72 +177,12 @@ impl ResNet {
         Ok((model, ctx.store))
     }
 
-    /// Every batchnorm's epsilon (they all share one in ResNet50).
-    pub fn bn_epsilon(&self) -> f32 {
-        self.stem.bn.epsilon
-    }
-
-    /// Sets every batchnorm's epsilon: weights trained with another one (the
-    /// caffe-named Keras release used 1e-3) need theirs to compute the same
-    /// function.
-    pub fn set_bn_epsilon(&mut self, epsilon: f32) {
-        self.stem.bn.epsilon = epsilon;
-        for block in &mut self.blocks {
-            if let Some((_, bn)) = &mut block.shortcut {
-                bn.epsilon = epsilon;
-            }
-            for (_, bn) in &mut block.main {
-                bn.epsilon = epsilon;
-            }
-        }
-    }
-
-    /// Loads Keras-named weights by name (see [`crate::weights_io::load`]) and
-    /// adopts the batchnorm epsilon the file declares, if any.
-    pub fn load_weights(
-        &mut self,
-        store: &mut autograd::ParamStore,
-        path: &std::path::Path,
-        optional_prefixes: &[&str],
-    ) -> Result<crate::weights_io::LoadReport, crate::weights_io::WeightsError> {
-        let report = crate::weights_io::load(store, path, optional_prefixes)?;
-        if let Some(eps) = report.bn_epsilon(path)? {
-            self.set_bn_epsilon(eps);
-        }
-        Ok(report)
-    }
-
-    /// Checks that `shape` is a batch this model accepts.
-    pub fn check_input(&self, shape: &[usize]) -> Result<(), ModelError> {
-        let size = self.config.input_size;
-        match shape {
-            [n, h, w, 3] if *n > 0 && *h == size && *w == size => Ok(()),
-            _ => Err(ModelError::Input {
-                got: shape.to_vec(),
-                size,
-            }),
-        }
-    }
-
-    /// Runs the network on the NHWC batch `x`. Without a tape, layer
-    /// outputs other than `features` and `logits` are freed as soon as they
-    /// have been used; see [`ResNet::forward_keeping_all`].
-    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<ResNetOutput, ModelError> {
-        self.forward_with(g, x, Taps::default())
-    }
-
-    /// Like [`ResNet::forward`], keeping every Keras layer output readable
-    /// through the returned taps (parity probes, debugging).
-    pub fn forward_keeping_all(&self, g: &mut Graph, x: Var) -> Result<ResNetOutput, ModelError> {
-        self.forward_with(g, x, Taps::keeping_all())
-    }
-
     fn forward_with(
         &self,
         g: &mut Graph,
         x: Var,
         mut taps: Taps,
-    ) -> Result<ResNetOutput, ModelError> {
+    ) -> Result<ModelOutput, ModelError> {
         self.check_input(g.value(x).shape())?;
         let s = &self.stem;
         // Each stem layer consumes the previous one's output, then frees it.
@@ -284,10 +215,69 @@ impl ResNet {
             .head
             .as_ref()
             .map(|h| taps.record(&h.name, h.forward(g, features)));
-        Ok(ResNetOutput {
+        Ok(ModelOutput {
             features,
             logits,
             taps,
         })
+    }
+}
+
+impl Model for ResNet {
+    fn name(&self) -> String {
+        match self.config.depths.as_slice() {
+            [3, 4, 6, 3] => "resnet50".into(),
+            [3, 4, 23, 3] => "resnet101".into(),
+            [3, 8, 36, 3] => "resnet152".into(),
+            d => format!("resnet{d:?}"),
+        }
+    }
+
+    fn input_size(&self) -> usize {
+        self.config.input_size
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        self.config.num_classes
+    }
+
+    fn feature_channels(&self) -> usize {
+        self.config.feature_channels()
+    }
+
+    fn forward(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError> {
+        self.forward_with(g, x, Taps::default())
+    }
+
+    fn forward_keeping_all(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError> {
+        self.forward_with(g, x, Taps::keeping_all())
+    }
+
+    fn num_stages(&self) -> usize {
+        1 + self.config.depths.len()
+    }
+
+    /// `conv1_*` is the stem (1), `convN_*` stage N; the rest is the head.
+    fn stage_of(&self, param: &str) -> Option<usize> {
+        let rest = param.strip_prefix("conv")?;
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        rest[digits.len()..].starts_with('_').then_some(())?;
+        digits.parse().ok()
+    }
+
+    fn bn_epsilon(&self) -> f32 {
+        self.stem.bn.epsilon
+    }
+
+    fn set_bn_epsilon(&mut self, epsilon: f32) {
+        self.stem.bn.epsilon = epsilon;
+        for block in &mut self.blocks {
+            if let Some((_, bn)) = &mut block.shortcut {
+                bn.epsilon = epsilon;
+            }
+            for (_, bn) in &mut block.main {
+                bn.epsilon = epsilon;
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@
 use autograd::{ops, Graph, Mode, ParamStore};
 use nn::layers::VarianceUpdate;
 use nn::weights_io::{load, read_tensors};
-use nn::{ResNet, ResNetConfig};
+use nn::{Model, ResNet, ResNetConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use tensor::Tensor;

@@ -4,7 +4,7 @@
 use autograd::{ops, Graph, Mode, ParamKind, ParamStore};
 use nn::freeze::{self, Freeze};
 use nn::layers::VarianceUpdate;
-use nn::{ResNet, ResNetConfig};
+use nn::{Model, ResNet, ResNetConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tensor::Tensor;
@@ -114,7 +114,7 @@ fn narrow_network_loss_falls_on_a_fixed_batch() {
 fn frozen_weights_get_no_gradient_and_frozen_bn_keeps_its_statistics() {
     poison();
     let (model, mut store) = ResNet::new(narrow(3)).unwrap();
-    let frozen = freeze::apply(&mut store, Freeze::Through(2));
+    let frozen = freeze::apply(&mut store, &model, Freeze::Through(2));
     assert!(frozen > 0);
     let x = batch(4, 32, 3);
     let mut g = Graph::new(&store, Mode::TRAIN);
@@ -136,7 +136,7 @@ fn frozen_weights_get_no_gradient_and_frozen_bn_keeps_its_statistics() {
         }
     }
     // Feature extraction: only the head learns.
-    freeze::apply(&mut store, Freeze::Base);
+    freeze::apply(&mut store, &model, Freeze::Base);
     let trainable: Vec<_> = store
         .iter()
         .filter(|(_, p)| p.trainable && p.kind == ParamKind::Weight)

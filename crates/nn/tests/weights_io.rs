@@ -3,7 +3,7 @@
 
 use autograd::ParamStore;
 use nn::weights_io::{self, WeightsError};
-use nn::{ResNet, ResNetConfig};
+use nn::{Model, ResNet, ResNetConfig};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 use crate::data::{Dataset, Preprocess, IMAGE_SIDE};
 use crate::metrics::{ConfusionMatrix, Meter};
 use autograd::{ops, Graph, Mode, ParamStore};
-use nn::ResNet;
+use nn::Model;
 use tensor::Tensor;
 
 /// What one pass over a dataset measured.
@@ -21,8 +21,8 @@ pub struct EvalResult {
 ///
 /// # Panics
 /// If `x` is not a batch the model accepts (callers check with
-/// [`ResNet::check_input`]) or the model has no head.
-pub fn logits(model: &ResNet, store: &ParamStore, x: Tensor) -> Tensor {
+/// [`Model::check_input`]) or the model has no head.
+pub fn logits(model: &dyn Model, store: &ParamStore, x: Tensor) -> Tensor {
     let mut g = Graph::new(store, Mode::INFER);
     let xv = g.input(x);
     let out = model
@@ -34,7 +34,7 @@ pub fn logits(model: &ResNet, store: &ParamStore, x: Tensor) -> Tensor {
 /// Loss, accuracy and confusion matrix over `data`, in inference mode, in
 /// batches of `batch_size`.
 pub fn evaluate(
-    model: &ResNet,
+    model: &dyn Model,
     store: &ParamStore,
     data: &Dataset,
     batch_size: usize,

@@ -6,12 +6,12 @@ use crate::evaluate::{self, EvalResult};
 use crate::metrics::count_correct;
 use crate::optim::{LrSchedule, Optimizer};
 use autograd::{ops, Graph, Mode, ParamKind, ParamStore};
-use nn::ResNet;
+use nn::Model;
 use std::time::{Duration, Instant};
 use tensor::Tensor;
 
 pub struct Trainer {
-    pub model: ResNet,
+    pub model: Box<dyn Model>,
     pub store: ParamStore,
     pub optimizer: Box<dyn Optimizer>,
     pub schedule: LrSchedule,
@@ -33,7 +33,7 @@ pub struct StepStats {
 
 impl Trainer {
     pub fn new(
-        model: ResNet,
+        model: Box<dyn Model>,
         store: ParamStore,
         optimizer: Box<dyn Optimizer>,
         schedule: LrSchedule,
@@ -96,7 +96,7 @@ impl Trainer {
 
     /// Logits `[N, classes]` in inference mode ([`evaluate::logits`]).
     pub fn logits(&self, x: Tensor) -> Tensor {
-        evaluate::logits(&self.model, &self.store, x)
+        evaluate::logits(self.model.as_ref(), &self.store, x)
     }
 
     /// Loss, accuracy and confusion matrix over `data`
@@ -107,6 +107,12 @@ impl Trainer {
         batch_size: usize,
         preprocess: Preprocess,
     ) -> EvalResult {
-        evaluate::evaluate(&self.model, &self.store, data, batch_size, preprocess)
+        evaluate::evaluate(
+            self.model.as_ref(),
+            &self.store,
+            data,
+            batch_size,
+            preprocess,
+        )
     }
 }

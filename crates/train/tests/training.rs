@@ -25,7 +25,7 @@ fn narrow() -> ResNetConfig {
 fn trainer(lr: f32) -> Trainer {
     let (model, store) = ResNet::new(narrow()).unwrap();
     Trainer::new(
-        model,
+        Box::new(model),
         store,
         Box::new(Adam::new(AdamConfig::default())),
         LrSchedule::constant(lr),
@@ -127,7 +127,7 @@ fn resume_gives_the_same_parameters_as_a_straight_run() {
     })
     .unwrap();
     let mut resumed = Trainer::new(
-        model,
+        Box::new(model),
         store,
         Box::new(Adam::new(AdamConfig::default())),
         LrSchedule::constant(1e-3),

@@ -58,7 +58,7 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let (model, store) = ResNet::new(ResNetConfig::resnet50(Some(10)))?;
     let mut trainer = Trainer::new(
-        model,
+        Box::new(model),
         store,
         Box::new(Adam::new(AdamConfig::default())),
         LrSchedule::constant(1e-4),

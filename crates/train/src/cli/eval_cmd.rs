@@ -35,7 +35,7 @@ fn run_in_pool(a: EvalArgs) -> Result<()> {
     if a.batch_size == 0 {
         anyhow::bail!("--batch-size must be positive");
     }
-    let classes = model.config.num_classes.unwrap_or(0);
+    let classes = model.num_classes().unwrap_or(0);
     if cifar.test.classes.len() != classes {
         anyhow::bail!(
             "{}: the model classifies {classes} classes but the data has {} ({})",
@@ -49,7 +49,7 @@ fn run_in_pool(a: EvalArgs) -> Result<()> {
         .map(|c| c.seed)
         .unwrap_or(0);
     let test = subset(cifar.test, a.test_limit, seed ^ 1);
-    let eval = evaluate(&model, &store, &test, a.batch_size, preprocess);
+    let eval = evaluate(model.as_ref(), &store, &test, a.batch_size, preprocess);
     println!("{}", eval.confusion.render());
     println!(
         "evaluation: {} images, {:.1} images/s",

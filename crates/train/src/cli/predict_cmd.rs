@@ -13,10 +13,7 @@ use train::run_state;
 pub fn run(a: PredictArgs) -> Result<()> {
     let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
     let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
-    let k = model
-        .config
-        .num_classes
-        .expect("load_model requires a head");
+    let k = model.num_classes().expect("load_model requires a head");
     // The run's own class names, else CIFAR-10's for a 10-class head.
     let classes: Vec<String> = match run_state::read_classes(&a.checkpoint) {
         Some(names) if names.len() == k => names,
@@ -29,7 +26,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         preprocess.apply(&rgb, out);
     }
     let x = Tensor::from_vec(&[a.images.len(), IMAGE_SIDE, IMAGE_SIDE, 3], x)?;
-    let probs = softmax(&logits(&model, &store, x));
+    let probs = softmax(&logits(model.as_ref(), &store, x));
     for (img, row) in a.images.iter().zip(probs.data().chunks_exact(k)) {
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&i, &j| row[j].total_cmp(&row[i]));

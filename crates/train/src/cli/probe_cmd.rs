@@ -6,7 +6,7 @@ use super::{ForwardArgs, GradArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use autograd::{ops, Graph, Mode};
 use nn::weights_io::{self, read_tensors};
-use nn::ResNet;
+use nn::{Model, ResNet};
 use std::collections::HashMap;
 use std::path::Path;
 use tensor::Tensor;

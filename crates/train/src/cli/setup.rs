@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use autograd::ParamStore;
 use nn::freeze::Freeze;
 use nn::weights_io::{self, LoadReport};
-use nn::ResNet;
+use nn::{Model, ResNet};
 use std::path::Path;
 use train::data::{epoch_permutation, Dataset, Preprocess};
 use train::model_spec::ModelSpec;
@@ -92,7 +92,10 @@ pub fn subset(data: Dataset, limit: Option<usize>, seed: u64) -> Dataset {
 
 /// Builds the model a weights file describes and loads it (the head must be
 /// in the file).
-pub fn load_model(path: &Path, input_size: usize) -> Result<(ResNet, ParamStore, LoadReport)> {
+pub fn load_model(
+    path: &Path,
+    input_size: usize,
+) -> Result<(Box<dyn Model>, ParamStore, LoadReport)> {
     let (tensors, _) = weights_io::read_tensors(path)?;
     let spec = ModelSpec::infer(&tensors).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     if spec.num_classes.is_none() {
@@ -105,5 +108,5 @@ pub fn load_model(path: &Path, input_size: usize) -> Result<(ResNet, ParamStore,
     let report = model
         .load_weights(&mut store, path, &[])
         .with_context(|| "loading the checkpoint")?;
-    Ok((model, store, report))
+    Ok((Box::new(model), store, report))
 }

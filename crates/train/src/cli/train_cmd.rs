@@ -7,7 +7,7 @@ use super::setup::{
 use super::TrainArgs;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::ResNet;
+use nn::{Model, ResNet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +135,7 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
             );
         }
     }
-    let frozen = nn::freeze::apply(&mut store, freeze);
+    let frozen = nn::freeze::apply(&mut store, &model, freeze);
     if frozen > 0 {
         println!("frozen weights: {frozen} ({})", config.freeze);
     }
@@ -149,7 +149,7 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
     let sampler = Sampler::new(train_set.len(), config.batch_size, config.seed);
     let steps_per_epoch = sampler.num_batches();
     let schedule = build_schedule(config, steps_per_epoch)?;
-    let mut trainer = Trainer::new(model, store, build_optimizer(config)?, schedule);
+    let mut trainer = Trainer::new(Box::new(model), store, build_optimizer(config)?, schedule);
     let mut progress = Progress::default();
     if resume {
         progress = run_state::resume(dir, &mut trainer)?;

@@ -1,0 +1,87 @@
+//! The seam between a network and everything that trains, evaluates,
+//! probes, freezes or loads it.
+//!
+//! The trainer, evaluation, the probes, freezing and weight import see a
+//! network only through [`Model`], so a new architecture is a new
+//! implementation of this trait, not a copy of the code above it.
+
+use crate::weights_io::{LoadReport, WeightsError};
+use crate::{ModelError, Taps};
+use autograd::{Graph, ParamStore, Var};
+use std::path::Path;
+
+/// What one forward pass produced.
+pub struct ModelOutput {
+    /// Pooled features `[N, C]` (Keras's `avg_pool`).
+    pub features: Var,
+    /// Head output before softmax `[N, classes]`, when there is a head.
+    pub logits: Option<Var>,
+    /// Keras layer outputs by layer name (every layer's, when kept).
+    pub taps: Taps,
+}
+
+/// A network whose parameters live in a [`ParamStore`] under Keras names.
+pub trait Model: Send + Sync {
+    /// Keras's name for the architecture: `resnet50`, `resnet101v2`, ...
+    fn name(&self) -> String;
+
+    /// Height and width of the square NHWC input images.
+    fn input_size(&self) -> usize;
+
+    /// Classes of the head, `None` without one (`include_top=False`).
+    fn num_classes(&self) -> Option<usize>;
+
+    /// Channels of the pooled features.
+    fn feature_channels(&self) -> usize;
+
+    /// Runs the network on the NHWC batch `x`. Without a tape, layer
+    /// outputs other than `features` and `logits` are freed as soon as they
+    /// have been used.
+    fn forward(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError>;
+
+    /// Like [`Model::forward`], keeping every Keras layer output readable
+    /// through the returned taps (parity probes, debugging).
+    fn forward_keeping_all(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError>;
+
+    /// Number of freezable stages: the stem is stage 1, then `conv2` ...
+    fn num_stages(&self) -> usize;
+
+    /// The stage (1-based, the stem is 1) a parameter belongs to, or `None`
+    /// for the head: what `--freeze N` and `--freeze base` go by.
+    fn stage_of(&self, param: &str) -> Option<usize>;
+
+    /// The batchnorm epsilon all of this network's batchnorms share.
+    fn bn_epsilon(&self) -> f32;
+
+    /// Sets every batchnorm's epsilon: weights trained with another one
+    /// (the caffe-named Keras release used 1e-3) need theirs to compute the
+    /// same function.
+    fn set_bn_epsilon(&mut self, epsilon: f32);
+
+    /// Checks that `shape` is a batch this model accepts.
+    fn check_input(&self, shape: &[usize]) -> Result<(), ModelError> {
+        let size = self.input_size();
+        match shape {
+            [n, h, w, 3] if *n > 0 && *h == size && *w == size => Ok(()),
+            _ => Err(ModelError::Input {
+                got: shape.to_vec(),
+                size,
+            }),
+        }
+    }
+
+    /// Loads Keras-named weights by name (see [`crate::weights_io::load`])
+    /// and adopts the batchnorm epsilon the file declares, if any.
+    fn load_weights(
+        &mut self,
+        store: &mut ParamStore,
+        path: &Path,
+        optional_prefixes: &[&str],
+    ) -> Result<LoadReport, WeightsError> {
+        let report = crate::weights_io::load(store, path, optional_prefixes)?;
+        if let Some(eps) = report.bn_epsilon(path)? {
+            self.set_bn_epsilon(eps);
+        }
+        Ok(report)
+    }
+}
