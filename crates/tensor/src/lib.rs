@@ -18,6 +18,7 @@ pub mod pool;
 pub mod reference;
 mod scratch;
 pub mod tensor;
+pub mod testing;
 pub mod threads;
 
 pub use epilogue::Epilogue;

@@ -1,15 +1,13 @@
 //! Convolution kernels against the naive f64 references over random
 //! geometries: odd batches, tiny and 1x1 outputs, channel counts that are not
 //! multiples of any SIMD width, strides 1 and 2, asymmetric padding, and
-//! kernels 1, 3 and 7 (non-square too). Tolerance: see `common::SUM_RTOL`.
+//! kernels 1, 3 and 7 (non-square too). Tolerance: see `tensor::testing::SUM_RTOL`.
 
-mod common;
-
-use common::{abs, assert_close, data, SUM_RTOL};
 use proptest::prelude::*;
 use tensor::conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_kernel, conv2d_forward,
 };
+use tensor::testing::{abs, assert_close, data, SUM_RTOL};
 use tensor::{reference, ConvGeometry, Padding};
 
 /// A geometry whose kernel fits the padded input, built from the given ranges.

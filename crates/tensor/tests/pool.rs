@@ -4,13 +4,11 @@
 //! inputs are often coarse integers that tie, and signed zeros), global
 //! average pool forward and backward.
 
-mod common;
-
-use common::{abs, assert_close, coarse, data};
 use proptest::prelude::*;
 use tensor::pool::{
     global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward,
 };
+use tensor::testing::{abs, assert_close, coarse, data};
 use tensor::{reference, Padding, PoolGeometry};
 
 fn geometry() -> impl Strategy<Value = PoolGeometry> {

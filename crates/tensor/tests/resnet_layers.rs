@@ -1,13 +1,11 @@
 //! The exact layer kinds of Keras ResNet50 on a 32x32 input, at a small batch,
-//! against the naive references. Tolerance: see `common::SUM_RTOL`.
+//! against the naive references. Tolerance: see `tensor::testing::SUM_RTOL`.
 
-mod common;
-
-use common::{abs, assert_close, data, SUM_RTOL};
 use tensor::conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_kernel, conv2d_forward,
 };
 use tensor::pool::max_pool_forward;
+use tensor::testing::{abs, assert_close, data, SUM_RTOL};
 use tensor::{reference, ConvGeometry, Padding, PoolGeometry};
 
 fn len(s: [usize; 4]) -> usize {
