@@ -56,8 +56,7 @@ pub fn conv2d(
         g.value(w).data(),
         b.map(|b| g.value(b).data()),
         y.data_mut(),
-    )
-    .unwrap_or_else(|e| panic!("conv2d: {e}"));
+    );
     match b {
         Some(b) => g.push(y, &[x, w, b], Conv2dBackward { geom }),
         None => g.push(y, &[x, w], Conv2dBackward { geom }),
@@ -92,23 +91,21 @@ impl Backward for Conv2dBackward {
     fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let g = &self.geom;
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
-        let fail = |e| panic!("conv2d backward: {e}");
         let dx = ctx.needs_grad[0].then(|| {
             let mut dx = Tensor::for_overwrite(&g.input_shape());
-            conv2d_backward_input(g, dy.data(), w.data(), dx.data_mut()).unwrap_or_else(fail);
+            conv2d_backward_input(g, dy.data(), w.data(), dx.data_mut());
             dx
         });
         let dw = ctx.needs_grad[1].then(|| {
             let mut dw = Tensor::for_overwrite(&g.kernel_shape());
-            conv2d_backward_kernel(g, x.data(), dy.data(), dw.data_mut(), false)
-                .unwrap_or_else(fail);
+            conv2d_backward_kernel(g, x.data(), dy.data(), dw.data_mut(), false);
             dw
         });
         let mut grads = vec![dx, dw];
         if ctx.inputs.len() == 3 {
             grads.push(ctx.needs_grad[2].then(|| {
                 let mut db = Tensor::for_overwrite(&[g.out_c]);
-                conv2d_backward_bias(g, dy.data(), db.data_mut(), false).unwrap_or_else(fail);
+                conv2d_backward_bias(g, dy.data(), db.data_mut(), false);
                 db
             }));
         }

@@ -81,8 +81,7 @@ pub fn conv_bn_infer(
         conv.bias.map(|b| g.value(b).data()),
         epilogue,
         y.data_mut(),
-    )
-    .unwrap_or_else(|e| panic!("conv_bn_infer: {e}"));
+    );
     let mut inputs = vec![x, conv.kernel];
     inputs.extend(conv.bias);
     inputs.extend(residual);
