@@ -78,7 +78,7 @@ pub enum ModelError {
 pub struct Stem {
     pub pad: ZeroPadding,
     /// `conv1_conv`, `conv1_bn`, `conv1_relu`.
-    pub conv: ConvBn,
+    pub conv1: ConvBn,
     pub pool_pad: ZeroPadding,
     pub pool: MaxPool,
 }
@@ -89,7 +89,7 @@ impl Stem {
         // 3-channel input is cheap, and conv1's im2col runs faster on it
         // than on per-tap padding.
         let padded = self.pad.forward(g, x);
-        let y = self.conv.forward(g, padded, None);
+        let y = self.conv1.forward(g, padded, None);
         if g.mode().layer_outputs {
             let padded = self.pool_pad.forward(g, y);
             self.pool.forward(g, padded)
@@ -141,7 +141,7 @@ impl ResNet {
                 name: "conv1_pad".into(),
                 padding: Padding::uniform(3),
             },
-            conv: ConvBn::new(
+            conv1: ConvBn::new(
                 Conv2d::new(
                     &mut ctx,
                     "conv1_conv",
@@ -203,7 +203,7 @@ impl ResNet {
     /// Every batchnorm of the network, stem first.
     fn batch_norms_mut(&mut self) -> impl Iterator<Item = &mut BatchNorm> {
         let blocks = self.blocks.iter_mut().flat_map(Bottleneck::batch_norms_mut);
-        std::iter::once(&mut self.stem.conv.bn).chain(blocks)
+        std::iter::once(&mut self.stem.conv1.bn).chain(blocks)
     }
 }
 
@@ -256,7 +256,7 @@ impl Model for ResNet {
     }
 
     fn bn_epsilon(&self) -> f32 {
-        self.stem.conv.bn.epsilon
+        self.stem.conv1.bn.epsilon
     }
 
     fn set_bn_epsilon(&mut self, epsilon: f32) {
