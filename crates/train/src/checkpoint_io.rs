@@ -19,7 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nn::weights_io::decode_f32;
+use nn::checkpoint::decode_f32;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use thiserror::Error;
@@ -73,7 +73,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError + '_ {
 
 /// Atomic writes live in `nn` (its weight files need them too); re-exported
 /// here for the checkpoint, report and cache writers.
-pub use nn::atomic_write::{write_atomic, write_atomic_with};
+pub use nn::checkpoint::{write_atomic, write_atomic_with};
 
 /// One named tensor: row-major (C order) `f32` values and their shape.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -87,11 +87,11 @@ pub fn save(dir: &Path, trainer: &Trainer, progress: Progress) -> Result<()> {
         ("global_step".to_string(), step.clone()),
         ("format".to_string(), "keras-names/f32".to_string()),
         (
-            nn::weights_io::EPSILON_KEY.to_string(),
+            nn::checkpoint::EPSILON_KEY.to_string(),
             trainer.model.bn_epsilon().to_string(),
         ),
     ]);
-    nn::weights_io::save(&trainer.store, &dir.join(MODEL_FILE), &meta)?;
+    nn::checkpoint::save(&trainer.store, &dir.join(MODEL_FILE), &meta)?;
     let mut ckpt = Checkpoint::new();
     trainer.optimizer.state().write_to(&mut ckpt, "optimizer/");
     ckpt.set_meta("epoch", progress.epoch.to_string());
