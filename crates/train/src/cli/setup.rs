@@ -3,8 +3,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use autograd::ParamStore;
-use nn::freeze::Freeze;
 use nn::checkpoint::{self, LoadReport};
+use nn::freeze::Freeze;
 use nn::{Model, ResNet};
 use std::path::Path;
 use train::data::{epoch_permutation, Dataset, Preprocess};
