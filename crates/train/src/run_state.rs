@@ -142,6 +142,10 @@ fn keep_previous(dir: &Path) -> Result<()> {
 /// Restores parameters, optimizer state and progress from a run directory:
 /// from its checkpoint pair, or, if that pair is incomplete or inconsistent
 /// (the run died between the two writes), from the previous pair.
+///
+/// Freeze `trainer`'s parameters as the run did before resuming: the saved
+/// optimizer state covers exactly the weights that were being trained, and
+/// a trained weight without its moments is an error naming it.
 pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
     let current = (dir.join(MODEL_FILE), dir.join(STATE_FILE));
     match resume_from(&current.0, &current.1, trainer) {
