@@ -62,6 +62,10 @@ pub struct EpochTally {
 /// pair is complete.
 const PREV: &str = "prev";
 
+/// Metadata key of both files: the optimizer steps taken when they were
+/// written, which must agree for the pair to be resumed from.
+const GLOBAL_STEP: &str = "global_step";
+
 pub fn write_config(dir: &Path, config: &RunConfig) -> Result<()> {
     let json = serde_json::to_string_pretty(config)?;
     checkpoint::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
@@ -115,9 +119,6 @@ pub fn save(dir: &Path, trainer: &Trainer, progress: Progress) -> Result<()> {
     )?;
     Ok(())
 }
-
-/// Metadata key of both files: the optimizer steps taken when they were written.
-const GLOBAL_STEP: &str = "global_step";
 
 fn prev(dir: &Path, file: &str) -> PathBuf {
     dir.join(format!("{file}.{PREV}"))

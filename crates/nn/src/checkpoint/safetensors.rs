@@ -180,7 +180,7 @@ impl View for F32View<'_> {
 
 /// Widens a tensor's little-endian element bytes to f32 (F32, F16, BF16 and
 /// F64); `None` for any other dtype.
-pub fn decode_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+fn decode_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     Some(match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)
