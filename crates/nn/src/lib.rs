@@ -4,14 +4,13 @@
 //! `conv2_block1_0_bn/moving_mean`, `predictions/bias`), so weights converted
 //! from Keras load by name, and checkpoints written here load back into Keras.
 
-pub mod atomic_write;
 pub mod blocks;
+pub mod checkpoint;
 pub mod freeze;
 pub mod init;
 pub mod layers;
 pub mod model;
 pub mod resnet;
-pub mod weights_io;
 
 pub use blocks::Bottleneck;
 pub use model::{Model, ModelOutput};

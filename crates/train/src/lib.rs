@@ -1,10 +1,10 @@
 //! Library side of the `train` binary: CIFAR-10 data pipeline, optimizers and
-//! schedules, metrics and reports, and crash-safe checkpoint I/O.
+//! schedules, metrics and reports, and saving and resuming runs (over
+//! `nn::checkpoint`).
 //!
 //! Each module has one job and knows nothing about the network; the binary
 //! (`main.rs`) wires them to the model and the training loop.
 
-pub mod checkpoint_io;
 pub mod data;
 pub mod evaluate;
 pub mod metrics;

@@ -167,7 +167,7 @@ fn a_half_written_checkpoint_falls_back_to_the_previous_pair() {
     t.global_step = 9;
     let model = dir.join(run_state::MODEL_FILE);
     let meta = std::collections::HashMap::from([("global_step".to_string(), "9".to_string())]);
-    nn::weights_io::save(&t.store, &model, &meta).unwrap();
+    nn::checkpoint::save(&t.store, &model, &meta).unwrap();
     let resumed = run_state::resume(&dir, &mut trainer(1e-3)).unwrap();
     assert_eq!(
         resumed, second,

@@ -3,8 +3,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use autograd::ParamStore;
+use nn::checkpoint::{self, LoadReport};
 use nn::freeze::Freeze;
-use nn::weights_io::{self, LoadReport};
 use nn::{Model, ResNet};
 use std::path::Path;
 use train::data::{epoch_permutation, Dataset, Preprocess};
@@ -96,7 +96,7 @@ pub fn load_model(
     path: &Path,
     input_size: usize,
 ) -> Result<(Box<dyn Model>, ParamStore, LoadReport)> {
-    let (tensors, _) = weights_io::read_tensors(path)?;
+    let (tensors, _) = checkpoint::read_tensors(path)?;
     let spec = ModelSpec::infer(&tensors).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     if spec.num_classes.is_none() {
         bail!(

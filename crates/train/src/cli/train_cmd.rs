@@ -117,7 +117,7 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
 
     // The class names, for `predict` on this run's checkpoints.
     let names = train_set.classes.join("\n") + "\n";
-    train::checkpoint_io::write_atomic(&dir.join(run_state::CLASSES_FILE), names.as_bytes())?;
+    nn::checkpoint::write_atomic(&dir.join(run_state::CLASSES_FILE), names.as_bytes())?;
     let mut spec = config.model.clone();
     spec.num_classes = Some(train_set.classes.len());
     let (mut model, mut store) = ResNet::new(spec.config(IMAGE_SIDE, config.seed))?;
@@ -318,7 +318,7 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
     };
     let matrix = eval.confusion.render();
     println!("\n{matrix}");
-    train::checkpoint_io::write_atomic(&dir.join("confusion.txt"), matrix.as_bytes())?;
+    nn::checkpoint::write_atomic(&dir.join("confusion.txt"), matrix.as_bytes())?;
     println!(
         "training: {:.1} images/s (last epoch); evaluation: {:.1} images/s",
         train_images_per_s,

@@ -26,7 +26,7 @@ use super::folder::dir_fingerprint;
 use super::locate::Source;
 use super::sampler::mix;
 use super::{Cifar10, Dataset, IMAGE_BYTES};
-use crate::checkpoint_io::write_atomic_with;
+use nn::checkpoint::write_atomic_with;
 
 const MAGIC: &[u8; 8] = b"CIFARCCH";
 /// Bump when the layout or the decoding changes (invalidates old caches).

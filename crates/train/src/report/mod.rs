@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-use crate::checkpoint_io::write_atomic;
+use nn::checkpoint::write_atomic;
 
 pub use svg::learning_curves_svg;
 
