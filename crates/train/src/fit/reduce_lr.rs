@@ -138,8 +138,10 @@ impl Callback for ReduceLrOnPlateau {
         if let Some(scale) = self.observe(&logs.record, base_lr)? {
             trainer.lr_scale = scale;
             println!(
-                "ReduceLROnPlateau after epoch {}: {} has not improved; learning rate x{scale:e} of the schedule's",
-                logs.record.epoch, self.monitor.metric
+                "ReduceLROnPlateau after epoch {}: {} has not improved; learning rate now {:e} ({scale:e} x the schedule's)",
+                logs.record.epoch,
+                self.monitor.metric,
+                trainer.lr_at(trainer.global_step)
             );
         }
         Ok(())
