@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use train::data;
-use train::fit::{EndReason, ProgressDisplay};
+use train::fit::ProgressDisplay;
 use train::model_spec::ModelSpec;
 use train::run_config::{CallbackConfig, RunConfig};
 use train::run_state;
@@ -114,10 +114,8 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
 
     let outcome = train::run::train(&dir, &config, a.resume.is_some(), &mut display, &stop)?;
     let summary = &outcome.summary;
-    let Some(eval) = outcome
-        .final_test
-        .filter(|_| summary.reason != EndReason::Interrupted)
-    else {
+    // No final evaluation means the run was interrupted, to be resumed.
+    let Some(eval) = outcome.final_test else {
         println!(
             "saved at epoch {} step {}; continue with --resume {}",
             summary.at.epoch + 1,

@@ -121,3 +121,59 @@ pub fn epoch_line(logs: &EpochLogs) -> String {
     }
     line + ")"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::EvalResult;
+    use crate::metrics::ConfusionMatrix;
+    use crate::report::EpochRecord;
+    use crate::run_state::Progress;
+
+    fn eval(loss: f64, accuracy: f64) -> EvalResult {
+        EvalResult {
+            loss,
+            accuracy,
+            confusion: ConfusionMatrix::new(&["a".to_string()]),
+            images: 100,
+            seconds: 0.5,
+        }
+    }
+
+    #[test]
+    fn the_epoch_line_keeps_its_format_and_adds_validation() {
+        let mut logs = EpochLogs {
+            record: EpochRecord {
+                epoch: 3,
+                lr: 1e-4,
+                train_loss: 1.23456,
+                train_acc: 0.5,
+                val_loss: None,
+                val_acc: None,
+                test_loss: Some(0.9),
+                test_acc: Some(0.7),
+                seconds: 41.25,
+            },
+            epochs: 10,
+            val: None,
+            test: Some(eval(0.9, 0.7)),
+            train_images_per_s: 230.4,
+            next: Progress::default(),
+        };
+        assert_eq!(
+            epoch_line(&logs),
+            "epoch 3/10: train loss 1.2346 acc 0.5000 | test loss 0.9000 acc 0.7000 | 41.2s (230 train img/s, 200 eval img/s)"
+        );
+        logs.val = Some(eval(1.0, 0.6));
+        assert_eq!(
+            epoch_line(&logs),
+            "epoch 3/10: train loss 1.2346 acc 0.5000 | val loss 1.0000 acc 0.6000 | test loss 0.9000 acc 0.7000 | 41.2s (230 train img/s, 200 eval img/s)"
+        );
+        logs.val = None;
+        logs.test = None;
+        assert_eq!(
+            epoch_line(&logs),
+            "epoch 3/10: train loss 1.2346 acc 0.5000 | 41.2s (230 train img/s)"
+        );
+    }
+}
