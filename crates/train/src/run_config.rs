@@ -46,7 +46,7 @@ pub struct RunConfig {
     pub callbacks: CallbackConfig,
 }
 
-/// The Keras-style callbacks of a run ([`crate::fit`]); all off by default.
+/// The Keras-style callbacks of a run ([`mod@crate::fit`]); all off by default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CallbackConfig {

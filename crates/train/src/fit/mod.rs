@@ -119,7 +119,8 @@ impl Start {
 
     /// Restores `trainer` from the checkpoint in the run directory `dir`
     /// ([`run_state::resume`]) and reads the epoch history from its
-    /// `metrics.json`.
+    /// `metrics.json`: a run to be resumed trains with both a [`Checkpoint`]
+    /// and a [`MetricsFiles`] callback in `dir`.
     pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Self> {
         let progress = run_state::resume(dir, trainer)?;
         let history = MetricsLog::read_dir(dir)?.records;
