@@ -261,87 +261,27 @@ pub fn fit(
         return run.end(EndReason::StoppedEarly, start, trainer, callbacks);
     }
 
-    let mut labels = Vec::new();
+    let epochs = Epochs {
+        data,
+        config,
+        sampler,
+        stop,
+    };
     for epoch in start.epoch..config.epochs {
         let started = Instant::now();
-        let batches = sampler.batches(epoch as u64);
-        let augment = config
-            .augment
-            .then(|| Augment::standard(config.seed).with_epoch(epoch as u64));
-        let first_step = if epoch == start.epoch { start.step } else { 0 };
-        let epoch_begin = EpochBegin {
-            epoch,
-            epochs: config.epochs,
-            steps: batches.len(),
-            first_step,
+        let resumed = (epoch == start.epoch).then_some(start);
+        let (meter, images, last_lr) = match epochs.train(epoch, resumed, trainer, callbacks)? {
+            Steps::Done {
+                meter,
+                images,
+                last_lr,
+            } => (meter, images, last_lr),
+            Steps::Interrupted(at) => {
+                return run.end(EndReason::Interrupted, at, trainer, callbacks)
+            }
         };
-        for c in callbacks.iter_mut() {
-            c.on_epoch_begin(trainer, &epoch_begin)?;
-        }
-        let mut meter = Meter::new();
-        if epoch == start.epoch && start.tally.seen > 0 {
-            // The steps of this epoch taken before the run was resumed.
-            let t = start.tally;
-            meter.add_counts(
-                t.loss_sum / t.seen as f64,
-                t.correct as usize,
-                t.seen as usize,
-            );
-        }
-        let mut images = 0usize;
-        let mut last_lr = trainer.lr_at(trainer.global_step.saturating_sub(1));
-        for (step, indices) in batches.iter().enumerate().skip(first_step) {
-            // A pool-backed tensor: its buffer is the one the previous
-            // step's batch gave back.
-            let mut x = Tensor::zeros(&[indices.len(), IMAGE_SIDE, IMAGE_SIDE, 3]);
-            labels.resize(indices.len(), 0);
-            data.train
-                .fill_batch(indices, config.preprocess, augment.as_ref(), x.data_mut());
-            data.train.fill_labels(indices, &mut labels);
-            let stats = trainer.train_step(x, &labels);
-            if !stats.loss.is_finite() {
-                bail!(
-                    "loss became {} at epoch {} step {}: lower --lr?",
-                    stats.loss,
-                    epoch + 1,
-                    step
-                );
-            }
-            meter.add_counts(stats.loss as f64, stats.correct, indices.len());
-            images += indices.len();
-            last_lr = stats.lr;
-            let logs = BatchLogs {
-                epoch,
-                step,
-                epochs: config.epochs,
-                steps: batches.len(),
-                stats,
-                loss: meter.loss(),
-                accuracy: meter.accuracy(),
-                images_per_s: images as f64 / started.elapsed().as_secs_f64(),
-            };
-            for c in callbacks.iter_mut() {
-                c.on_train_batch_end(trainer, &logs)?;
-            }
-            if stop.load(Ordering::SeqCst) || callbacks.iter().any(|c| c.should_stop()) {
-                let at = Progress {
-                    epoch,
-                    step: step + 1,
-                    global_step: trainer.global_step,
-                    tally: tally(&meter),
-                };
-                return run.end(EndReason::Interrupted, at, trainer, callbacks);
-            }
-        }
         let train_images_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        // Training and evaluation use buffers of different sizes: hand the
-        // idle ones back to the system between the phases instead of keeping
-        // both sets resident (a few page faults per epoch).
-        tensor::buffer_pool::clear();
-        let evaluate = |d: &Dataset| trainer.evaluate(d, config.eval_batch_size, config.preprocess);
-        let val = data.val.map(evaluate);
-        let test = data.test.map(evaluate);
-        tensor::buffer_pool::clear();
+        let (val, test) = epochs.evaluate(trainer);
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: last_lr as f64,
@@ -388,6 +328,132 @@ pub fn fit(
         }
     };
     run.end(EndReason::Completed, at, trainer, callbacks)
+}
+
+/// What stays fixed from epoch to epoch.
+struct Epochs<'a> {
+    data: &'a FitData<'a>,
+    config: &'a FitConfig,
+    sampler: Sampler,
+    stop: &'a AtomicBool,
+}
+
+/// How an epoch's training steps ended.
+enum Steps {
+    /// All taken: the epoch's loss and accuracy (resumed steps included),
+    /// the images trained on now, the last step's learning rate.
+    Done {
+        meter: Meter,
+        images: usize,
+        last_lr: f32,
+    },
+    /// Stopped after a step; resuming from here continues the epoch.
+    Interrupted(Progress),
+}
+
+impl Epochs<'_> {
+    /// The training steps of `epoch`, from where `resumed` left it if given.
+    fn train(
+        &self,
+        epoch: usize,
+        resumed: Option<Progress>,
+        trainer: &mut Trainer,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Steps> {
+        let (config, train) = (self.config, self.data.train);
+        let started = Instant::now();
+        let batches = self.sampler.batches(epoch as u64);
+        let augment = config
+            .augment
+            .then(|| Augment::standard(config.seed).with_epoch(epoch as u64));
+        let first_step = resumed.map_or(0, |p| p.step);
+        let begin = EpochBegin {
+            epoch,
+            epochs: config.epochs,
+            steps: batches.len(),
+            first_step,
+        };
+        for c in callbacks.iter_mut() {
+            c.on_epoch_begin(trainer, &begin)?;
+        }
+        let mut meter = Meter::new();
+        if let Some(t) = resumed.map(|p| p.tally).filter(|t| t.seen > 0) {
+            // The steps of this epoch taken before the run was resumed.
+            meter.add_counts(
+                t.loss_sum / t.seen as f64,
+                t.correct as usize,
+                t.seen as usize,
+            );
+        }
+        let mut images = 0usize;
+        let mut last_lr = trainer.lr_at(trainer.global_step.saturating_sub(1));
+        let mut labels = Vec::new();
+        for (step, indices) in batches.iter().enumerate().skip(first_step) {
+            // A pool-backed tensor: its buffer is the one the previous
+            // step's batch gave back.
+            let mut x = Tensor::zeros(&[indices.len(), IMAGE_SIDE, IMAGE_SIDE, 3]);
+            labels.resize(indices.len(), 0);
+            train.fill_batch(indices, config.preprocess, augment.as_ref(), x.data_mut());
+            train.fill_labels(indices, &mut labels);
+            let stats = trainer.train_step(x, &labels);
+            if !stats.loss.is_finite() {
+                bail!(
+                    "loss became {} at epoch {} step {}: lower --lr?",
+                    stats.loss,
+                    epoch + 1,
+                    step
+                );
+            }
+            meter.add_counts(stats.loss as f64, stats.correct, indices.len());
+            images += indices.len();
+            last_lr = stats.lr;
+            let logs = BatchLogs {
+                epoch,
+                step,
+                epochs: config.epochs,
+                steps: batches.len(),
+                stats,
+                loss: meter.loss(),
+                accuracy: meter.accuracy(),
+                images_per_s: images as f64 / started.elapsed().as_secs_f64(),
+            };
+            for c in callbacks.iter_mut() {
+                c.on_train_batch_end(trainer, &logs)?;
+            }
+            if self.stop.load(Ordering::SeqCst) || callbacks.iter().any(|c| c.should_stop()) {
+                return Ok(Steps::Interrupted(Progress {
+                    epoch,
+                    step: step + 1,
+                    global_step: trainer.global_step,
+                    tally: tally(&meter),
+                }));
+            }
+        }
+        Ok(Steps::Done {
+            meter,
+            images,
+            last_lr,
+        })
+    }
+
+    /// The validation and test passes after an epoch.
+    fn evaluate(&self, trainer: &Trainer) -> (Option<EvalResult>, Option<EvalResult>) {
+        // Training and evaluation use buffers of different sizes: hand the
+        // idle ones back to the system between the phases instead of keeping
+        // both sets resident (a few page faults per epoch).
+        tensor::buffer_pool::clear();
+        let (batch, preprocess) = (self.config.eval_batch_size, self.config.preprocess);
+        let val = self
+            .data
+            .val
+            .map(|d| trainer.evaluate(d, batch, preprocess));
+        let test = self
+            .data
+            .test
+            .map(|d| trainer.evaluate(d, batch, preprocess));
+        tensor::buffer_pool::clear();
+        (val, test)
+    }
 }
 
 /// What the loop accumulates for its [`FitSummary`].
