@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-/// Errors loading CIFAR-10. Every variant names the file or folder at fault.
+/// Errors loading CIFAR-10. Every variant names the file or folder at fault
+/// (or, for a bad split, the counts).
 #[derive(Debug, Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
@@ -59,6 +60,11 @@ pub enum DataError {
     Unrecognized { path: PathBuf, reason: String },
     #[error("{0}")]
     NotFound(String),
+    #[error(
+        "cannot hold out {held_out} of {len} training images for validation: \
+         at least one must remain for training"
+    )]
+    Split { held_out: usize, len: usize },
 }
 
 impl DataError {

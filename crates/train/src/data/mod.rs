@@ -30,6 +30,7 @@ mod error;
 mod folder;
 mod locate;
 mod sampler;
+mod split;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ pub use locate::{
     SHARED_ARCHIVE,
 };
 pub use sampler::{epoch_permutation, Sampler};
+pub use split::split_indices;
 
 /// Image height and width.
 pub const IMAGE_SIDE: usize = 32;
