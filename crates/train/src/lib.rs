@@ -7,6 +7,7 @@
 pub mod checkpoint_io;
 pub mod data;
 pub mod evaluate;
+pub mod fetch;
 pub mod metrics;
 pub mod model_spec;
 pub mod optim;
