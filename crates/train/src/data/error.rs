@@ -59,6 +59,9 @@ pub enum DataError {
     Unrecognized { path: PathBuf, reason: String },
     #[error("{0}")]
     NotFound(String),
+    /// A download setting that cannot work (e.g. a malformed `CIFAR10_MD5`).
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
 }
 
 impl DataError {
