@@ -60,7 +60,12 @@ pub(crate) fn parse_batch(
     images: &mut Vec<u8>,
     labels: &mut Vec<u8>,
 ) -> Result<(), DataError> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
+    if bytes.is_empty() {
+        return Err(DataError::EmptyBatch {
+            path: path.to_path_buf(),
+        });
+    }
+    if !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             size: bytes.len() as u64,
@@ -358,7 +363,8 @@ pub(crate) mod tests {
         );
         assert!(e.to_string().contains("/x/test_batch.bin"));
         let e = parse_batch(&[], Path::new("empty.bin"), &mut vec![], &mut vec![]).unwrap_err();
-        assert!(matches!(e, DataError::Truncated { size: 0, .. }));
+        assert!(matches!(e, DataError::EmptyBatch { .. }), "{e}");
+        assert!(e.to_string().contains("empty.bin"), "{e}");
     }
 
     #[test]

@@ -117,10 +117,15 @@ pub fn download(url: &str, dest: &Path, md5: &str) -> Result<u64, FetchError> {
             status,
             reason: r.status_text().to_string(),
         },
-        ureq::Error::Transport(t) => FetchError::Transport {
-            url: url.to_string(),
-            reason: t.to_string(),
-        },
+        ureq::Error::Transport(t) => {
+            // ureq's message starts with the URL, which the error names already.
+            let text = t.to_string();
+            let reason = text.strip_prefix(&format!("{url}: ")).unwrap_or(&text);
+            FetchError::Transport {
+                url: url.to_string(),
+                reason: reason.to_string(),
+            }
+        }
     })?;
     let expected: Option<u64> = response
         .header("Content-Length")
