@@ -98,6 +98,48 @@ fn binary_release_reads_the_same_extracted_and_as_tar_gz() {
     assert_eq!(b, data);
 }
 
+/// The published archive also holds `readme.html` (first, here) and a
+/// folder entry; members may come in any order.
+#[test]
+fn binary_tar_gz_members_in_any_order_with_extra_files() {
+    let data = synthetic::cifar10(2, 1, 2);
+    let mut members: Vec<(String, Vec<u8>)> = synthetic::release_files(&data)
+        .unwrap()
+        .into_iter()
+        .map(|(n, b)| (format!("cifar-10-batches-bin/{n}"), b))
+        .collect();
+    members.reverse();
+    members.insert(
+        0,
+        (
+            "cifar-10-batches-bin/readme.html".into(),
+            b"<html/>".to_vec(),
+        ),
+    );
+    members.push((
+        "__MACOSX/cifar-10-batches-bin/._test_batch.bin".into(),
+        vec![0; 7],
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.tar.gz");
+    synthetic::write_files_tar_gz(&archive, &members).unwrap();
+    let source = data::detect(&archive).unwrap();
+    assert!(matches!(source, Source::BinaryTarGz(_)), "{source:?}");
+    assert_eq!(data::load_source(&source).unwrap(), data);
+
+    // The same batch twice is refused rather than silently picked.
+    let batch2 = members
+        .iter()
+        .find(|(n, _)| n.ends_with("/data_batch_2.bin"))
+        .unwrap()
+        .1
+        .clone();
+    members.push(("other/data_batch_2.bin".into(), batch2));
+    synthetic::write_files_tar_gz(&archive, &members).unwrap();
+    let e = data::load_source(&source).unwrap_err().to_string();
+    assert!(e.contains("more than one data_batch_2.bin"), "{e}");
+}
+
 #[test]
 fn image_folders_read_the_same_extracted_and_as_tar_gz() {
     let data = synthetic::cifar10(2, 1, 3);

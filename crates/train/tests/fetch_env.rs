@@ -27,6 +27,14 @@ fn environment_moves_the_cache_and_replaces_urls_and_checksums() {
         ("/w/notop.h5", Reply::Ok(weights.clone())),
         ("/cifar-10-binary.tar.gz", Reply::Ok(archive.clone())),
     ]);
+    // Where the cache goes: RESNET_RS_CACHE, else an absolute
+    // XDG_CACHE_HOME, else ~/.cache.
+    std::env::remove_var("RESNET_RS_CACHE");
+    std::env::set_var("HOME", tmp.path().join("home"));
+    std::env::set_var("XDG_CACHE_HOME", "relative/is/ignored");
+    assert_eq!(fetch::cache_dir(), tmp.path().join("home/.cache/resnet-rs"));
+    std::env::set_var("XDG_CACHE_HOME", tmp.path().join("xdg"));
+    assert_eq!(fetch::cache_dir(), tmp.path().join("xdg/resnet-rs"));
     std::env::set_var("RESNET_RS_CACHE", &cache);
     std::env::set_var("KERAS_HOME", tmp.path().join("keras-home"));
     std::env::set_var("IMAGENET_WEIGHTS_URL", server.url("/w/notop.h5"));

@@ -19,7 +19,7 @@ mod download;
 mod error;
 mod keras_weights;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use checksum::{file_md5, md5_file, md5_hex, parse_md5, sidecar_path};
 pub use cifar10::{
@@ -54,7 +54,8 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = non_empty_env(CACHE_ENV) {
         return PathBuf::from(dir);
     }
-    if let Some(xdg) = non_empty_env("XDG_CACHE_HOME") {
+    // The XDG spec: a relative XDG_CACHE_HOME is invalid and ignored.
+    if let Some(xdg) = non_empty_env("XDG_CACHE_HOME").filter(|p| Path::new(p).is_absolute()) {
         return PathBuf::from(xdg).join("resnet-rs");
     }
     home_dir()
