@@ -252,7 +252,7 @@ pub fn locate_or_fetch_in(
                 let how = if got.downloaded {
                     format!("downloaded from {}, md5 verified", remote.url)
                 } else {
-                    format!("download cache, md5 {}", remote.md5)
+                    format!("found in the download cache (md5 {})", remote.md5)
                 };
                 return Ok(Located {
                     source,
