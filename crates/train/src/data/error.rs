@@ -12,6 +12,9 @@ use thiserror::Error;
 /// Errors loading CIFAR-10. Every variant names the file or folder at fault.
 #[derive(Debug, Error)]
 pub enum DataError {
+    /// A download setting that cannot work (e.g. a malformed `CIFAR10_MD5`).
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -61,9 +64,6 @@ pub enum DataError {
     Unrecognized { path: PathBuf, reason: String },
     #[error("{0}")]
     NotFound(String),
-    /// A download setting that cannot work (e.g. a malformed `CIFAR10_MD5`).
-    #[error(transparent)]
-    Fetch(#[from] crate::fetch::FetchError),
 }
 
 impl DataError {

@@ -21,6 +21,8 @@
 //! }
 //! ```
 
+pub mod synthetic;
+
 mod augment;
 mod batch;
 mod binary;
@@ -31,7 +33,6 @@ mod error;
 mod folder;
 mod locate;
 mod sampler;
-pub mod synthetic;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
