@@ -4,13 +4,13 @@
 //! server. Runs with no copy of CIFAR-10 and no network; the tests on the
 //! real copy in `../shared` say when they are skipped.
 
-mod common;
+mod local_server;
 
 use std::fs;
 use std::path::PathBuf;
 
-use common::http::{refused_url, Reply, Server};
-use common::listing;
+use local_server::http::{refused_url, Reply, Server};
+use local_server::listing;
 use train::data::{self, synthetic, Cifar10, Dataset, Source, IMAGE_BYTES, RECORD_BYTES};
 use train::fetch::{self, md5_hex, Remote};
 

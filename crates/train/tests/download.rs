@@ -3,12 +3,12 @@
 //! cache hits that make no request. Every failure must leave nothing in the
 //! cache folder that could be taken for the file.
 
-mod common;
+mod local_server;
 
 use std::fs;
 
-use common::http::{refused_url, Reply, Server};
-use common::{listing, payload};
+use local_server::http::{refused_url, Reply, Server};
+use local_server::{listing, payload};
 use train::fetch::{self, md5_hex, FetchError, Remote, WeightsOrigin};
 
 fn remote(url: String, body: &[u8], name: &str) -> Remote {

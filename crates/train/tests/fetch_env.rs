@@ -3,12 +3,12 @@
 //! local server. One test in its own binary, because it sets process-wide
 //! environment variables.
 
-mod common;
+mod local_server;
 
 use std::fs;
 
-use common::http::{Reply, Server};
-use common::{listing, payload};
+use local_server::http::{Reply, Server};
+use local_server::{listing, payload};
 use train::data::{self, synthetic};
 use train::fetch::{self, md5_hex, WeightsOrigin};
 

@@ -1,10 +1,11 @@
-//! Shared by the integration tests that need it (`mod common;`).
+//! Shared by the downloader and data-path tests (`mod local_server;`): the
+//! local HTTP server and small file helpers.
 #![allow(dead_code)]
 
 pub mod http;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The names in `dir`, sorted (empty if it does not exist).
 pub fn listing(dir: &Path) -> Vec<String> {
@@ -30,8 +31,4 @@ pub fn payload(n: usize, seed: u32) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-pub fn tmp_path(tmp: &tempfile::TempDir, rel: &str) -> PathBuf {
-    tmp.path().join(rel)
 }
