@@ -59,6 +59,40 @@ fn good_transfer_then_cache_hits_make_no_request() {
 }
 
 #[test]
+fn parts_left_by_killed_downloads_are_removed_once_stale() {
+    let body = payload(1000, 6);
+    let server = Server::start(vec![("/f.bin", Reply::Ok(body.clone()))]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let old = dir.join(".f.bin.abc123.part");
+    let fresh = dir.join(".f.bin.def456.part");
+    let other = dir.join(".g.bin.abc123.part");
+    for p in [&old, &fresh, &other] {
+        fs::write(p, b"partial").unwrap();
+    }
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for p in [&old, &other] {
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+    }
+    let r = remote(server.url("/f.bin"), &body, "f.bin");
+    fetch::fetch(&r, dir).unwrap();
+    assert_eq!(
+        listing(dir),
+        [
+            ".f.bin.def456.part", // may be a download still running
+            ".g.bin.abc123.part", // another file's
+            "f.bin",
+            "f.bin.md5-verified"
+        ]
+    );
+}
+
+#[test]
 fn wrong_checksum_is_refused_and_nothing_is_cached() {
     let body = payload(50_000, 2);
     let server = Server::start(vec![("/f.tar.gz", Reply::Ok(body.clone()))]);

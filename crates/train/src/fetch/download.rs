@@ -93,6 +93,34 @@ fn progress_bar(len: Option<u64>) -> ProgressBar {
     }
 }
 
+/// A temporary file untouched this long belongs to a dead download: a live
+/// one is written at least every read timeout (60 s).
+const STALE_PART: Duration = Duration::from_secs(10 * 60);
+
+/// Removes the `.part` files of earlier downloads of `name` that were killed
+/// (Ctrl-C, power loss) before they could clean up after themselves, so
+/// they do not pile up 162 MB at a time. Best effort.
+fn remove_stale_parts(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().to_string();
+        if !(file.starts_with(&prefix) && file.ends_with(".part")) {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a > STALE_PART) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Downloads `url` to `dest`, verifying `md5`; returns the byte count. On
 /// any error nothing is left at `dest` nor beside it (an existing `dest` is
 /// left as it was).
@@ -103,6 +131,7 @@ pub fn download(url: &str, dest: &Path, md5: &str) -> Result<u64, FetchError> {
     };
     fs::create_dir_all(dir).map_err(FetchError::io(dir))?;
     let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    remove_stale_parts(dir, &name);
     // Starts with '.' and ends in ".part": never mistaken for the file.
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
