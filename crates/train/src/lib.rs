@@ -1,6 +1,7 @@
 //! Library side of the `train` binary: CIFAR-10 data pipeline, optimizers and
 //! schedules, the training loop with its callbacks ([`fit()`]), metrics and
-//! reports, and saving and resuming runs (over `nn::checkpoint`).
+//! reports, saving and resuming runs (over `nn::checkpoint`), and fetching
+//! CIFAR-10 and Keras weights into a verified cache ([`fetch`]).
 //!
 //! A program trains with [`fit()`] on its own [`trainer::Trainer`] and data
 //! (see `examples/finetune_folder.rs`); the `train` command runs a whole
@@ -8,6 +9,7 @@
 
 pub mod data;
 pub mod evaluate;
+pub mod fetch;
 pub mod fit;
 pub mod metrics;
 pub mod model_spec;

@@ -53,6 +53,7 @@ fn file_id(path: &Path) -> Result<String, DataError> {
 pub(crate) fn source_identity(source: &Source) -> Result<String, DataError> {
     Ok(match source {
         Source::TarGz(p) => format!("targz|{}", file_id(p)?),
+        Source::BinaryTarGz(p) => format!("binarytargz|{}", file_id(p)?),
         Source::Binary(dir) => {
             let ids = binary::source_files(dir)
                 .iter()

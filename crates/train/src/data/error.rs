@@ -13,6 +13,9 @@ use thiserror::Error;
 /// (or, for a bad split, the counts).
 #[derive(Debug, Error)]
 pub enum DataError {
+    /// A download setting that cannot work (e.g. a malformed `CIFAR10_MD5`).
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -24,6 +27,8 @@ pub enum DataError {
          (1 label + 3072 pixels); the file is truncated or not a CIFAR-10 binary batch"
     )]
     Truncated { path: PathBuf, size: u64 },
+    #[error("{path}: empty batch file (a CIFAR-10 batch holds at least one 3073-byte record)")]
+    EmptyBatch { path: PathBuf },
     #[error("{path}: record {record} has label {label}, but CIFAR-10 labels are 0..=9")]
     BadLabel {
         path: PathBuf,
