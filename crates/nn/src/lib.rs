@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod conv_bn;
 pub mod freeze;
 pub mod init;
+pub mod keras_h5;
 pub mod layers;
 pub mod model;
 pub mod resnet;

@@ -70,8 +70,9 @@ pub trait Model: Send + Sync {
         }
     }
 
-    /// Loads Keras-named weights by name (see [`crate::weights_io::load`])
-    /// and adopts the batchnorm epsilon the file declares, if any.
+    /// Loads Keras-named weights by name from safetensors or a Keras `.h5`
+    /// file (see [`crate::weights_io::load`]) and adopts the batchnorm
+    /// epsilon the file declares or implies, if any.
     fn load_weights(
         &mut self,
         store: &mut ParamStore,

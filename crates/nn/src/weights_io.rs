@@ -1,4 +1,5 @@
-//! Parameters in and out of safetensors files, by Keras name.
+//! Parameters in and out of safetensors files, by Keras name (and in from
+//! Keras's own `.h5` files, read by [`crate::keras_h5`]).
 //!
 //! The file format is the one `tools/keras_to_safetensors.py` writes: one
 //! tensor per parameter named `<layer>/<weight>` (`conv1_conv/kernel`,
@@ -25,6 +26,9 @@ pub enum WeightsError {
     },
     #[error("{path}: not a valid safetensors file: {msg}")]
     Format { path: PathBuf, msg: String },
+    /// A Keras `.h5` file that cannot be read (see [`crate::keras_h5`]).
+    #[error("{path}: {msg}")]
+    H5 { path: PathBuf, msg: String },
     #[error("{path}: tensor '{name}' has dtype {dtype}; only F32, F16, BF16 and F64 are accepted")]
     Dtype {
         path: PathBuf,
@@ -112,12 +116,22 @@ pub fn decode_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
 /// Named tensors, sorted by name.
 pub type NamedTensors = Vec<(String, Tensor)>;
 
-/// Reads every tensor of a safetensors file as f32, with the file's metadata.
+/// Reads every tensor of a weights file as f32, with the file's metadata:
+/// a safetensors file, or a Keras `.h5` file (HDF5 signature, or an `.h5`,
+/// `.hdf5` or `.keras` name) through [`crate::keras_h5`].
 pub fn read_tensors(path: &Path) -> Result<(NamedTensors, HashMap<String, String>), WeightsError> {
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
         path: path.into(),
         source,
     })?;
+    let h5_name = path.extension().is_some_and(|e| {
+        ["h5", "hdf5", "keras"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    });
+    if h5_name || crate::keras_h5::is_hdf5(&bytes) {
+        return crate::keras_h5::read(path, bytes);
+    }
     let format = |msg: String| WeightsError::Format {
         path: path.into(),
         msg,
@@ -141,7 +155,8 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, HashMap<String, String
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
-/// Loads a safetensors file into `store` by name. Every tensor in the file
+/// Loads a weights file (safetensors or Keras `.h5`, see [`read_tensors`])
+/// into `store` by name. Every tensor in the file
 /// must be a parameter of the same shape; every parameter must be in the
 /// file unless its name starts with one of `optional_prefixes` (load an
 /// ImageNet base into a model with a fresh head: `&["predictions/"]`).
