@@ -193,6 +193,15 @@ fn a_file_that_is_not_hdf5_is_refused() {
         msg.contains("notes.h5") && msg.contains("not an HDF5 file"),
         "{msg}"
     );
+
+    // A Keras 3 `.keras` model is a zip holding model.weights.h5.
+    let path = dir.path().join("model.keras");
+    std::fs::write(&path, b"PK\x03\x04 and the rest of a zip archive").unwrap();
+    let msg = weights_io::read_tensors(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("model.keras") && msg.contains("model.weights.h5"),
+        "{msg}"
+    );
 }
 
 #[test]

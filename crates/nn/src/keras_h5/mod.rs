@@ -120,6 +120,13 @@ pub fn read(
             dtype,
         },
     };
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Err(err(ReadError::Msg(
+            "a zip archive (a Keras 3 .keras model?), not an HDF5 file; its weights are the \
+             model.weights.h5 inside it: extract that (unzip FILE model.weights.h5) and pass it"
+                .into(),
+        )));
+    }
     if !is_hdf5(&bytes) {
         return Err(err(ReadError::Msg(
             "not an HDF5 file (no HDF5 signature); Keras weights are .h5 or .weights.h5 files"
