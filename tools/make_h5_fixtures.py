@@ -18,6 +18,7 @@ weights (seed 4321) is written as:
 | legacy.h5 | tf_keras `save_weights` | root `layer_names`, `<layer>/<layer>/<w>:0` |
 | full_model.h5 | tf_keras `model.save` | the same under `model_weights`, plus the model config |
 | nested.h5 | tf_keras `save_weights` of base-in-a-model (the tutorial's shape) | one group for the whole base |
+| keras3_full_model.h5 | Keras 3 `model.save('x.h5')` (its legacy writer) | as full_model.h5, weight names without `:0` |
 | keras3.weights.h5 | Keras 3 `save_weights` | `layers/<class>_<n>/vars/<i>`, `name` attributes |
 | keras3_nested.weights.h5 | Keras 3 `save_weights`, nested | `layers/functional/layers/...` |
 | keras3_unnamed.weights.h5 | keras3.weights.h5 without its `name` attributes (h5py) | mapped by Keras 3's layer order |
@@ -28,8 +29,8 @@ and, through tools/keras_to_safetensors.py, `weights.safetensors` (from legacy.h
 `caffe.safetensors` (from caffe.h5: the same tensors, metadata bn_epsilon 0.001).
 
 The h5 files are committed gzipped (`legacy.h5.gz` ...): HDF5 spends about 1 KB of
-mostly empty B-tree and heap space per group, so the seven files are 1.6 MB raw and
-180 KB compressed; the Rust test unpacks them into a temporary folder.
+mostly empty B-tree and heap space per group, so the eight files are 1.9 MB raw and
+210 KB compressed; the Rust test unpacks them into a temporary folder.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def strip_names(src, dst):
         f.visititems(visit)
 
 
-H5_FILES = ("legacy.h5", "full_model.h5", "nested.h5", "keras3.weights.h5",
+H5_FILES = ("legacy.h5", "full_model.h5", "nested.h5", "keras3_full_model.h5", "keras3.weights.h5",
             "keras3_nested.weights.h5", "keras3_unnamed.weights.h5", "caffe.h5")
 
 
@@ -162,6 +163,7 @@ def main(argv=None):
         model3 = kr.build_resnet(k3, **CONFIG)
         kr.assign_weights(model3, weights)
         model3.save_weights(p("keras3.weights.h5"))
+        model3.save(p("keras3_full_model.h5"))
         nested_model(k3, weights).save_weights(p("keras3_nested.weights.h5"))
         strip_names(p("keras3.weights.h5"), p("keras3_unnamed.weights.h5"))
 

@@ -20,6 +20,7 @@ const LAYOUTS: &[(&str, &str)] = &[
     ("legacy.h5", "keras-legacy-h5"),
     ("full_model.h5", "keras-legacy-h5"),
     ("nested.h5", "keras-legacy-h5"),
+    ("keras3_full_model.h5", "keras-legacy-h5"),
     ("keras3.weights.h5", "keras3-weights-h5"),
     ("keras3_nested.weights.h5", "keras3-weights-h5"),
     ("keras3_unnamed.weights.h5", "keras3-weights-h5"),
@@ -90,6 +91,12 @@ fn every_layout_gives_the_converters_tensors_bit_for_bit() {
         );
     }
     assert_eq!(caffe_meta["bn_epsilon"], "0.001");
+    // The superblock versions the layouts come in (byte 8 of the file):
+    // Keras's writers use 0, the h5py-written caffe file the newest, 3.
+    let superblock = |file: &str| std::fs::read(dir.path().join(file)).unwrap()[8];
+    assert_eq!(superblock("legacy.h5"), 0);
+    assert_eq!(superblock("keras3.weights.h5"), 0);
+    assert_eq!(superblock("caffe.h5"), 3);
 }
 
 #[test]

@@ -171,3 +171,21 @@ fn describe(dtype: &Datatype) -> String {
         other => format!("{other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_at_zero_or_after_a_user_block() {
+        let mut bytes = vec![0u8; 2048 + 8];
+        assert!(!is_hdf5(&bytes));
+        bytes[1024..1032].copy_from_slice(SIGNATURE);
+        assert!(is_hdf5(&bytes));
+        assert!(is_hdf5(SIGNATURE));
+        assert!(!is_hdf5(&SIGNATURE[..7]));
+        let mut off_grid = vec![0u8; 2048];
+        off_grid[700..708].copy_from_slice(SIGNATURE);
+        assert!(!is_hdf5(&off_grid));
+    }
+}

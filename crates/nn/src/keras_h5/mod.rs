@@ -3,12 +3,16 @@
 //!
 //! Every layout `tools/keras_to_safetensors.py` knows, detected from the
 //! file, never from its name:
-//! - the legacy Keras 2 layout ([`legacy`]): tf_keras `save_weights`, the
+//! - the legacy Keras 2 layout (`legacy.rs`): tf_keras `save_weights`, the
 //!   official `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`, a
-//!   full-model file's `model_weights`, a nested base model;
-//! - the old caffe-named release ([`caffe`]), renamed, with the batchnorm
+//!   full-model file's `model_weights` (Keras 3's legacy writer too), a
+//!   nested base model;
+//! - the old caffe-named release (`caffe.rs`), renamed, with the batchnorm
 //!   epsilon it was trained with (1e-3);
-//! - Keras 3 `.weights.h5` ([`keras3`]).
+//! - Keras 3 `.weights.h5` (`keras3.rs`).
+//!
+//! `.keras` archives (a zip around `model.weights.h5`) are refused with a
+//! message saying what to extract.
 //!
 //! The result is what [`crate::weights_io::read_tensors`] returns for a
 //! safetensors file: tensors named `<layer>/<weight>` in Keras's layouts
