@@ -121,6 +121,25 @@ pub fn check_tensor(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     });
 }
 
+/// Asserts that `f` panics with a message containing `expected`: how a
+/// kernel's violated precondition is tested (kernels assert, see the crate
+/// docs).
+pub fn assert_panics(expected: &str, f: impl FnOnce()) {
+    let payload = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(()) => panic!("expected a panic containing {expected:?}; there was none"),
+        Err(p) => p,
+    };
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(
+        message.contains(expected),
+        "expected a panic containing {expected:?}, got {message:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
