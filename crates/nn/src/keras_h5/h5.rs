@@ -82,9 +82,10 @@ fn strings_of(attr: &Attribute, path: &str) -> Result<Vec<String>> {
     }
 }
 
-/// A list-of-strings attribute of the group at `path`, reassembled from
-/// Keras's `name0`, `name1`, ... chunks when the writer split it (an HDF5
-/// object header holds at most 64 KiB of attributes). `None` if absent.
+/// A list-of-strings attribute among `attrs` (those of the group at `path`,
+/// which messages name), reassembled from Keras's `name0`, `name1`, ...
+/// chunks when the writer split it (an HDF5 object header holds at most
+/// 64 KiB of attributes). `None` if absent.
 pub(crate) fn string_list(
     attrs: &[Attribute],
     path: &str,
