@@ -21,6 +21,8 @@ weights (seed 4321) is written as:
 | keras3_full_model.h5 | Keras 3 `model.save('x.h5')` (its legacy writer) | as full_model.h5, weight names without `:0` |
 | keras3.weights.h5 | Keras 3 `save_weights` | `layers/<class>_<n>/vars/<i>`, `name` attributes |
 | keras3_nested.weights.h5 | Keras 3 `save_weights`, nested | `layers/functional/layers/...` |
+| keras3_model.keras | Keras 3 `model.save('x.keras')` | a zip holding config.json, metadata.json, model.weights.h5 (stored) |
+| keras3_deflated.keras | keras3_model.keras re-zipped with deflate (zipfile) | the same, compressed entries |
 | keras3_unnamed.weights.h5 | keras3.weights.h5 without its `name` attributes (h5py) | mapped by Keras 3's layer order |
 | int_bias.h5 | h5py | an error case: legacy layout, one conv whose bias is int32 |
 | caffe.h5 | h5py, like the old caffe-named release | `res2a_branch2a`..., fixed-length bytes attributes split into `layer_names0`, `layer_names1`, chunked + gzip datasets, newest-format superblock |
@@ -29,8 +31,8 @@ and, through tools/keras_to_safetensors.py, `weights.safetensors` (from legacy.h
 `caffe.safetensors` (from caffe.h5: the same tensors, metadata bn_epsilon 0.001).
 
 The h5 files are committed gzipped (`legacy.h5.gz` ...): HDF5 spends about 1 KB of
-mostly empty B-tree and heap space per group, so the eight files are 1.9 MB raw and
-210 KB compressed; the Rust test unpacks them into a temporary folder.
+mostly empty B-tree and heap space per group, so the ten files are 2.5 MB raw and
+260 KB compressed; the Rust test unpacks them into a temporary folder.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import gzip
 import os
 import sys
 import tempfile
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -130,7 +133,8 @@ def strip_names(src, dst):
         f.visititems(visit)
 
 
-H5_FILES = ("legacy.h5", "full_model.h5", "nested.h5", "keras3_full_model.h5", "keras3.weights.h5",
+H5_FILES = ("legacy.h5", "full_model.h5", "nested.h5", "keras3_full_model.h5", "keras3_model.keras",
+            "keras3_deflated.keras", "keras3.weights.h5",
             "keras3_nested.weights.h5", "keras3_unnamed.weights.h5", "caffe.h5")
 
 
@@ -164,6 +168,11 @@ def main(argv=None):
         kr.assign_weights(model3, weights)
         model3.save_weights(p("keras3.weights.h5"))
         model3.save(p("keras3_full_model.h5"))
+        model3.save(p("keras3_model.keras"))
+        with zipfile.ZipFile(p("keras3_model.keras")) as zi, \
+                zipfile.ZipFile(p("keras3_deflated.keras"), "w", zipfile.ZIP_DEFLATED) as zo:
+            for info in zi.infolist():
+                zo.writestr(info.filename, zi.read(info))
         nested_model(k3, weights).save_weights(p("keras3_nested.weights.h5"))
         strip_names(p("keras3.weights.h5"), p("keras3_unnamed.weights.h5"))
 

@@ -22,6 +22,14 @@ const LAYOUTS: &[(&str, &str)] = &[
     ("nested.h5", "keras-legacy-h5"),
     ("keras3_full_model.h5", "keras-legacy-h5"),
     ("keras3.weights.h5", "keras3-weights-h5"),
+    (
+        "keras3_model.keras",
+        "keras3-weights-h5 (from .keras archive)",
+    ),
+    (
+        "keras3_deflated.keras",
+        "keras3-weights-h5 (from .keras archive)",
+    ),
     ("keras3_nested.weights.h5", "keras3-weights-h5"),
     ("keras3_unnamed.weights.h5", "keras3-weights-h5"),
     ("caffe.h5", "keras2-legacy-h5-caffe-names"),
@@ -188,6 +196,19 @@ fn wrong_dtype_is_named() {
     );
 }
 
+/// `bytes` with every `from` replaced by `to` (of the same length).
+fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+        }
+        i += 1;
+    }
+    out
+}
+
 #[test]
 fn a_file_that_is_not_hdf5_is_refused() {
     let dir = TempDir::new().unwrap();
@@ -201,12 +222,21 @@ fn a_file_that_is_not_hdf5_is_refused() {
         "{msg}"
     );
 
-    // A Keras 3 `.keras` model is a zip holding model.weights.h5.
-    let path = dir.path().join("model.keras");
-    std::fs::write(&path, b"PK\x03\x04 and the rest of a zip archive").unwrap();
-    let msg = weights_io::read_tensors(&path).unwrap_err().to_string();
+    // A zip that is not a Keras 3 `.keras` model, and one that is broken.
+    let keras = std::fs::read(unpack(&dir, "keras3_model.keras")).unwrap();
+    let renamed = replace_all(&keras, b"model.weights.h5", b"model.weights.xx");
+    let other = dir.path().join("other.keras");
+    std::fs::write(&other, renamed).unwrap();
+    let msg = weights_io::read_tensors(&other).unwrap_err().to_string();
     assert!(
-        msg.contains("model.keras") && msg.contains("model.weights.h5"),
+        msg.contains("other.keras") && msg.contains("without model.weights.h5"),
+        "{msg}"
+    );
+    let broken = dir.path().join("broken.keras");
+    std::fs::write(&broken, b"PK\x03\x04 and no more of a zip archive").unwrap();
+    let msg = weights_io::read_tensors(&broken).unwrap_err().to_string();
+    assert!(
+        msg.contains("broken.keras") && msg.contains("corrupt or truncated zip"),
         "{msg}"
     );
 }
@@ -242,7 +272,12 @@ fn truncated_files_fail_cleanly() {
 #[test]
 fn corrupt_bytes_never_panic() {
     let dir = TempDir::new().unwrap();
-    for file in ["legacy.h5", "keras3.weights.h5", "caffe.h5"] {
+    for file in [
+        "legacy.h5",
+        "keras3.weights.h5",
+        "caffe.h5",
+        "keras3_deflated.keras",
+    ] {
         let bytes = std::fs::read(unpack(&dir, file)).unwrap();
         let path = dir.path().join(format!("corrupt_{file}"));
         let mut errors = 0;

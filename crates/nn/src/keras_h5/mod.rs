@@ -11,8 +11,8 @@
 //!   epsilon it was trained with (1e-3);
 //! - Keras 3 `.weights.h5` (`keras3.rs`).
 //!
-//! `.keras` archives (a zip around `model.weights.h5`) are refused with a
-//! message saying what to extract.
+//! A Keras 3 `.keras` archive is read through the `model.weights.h5` it
+//! holds (`archive.rs`).
 //!
 //! The result is what [`crate::weights_io::read_tensors`] returns for a
 //! safetensors file: tensors named `<layer>/<weight>` in Keras's layouts
@@ -21,6 +21,7 @@
 //! `keras_version`). Checking them against a model is not done here but by
 //! the one loader both formats go through ([`crate::weights_io::load`]).
 
+mod archive;
 mod caffe;
 mod h5;
 mod keras3;
@@ -124,13 +125,17 @@ pub fn read(
             dtype,
         },
     };
-    if bytes.starts_with(b"PK\x03\x04") {
-        return Err(err(ReadError::Msg(
-            "a zip archive (a Keras 3 .keras model?), not an HDF5 file; its weights are the \
-             model.weights.h5 inside it: extract that (unzip FILE model.weights.h5) and pass it"
-                .into(),
-        )));
-    }
+    let (bytes, container) = if archive::is_zip(&bytes) {
+        let inner = archive::entry(&bytes, archive::WEIGHTS_ENTRY)
+            .map_err(|msg| err(ReadError::Msg(msg)))?;
+        (inner, Some(archive::WEIGHTS_ENTRY))
+    } else {
+        (bytes, None)
+    };
+    let err = |e: ReadError| match (e, container) {
+        (ReadError::Msg(msg), Some(entry)) => err(ReadError::Msg(format!("{entry}: {msg}"))),
+        (e, _) => err(e),
+    };
     if !is_hdf5(&bytes) {
         return Err(err(ReadError::Msg(
             "not an HDF5 file (no HDF5 signature); Keras weights are .h5 or .weights.h5 files"
@@ -152,7 +157,14 @@ pub fn read(
             "truncated: the HDF5 superblock says the file is {end} bytes long, it has {len}"
         ))));
     }
-    let (tensors, layout) = read_layout(&file).map_err(err)?;
+    let (tensors, mut layout) = read_layout(&file).map_err(err)?;
+    if let Some(format) = layout
+        .metadata
+        .get_mut("source_format")
+        .filter(|_| container.is_some())
+    {
+        format.push_str(" (from .keras archive)");
+    }
     Ok((tensors.by_name.into_iter().collect(), layout.metadata))
 }
 
