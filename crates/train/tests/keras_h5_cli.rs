@@ -102,6 +102,7 @@ fn probes_on_h5_match_probes_on_safetensors() {
         ("legacy.h5", &modern),
         ("keras3.weights.h5", &modern),
         ("keras3_unnamed.weights.h5", &modern),
+        ("keras3_model.keras", &modern),
         ("caffe.h5", &caffe),
     ] {
         let got = probes(&unpack(&dir, file), &dir.join(file));
