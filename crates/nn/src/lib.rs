@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod freeze;
 pub mod init;
+pub mod keras_h5;
 pub mod layers;
 pub mod model;
 pub mod resnet;

@@ -167,7 +167,7 @@ pub struct TrainArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Run directory or model .safetensors file.
+    /// Run directory or model file (.safetensors, or a Keras .h5).
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[arg(long)]
@@ -185,7 +185,7 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// Run directory or model .safetensors file.
+    /// Run directory or model file (.safetensors, or a Keras .h5).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// 32x32 JPEG or PNG files.
