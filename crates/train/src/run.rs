@@ -107,12 +107,17 @@ pub fn train(
         if !r.left_at_init.is_empty() {
             println!("left at initialization: {}", r.left_at_init.join(", "));
         }
-        if preprocess == Preprocess::Unit {
-            eprintln!(
-                "warning: pretrained weights with --preprocess unit; Keras's ImageNet weights expect --preprocess caffe"
-            );
-        }
     }
+    println!(
+        "preprocessing: {preprocess} ({})",
+        match preprocess {
+            Preprocess::Unit if config.weights.is_some() && !resume =>
+                "x / 255, as the tutorial does even with ImageNet weights; \
+                 --preprocess caffe is Keras's own ImageNet preprocessing",
+            Preprocess::Unit => "x / 255",
+            Preprocess::Caffe => "Keras's ImageNet preprocessing: BGR, ImageNet mean subtracted",
+        }
+    );
     let frozen = nn::freeze::apply(&mut store, model.as_ref(), freeze);
     if frozen > 0 {
         println!("frozen weights: {frozen} ({})", config.freeze);

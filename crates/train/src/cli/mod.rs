@@ -9,6 +9,7 @@ mod train_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use train::weights_choice::WeightsChoice;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,9 +48,12 @@ pub struct TrainArgs {
     /// [default: data/cifar10, then ../shared/data/cifar10-jpg.tar.gz].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Start from these weights (e.g. converted Keras ImageNet weights); the head may be absent.
+    /// imagenet (Keras's ImageNet weights, from Keras's cache, ours, or
+    /// downloaded and md5-checked) | none (Keras initialization) | a weights
+    /// file (.safetensors or Keras .h5/.keras; the head may be absent)
+    /// [default: imagenet when it can be had for the model, else none].
     #[arg(long)]
-    pub weights: Option<PathBuf>,
+    pub weights: Option<WeightsChoice>,
     /// Epochs to train [default: 10; with --resume, the run's own count unless given].
     #[arg(long)]
     pub epochs: Option<usize>,
