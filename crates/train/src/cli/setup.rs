@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use autograd::ParamStore;
 use nn::freeze::Freeze;
 use nn::weights_io::{self, LoadReport};
-use nn::{Model, ResNet};
+use nn::Model;
 use std::path::Path;
 use train::data::{epoch_permutation, Dataset, Preprocess};
 use train::model_spec::ModelSpec;
@@ -104,9 +104,9 @@ pub fn load_model(
             path.display()
         );
     }
-    let (mut model, mut store) = ResNet::new(spec.config(input_size, 0))?;
+    let (mut model, mut store) = spec.build(input_size, 0)?;
     let report = model
         .load_weights(&mut store, path, &[])
         .with_context(|| "loading the checkpoint")?;
-    Ok((Box::new(model), store, report))
+    Ok((model, store, report))
 }

@@ -7,7 +7,6 @@ use super::setup::{
 use super::TrainArgs;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::{Model, ResNet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +22,10 @@ use train::run_state::{self, EpochTally, Progress};
 use train::trainer::Trainer;
 
 fn config_from_args(a: &TrainArgs) -> RunConfig {
-    let mut model = ModelSpec::resnet50(Some(10));
+    let mut model = ModelSpec {
+        num_classes: Some(10),
+        ..a.model.clone()
+    };
     if let Some(d) = &a.depths {
         model.depths = d.clone();
     }
@@ -120,7 +122,7 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
     train::checkpoint_io::write_atomic(&dir.join(run_state::CLASSES_FILE), names.as_bytes())?;
     let mut spec = config.model.clone();
     spec.num_classes = Some(train_set.classes.len());
-    let (mut model, mut store) = ResNet::new(spec.config(IMAGE_SIDE, config.seed))?;
+    let (mut model, mut store) = spec.build(IMAGE_SIDE, config.seed)?;
     // On resume every parameter comes from the checkpoint instead.
     if let Some(w) = config.weights.as_ref().filter(|_| !resume) {
         let r = model.load_weights(&mut store, w, &["predictions/"])?;
@@ -135,12 +137,13 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
             );
         }
     }
-    let frozen = nn::freeze::apply(&mut store, &model, freeze);
+    let frozen = nn::freeze::apply(&mut store, model.as_ref(), freeze);
     if frozen > 0 {
         println!("frozen weights: {frozen} ({})", config.freeze);
     }
     println!(
-        "model: ResNet stages {:?} widths {:?}, {} parameters",
+        "model: {} stages {:?} widths {:?}, {} parameters",
+        spec.name(),
         spec.depths,
         spec.widths,
         store.num_scalars()
@@ -149,7 +152,7 @@ pub fn train(dir: &Path, config: &RunConfig, resume: bool, quiet: bool) -> Resul
     let sampler = Sampler::new(train_set.len(), config.batch_size, config.seed);
     let steps_per_epoch = sampler.num_batches();
     let schedule = build_schedule(config, steps_per_epoch)?;
-    let mut trainer = Trainer::new(Box::new(model), store, build_optimizer(config)?, schedule);
+    let mut trainer = Trainer::new(model, store, build_optimizer(config)?, schedule);
     let mut progress = Progress::default();
     if resume {
         progress = run_state::resume(dir, &mut trainer)?;
