@@ -4,8 +4,9 @@
 //! only as a `Box<dyn Model>`, and freezes through [`nn::Model::stage_of`].
 //!
 //! Full depth *and* full width: at 32x32 the deepest (ResNet152) costs about
-//! 0.7 GFLOP per image for forward + backward, so a few SGD steps on a batch
-//! of 4 take seconds; no reduced variant was needed. Parameter names and
+//! 0.7 G multiply-adds per image for forward + backward, so the three SGD
+//! steps per model on a batch of 4 take about 9 s for all six together
+//! (release build, 2 cores); no reduced variant was needed. Parameter names and
 //! counts are checked against Keras's own lists in `nn/tests/resnet_family.rs`;
 //! here the count only confirms that the trainer got the full model.
 //!
