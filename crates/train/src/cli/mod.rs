@@ -219,6 +219,9 @@ pub struct BenchArgs {
     /// Time only one of the two.
     #[arg(long, value_parser = ["training", "inference"])]
     pub only: Option<String>,
+    /// The network, as for `train --model`.
+    #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
+    pub model: train::model_spec::ModelSpec,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
