@@ -98,6 +98,7 @@ impl GradCheck {
             Mode {
                 record: true,
                 training: self.training,
+                layer_outputs: false,
             },
         );
         let vars: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), true)).collect();
@@ -114,6 +115,7 @@ impl GradCheck {
             let mode = Mode {
                 record: false,
                 training: self.training,
+                layer_outputs: false,
             };
             let mut g = Graph::new(params, mode);
             let vars: Vec<Var> = xs.iter().map(|t| g.leaf(t.clone(), false)).collect();

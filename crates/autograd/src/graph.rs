@@ -10,10 +10,16 @@
 //!
 //! A graph is built for one step and dropped. Parameters are not copied into
 //! it: a parameter node refers to its [`ParamStore`] entry.
+//!
+//! Without a tape (inference) nothing needs a value once its consumers have
+//! run, so a network runs as a sequence of [`Graph::stage`]s: when a stage
+//! ends, the graph frees its input and everything it made except its output
+//! and the values retained on purpose ([`Graph::retain`], or [`Graph::tap`]
+//! when every layer output is kept). Layers never free anything themselves.
 
 use crate::params::{ParamId, ParamKind, ParamStore, StatUpdate};
 use std::collections::HashMap;
-use tensor::Tensor;
+use tensor::{ConvGeometry, Tensor};
 
 /// A value in a graph: an index into its tape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,30 +38,63 @@ pub struct BackwardCtx<'a> {
 /// respect to each input, in input order (`None` where not needed).
 pub trait Backward {
     fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>>;
+}
 
+/// What a profile says about an op: passed beside the op's value when it is
+/// pushed, so an op that only exists in inference needs no [`Backward`].
+#[derive(Clone, Copy, Debug)]
+pub struct OpInfo {
     /// The op's name in profiles.
-    fn name(&self) -> &'static str;
-
+    pub name: &'static str,
     /// Floating-point operations of the forward pass, for GFLOP/s in profiles
     /// (0 where the op is memory-bound and a rate would mean nothing).
-    fn forward_flops(&self) -> f64 {
-        0.0
+    pub forward_flops: f64,
+    /// A convolution's geometry, by which profiles group the convolutions.
+    pub conv: Option<ConvGeometry>,
+}
+
+impl OpInfo {
+    /// A memory-bound op: a name and nothing else.
+    pub const fn named(name: &'static str) -> Self {
+        OpInfo {
+            name,
+            forward_flops: 0.0,
+            conv: None,
+        }
     }
 
-    /// What distinguishes this instance in a profile (a conv's geometry).
-    fn detail(&self) -> String {
-        String::new()
+    /// A convolution (plain or fused) of geometry `geom`: 2 FLOPs per MAC.
+    pub fn conv(name: &'static str, geom: ConvGeometry) -> Self {
+        OpInfo {
+            name,
+            forward_flops: 2.0 * geom.macs() as f64,
+            conv: Some(geom),
+        }
+    }
+
+    /// What distinguishes this instance in a profile:
+    /// `kh x kw / stride cin->cout @h x w` for a convolution.
+    pub fn detail(&self) -> String {
+        match &self.conv {
+            Some(g) => format!(
+                "{}x{}/{} {}->{} @{}x{}",
+                g.kernel_h, g.kernel_w, g.stride, g.in_c, g.out_c, g.in_h, g.in_w
+            ),
+            None => String::new(),
+        }
     }
 }
 
 struct Node {
-    /// `None` for parameter nodes (the value lives in the store) and for
-    /// values released during the backward pass.
+    /// `None` for parameter nodes (the value lives in the store), for values
+    /// a finished stage freed, and for values released during the backward pass.
     value: Option<Tensor>,
     param: Option<ParamId>,
     inputs: Vec<Var>,
     backward: Option<Box<dyn Backward>>,
     requires_grad: bool,
+    /// Kept when a stage ends ([`Graph::retain`]).
+    retained: bool,
 }
 
 /// How a graph runs.
@@ -67,6 +106,11 @@ pub struct Mode {
     /// Batchnorm normalizes with batch statistics and reports new moving
     /// statistics (Keras `training=True`); otherwise it uses the moving ones.
     pub training: bool,
+    /// Keep every layer's output, each layer run as its own op and tapped
+    /// under its Keras name ([`Graph::tap`]): what the parity probes read.
+    /// Off, layers may fuse (a conv and the batchnorm after it become one op
+    /// without a tape) and only the stages' outputs survive inference.
+    pub layer_outputs: bool,
 }
 
 impl Mode {
@@ -74,17 +118,27 @@ impl Mode {
     pub const TRAIN: Mode = Mode {
         record: true,
         training: true,
+        layer_outputs: false,
     };
     /// Inference: no tape, moving statistics.
     pub const INFER: Mode = Mode {
         record: false,
         training: false,
+        layer_outputs: false,
     };
     /// Gradients of a network whose batchnorm layers run in inference mode
     /// (what a frozen network sees, and Keras `training=False` under a tape).
     pub const FROZEN_BN: Mode = Mode {
         record: true,
         training: false,
+        layer_outputs: false,
+    };
+    /// Inference keeping every Keras layer's output (the `forward` probe).
+    /// Probes of other modes set `layer_outputs` on them:
+    /// `Mode { layer_outputs: true, ..Mode::TRAIN }`.
+    pub const PROBE: Mode = Mode {
+        layer_outputs: true,
+        ..Mode::INFER
     };
 }
 
@@ -93,6 +147,8 @@ pub struct Graph<'p> {
     nodes: Vec<Node>,
     mode: Mode,
     stat_updates: Vec<StatUpdate>,
+    /// Values named by the layer that made them, in the order they ran.
+    taps: Vec<(String, Var)>,
     profile: Option<Profile>,
 }
 
@@ -113,6 +169,7 @@ pub struct OpTiming {
     pub forward: std::time::Duration,
     pub backward: std::time::Duration,
     pub forward_flops: f64,
+    /// See [`OpInfo::detail`].
     pub detail: String,
 }
 
@@ -155,6 +212,7 @@ impl<'p> Graph<'p> {
             nodes: Vec::new(),
             mode,
             stat_updates: Vec::new(),
+            taps: Vec::new(),
             profile: None,
         }
     }
@@ -193,6 +251,7 @@ impl<'p> Graph<'p> {
             inputs: Vec::new(),
             backward: None,
             requires_grad: requires_grad && self.mode.record,
+            retained: false,
         });
         Var(self.nodes.len() - 1)
     }
@@ -208,12 +267,14 @@ impl<'p> Graph<'p> {
             inputs: Vec::new(),
             backward: None,
             requires_grad,
+            retained: false,
         });
         Var(self.nodes.len() - 1)
     }
 
-    /// The value of `v`. Panics if the backward pass already released it:
-    /// read what you need (the loss, the logits) before calling `backward`.
+    /// The value of `v`. Panics if it was freed: by the end of a stage it
+    /// did not survive (see [`Graph::stage`]) or by the backward pass (read
+    /// what you need, the loss, the logits, before calling `backward`).
     pub fn value(&self, v: Var) -> &Tensor {
         let node = &self.nodes[v.0];
         match node.param {
@@ -221,7 +282,7 @@ impl<'p> Graph<'p> {
             None => node
                 .value
                 .as_ref()
-                .expect("value read after the backward pass released it"),
+                .expect("value read after its stage or the backward pass freed it"),
         }
     }
 
@@ -233,13 +294,68 @@ impl<'p> Graph<'p> {
         }
     }
 
-    /// Frees `v`'s value early when nothing can need it again: in a graph
-    /// that does not record (inference), once its last consumer has run.
-    /// With a tape it does nothing (backward needs the values).
-    pub fn release(&mut self, v: Var) {
+    /// Whether `v` can still be read (not freed by a stage or the backward pass).
+    pub fn is_live(&self, v: Var) -> bool {
+        let node = &self.nodes[v.0];
+        node.param.is_some() || node.value.is_some()
+    }
+
+    /// Runs `f` on `input` as one stage of a network (a block, the stem)
+    /// and returns its output. Without a tape, when `f` returns, `input` and
+    /// every value `f` made are freed, except the output and the values
+    /// retained ([`Graph::retain`], [`Graph::tap`] in `layer_outputs` mode):
+    /// nothing later reads them, and freeing them as the pass goes is what
+    /// lets inference on a large batch hold a few activations, not the whole
+    /// network's. Values made before the stage other than `input` are left
+    /// alone. With a tape nothing is freed: the backward pass needs them.
+    pub fn stage(&mut self, input: Var, f: impl FnOnce(&mut Self, Var) -> Var) -> Var {
+        let first_new = self.nodes.len();
+        let output = f(self, input);
         if !self.mode.record {
-            self.nodes[v.0].value = None;
+            for i in std::iter::once(input.0).chain(first_new..self.nodes.len()) {
+                let node = &mut self.nodes[i];
+                if i != output.0 && !node.retained {
+                    node.value = None;
+                }
+            }
         }
+        output
+    }
+
+    /// Keeps `v` alive past the end of its stage (see [`Graph::stage`]).
+    pub fn retain(&mut self, v: Var) -> Var {
+        self.nodes[v.0].retained = true;
+        v
+    }
+
+    /// Names `v` as the output of layer `name` (a Keras layer name) and
+    /// passes it on. In `layer_outputs` mode the value is also retained, so
+    /// every tapped layer output can be read after the pass.
+    pub fn tap(&mut self, name: &str, v: Var) -> Var {
+        self.taps.push((name.to_string(), v));
+        if self.mode.layer_outputs {
+            self.retain(v);
+        }
+        v
+    }
+
+    /// The value tapped as `name`, if it can still be read: any tapped layer
+    /// with a tape or in `layer_outputs` mode; in plain inference only those
+    /// a stage kept (the model's outputs).
+    pub fn tapped(&self, name: &str) -> Option<Var> {
+        self.taps
+            .iter()
+            .find(|(n, v)| n == name && self.is_live(*v))
+            .map(|(_, v)| *v)
+    }
+
+    /// The names of the tapped values that can still be read, in the order
+    /// the layers ran.
+    pub fn tap_names(&self) -> impl Iterator<Item = &str> {
+        self.taps
+            .iter()
+            .filter(|(_, v)| self.is_live(*v))
+            .map(|(n, _)| n.as_str())
     }
 
     /// How many values the graph currently holds (parameters not counted).
@@ -251,42 +367,67 @@ impl<'p> Graph<'p> {
         self.nodes[v.0].requires_grad
     }
 
-    /// Appends an op's output. Called by the ops in [`crate::ops`]; the
-    /// backward is kept only if the graph records and some input needs a gradient.
+    /// Appends a differentiable op's output. Called by the ops in
+    /// [`crate::ops`]; `info` names it in profiles, and the backward is kept
+    /// only if the graph records and some input needs a gradient.
     pub fn push(
         &mut self,
         value: Tensor,
         inputs: &[Var],
+        info: OpInfo,
         backward: impl Backward + 'static,
     ) -> Var {
         let requires_grad =
             self.mode.record && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
+        self.push_node(
+            value,
+            info,
+            requires_grad.then(|| (inputs.to_vec(), Box::new(backward) as Box<dyn Backward>)),
+        )
+    }
+
+    /// Appends the output of an op that exists only in inference and has
+    /// no backward (a fused kernel whose parts are the differentiable ops).
+    /// Panics in a graph that records: the gradient would silently stop there.
+    pub fn push_inference(&mut self, value: Tensor, info: OpInfo) -> Var {
+        assert!(
+            !self.mode.record,
+            "{}: an inference-only op in a graph that records",
+            info.name
+        );
+        self.push_node(value, info, None)
+    }
+
+    fn push_node(
+        &mut self,
+        value: Tensor,
+        info: OpInfo,
+        tape: Option<(Vec<Var>, Box<dyn Backward>)>,
+    ) -> Var {
         if let Some(p) = &mut self.profile {
             let now = std::time::Instant::now();
             p.ops.push(OpTiming {
-                name: backward.name(),
+                name: info.name,
                 node: self.nodes.len(),
                 forward: now - p.last_push.unwrap_or(now),
                 backward: std::time::Duration::ZERO,
-                forward_flops: backward.forward_flops(),
-                detail: backward.detail(),
+                forward_flops: info.forward_flops,
+                detail: info.detail(),
             });
             p.last_push = Some(now);
         }
+        let requires_grad = tape.is_some();
+        let (inputs, backward) = match tape {
+            Some((inputs, backward)) => (inputs, Some(backward)),
+            None => (Vec::new(), None),
+        };
         self.nodes.push(Node {
             value: Some(value),
             param: None,
-            inputs: if requires_grad {
-                inputs.to_vec()
-            } else {
-                Vec::new()
-            },
-            backward: if requires_grad {
-                Some(Box::new(backward))
-            } else {
-                None
-            },
+            inputs,
+            backward,
             requires_grad,
+            retained: false,
         });
         Var(self.nodes.len() - 1)
     }

@@ -11,5 +11,5 @@ pub mod graph;
 pub mod ops;
 pub mod params;
 
-pub use graph::{Backward, BackwardCtx, Gradients, Graph, Mode, OpTiming, Profile, Var};
+pub use graph::{Backward, BackwardCtx, Gradients, Graph, Mode, OpInfo, OpTiming, Profile, Var};
 pub use params::{Param, ParamError, ParamId, ParamKind, ParamStore, StatUpdate};

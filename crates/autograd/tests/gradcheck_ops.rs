@@ -3,7 +3,7 @@
 
 use autograd::gradcheck::GradCheck;
 use autograd::ops;
-use autograd::{Backward, BackwardCtx, Graph, ParamStore, Var};
+use autograd::{Backward, BackwardCtx, Graph, OpInfo, ParamStore, Var};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -47,6 +47,7 @@ fn clear_of_the_kink(inputs: &[Tensor], training: bool) -> bool {
         autograd::Mode {
             record: false,
             training,
+            layer_outputs: false,
         },
     );
     let v: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), false)).collect();
@@ -65,6 +66,7 @@ fn residual_sum_clear_of_the_kink(inputs: &[Tensor]) -> bool {
     let mode = autograd::Mode {
         record: false,
         training: true,
+        layer_outputs: false,
     };
     let mut g = Graph::new(&params, mode);
     let v: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), false)).collect();
@@ -256,14 +258,16 @@ fn the_check_catches_a_wrong_backward() {
             dx.data_mut().iter_mut().for_each(|v| *v *= 2.1);
             vec![Some(dx)]
         }
-        fn name(&self) -> &'static str {
-            "double_wrong"
-        }
     }
     let double = |g: &mut Graph, v: &[Var]| {
         let mut y = g.value(v[0]).clone();
         y.data_mut().iter_mut().for_each(|v| *v *= 2.0);
-        g.push(y, &[v[0]], DoubleWrongBackward)
+        g.push(
+            y,
+            &[v[0]],
+            OpInfo::named("double_wrong"),
+            DoubleWrongBackward,
+        )
     };
     let err = GradCheck::default().run(&ParamStore::new(), &[random(&[10], 3)], double);
     assert!(err.is_err(), "a 5% error in a backward went unnoticed");
@@ -276,14 +280,11 @@ fn the_check_catches_a_wrong_backward() {
             let _ = ctx;
             vec![Some(dy.clone())]
         }
-        fn name(&self) -> &'static str {
-            "bn_missing_term"
-        }
     }
     let bn_as_identity_grad = |g: &mut Graph, v: &[Var]| {
         let y = ops::batch_norm_train(g, v[0], v[1], v[2], 1e-3).0;
         let y = g.value(y).clone();
-        g.push(y, &[v[0]], BnMissingTerm)
+        g.push(y, &[v[0]], OpInfo::named("bn_missing_term"), BnMissingTerm)
     };
     let c = 2;
     let inputs = [
@@ -313,6 +314,7 @@ fn fused_batch_norm_relu_equals_the_two_ops() {
         let mode = autograd::Mode {
             record: true,
             training,
+            layer_outputs: false,
         };
         let run = |fused: bool| {
             let mut g = Graph::new(&params, mode);

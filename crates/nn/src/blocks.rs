@@ -14,24 +14,19 @@
 //! main path too (torchvision's 'v1.5' puts it on the 3x3 instead).
 //! `identity_block` adds its input unchanged.
 
-use crate::conv_bn::conv_bn;
-use crate::layers::{BatchNorm, Conv2d, PaddingMode};
-use crate::{BuildCtx, Taps};
-use autograd::{ops, Graph, Var};
-
-/// A `(conv, batchnorm)` pair as [`conv_bn`] takes it.
-fn unit((conv, bn): &(Conv2d, BatchNorm)) -> (&Conv2d, &BatchNorm) {
-    (conv, bn)
-}
+use crate::layers::{BatchNorm, Conv2d, ConvBn, PaddingMode};
+use crate::BuildCtx;
+use autograd::{Graph, Var};
 
 #[derive(Clone, Debug)]
 pub struct Bottleneck {
     /// Keras block name, e.g. `conv3_block1`.
     pub name: String,
     /// `<name>_0_conv` and `<name>_0_bn`, in a `conv_block` only.
-    pub shortcut: Option<(Conv2d, BatchNorm)>,
-    /// `(<name>_i_conv, <name>_i_bn)` for i = 1, 2, 3.
-    pub main: [(Conv2d, BatchNorm); 3],
+    pub shortcut: Option<ConvBn>,
+    /// `<name>_i_conv`, `<name>_i_bn` for i = 1, 2, 3; the first two end in
+    /// `<name>_i_relu`, the third in `<name>_add` and `<name>_out` (the ReLU).
+    pub main: [ConvBn; 3],
 }
 
 impl Bottleneck {
@@ -43,7 +38,7 @@ impl Bottleneck {
         filters: usize,
         stride: usize,
     ) -> Self {
-        let shortcut = (
+        let shortcut = ConvBn::new(
             Conv2d::new(
                 ctx,
                 &format!("{name}_0_conv"),
@@ -79,63 +74,42 @@ impl Bottleneck {
         cin: usize,
         filters: usize,
         stride: usize,
-    ) -> [(Conv2d, BatchNorm); 3] {
+    ) -> [ConvBn; 3] {
         let mut unit = |i: usize, cin: usize, cout: usize, k: usize, s: usize, p: PaddingMode| {
-            (
+            ConvBn::new(
                 Conv2d::new(ctx, &format!("{name}_{i}_conv"), cin, cout, k, s, p),
                 BatchNorm::new(ctx, &format!("{name}_{i}_bn"), cout),
             )
         };
         [
-            unit(1, cin, filters, 1, stride, PaddingMode::Valid),
-            unit(2, filters, filters, 3, 1, PaddingMode::Same),
-            unit(3, filters, 4 * filters, 1, 1, PaddingMode::Valid),
+            unit(1, cin, filters, 1, stride, PaddingMode::Valid)
+                .then_relu(&format!("{name}_1_relu")),
+            unit(2, filters, filters, 3, 1, PaddingMode::Same).then_relu(&format!("{name}_2_relu")),
+            unit(3, filters, 4 * filters, 1, 1, PaddingMode::Valid)
+                .then_add(&format!("{name}_add"))
+                .then_relu(&format!("{name}_out")),
         ]
     }
 
-    /// Runs the block and records its output (`<name>_out`) in `taps`, each
-    /// conv + batchnorm (+ add) (+ ReLU) unit as one [`conv_bn`] (fused in
-    /// inference). With `taps.keep_all`, runs it layer by layer instead so
-    /// that every Keras layer output is recorded.
-    pub fn forward(&self, g: &mut Graph, x: Var, taps: &mut Taps) -> Var {
-        if taps.keep_all {
-            return self.forward_layer_by_layer(g, x, taps);
-        }
+    /// The block in Keras's order. Each unit runs fused or layer by layer as
+    /// the graph's mode says (see [`crate::layers::conv_bn`]); nothing here
+    /// frees anything: the caller runs the block as a [`Graph::stage`].
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
         let shortcut = match &self.shortcut {
-            Some(u) => conv_bn(g, unit(u), x, None, false),
+            Some(projection) => projection.forward(g, x, None), // _0_conv, _0_bn
             None => x,
         };
-        let [u1, u2, u3] = &self.main;
-        let y1 = conv_bn(g, unit(u1), x, None, true);
-        let y2 = conv_bn(g, unit(u2), y1, None, true);
-        g.release(y1);
-        let out = conv_bn(g, unit(u3), y2, Some(shortcut), true);
-        for v in [y2, shortcut, x] {
-            g.release(v);
-        }
-        taps.record(&format!("{}_out", self.name), out)
+        let [unit1, unit2, unit3] = &self.main;
+        let y = unit1.forward(g, x, None); // _1_conv, _1_bn, _1_relu
+        let y = unit2.forward(g, y, None); // _2_conv, _2_bn, _2_relu
+        unit3.forward(g, y, Some(shortcut)) // _3_conv, _3_bn, _add, _out
     }
 
-    /// [`Bottleneck::forward`] one Keras layer at a time, recording (and
-    /// keeping) every layer output in `taps`.
-    fn forward_layer_by_layer(&self, g: &mut Graph, x: Var, taps: &mut Taps) -> Var {
-        let shortcut = match &self.shortcut {
-            Some((conv, bn)) => {
-                let s = taps.record(&conv.name, conv.forward(g, x));
-                taps.record(&bn.name, bn.forward(g, s))
-            }
-            None => x,
-        };
-        let mut y = x;
-        for (i, (conv, bn)) in self.main.iter().enumerate() {
-            let c = taps.record(&conv.name, conv.forward(g, y));
-            y = if i < 2 {
-                taps.bn_relu(g, bn, c, &format!("{}_{}_relu", self.name, i + 1))
-            } else {
-                taps.record(&bn.name, bn.forward(g, c))
-            };
-        }
-        let sum = taps.record(&format!("{}_add", self.name), ops::add(g, shortcut, y));
-        taps.record(&format!("{}_out", self.name), ops::relu(g, sum))
+    /// The block's batchnorms, shortcut first.
+    pub fn batch_norms_mut(&mut self) -> impl Iterator<Item = &mut BatchNorm> {
+        let shortcut = self.shortcut.iter_mut();
+        shortcut
+            .chain(self.main.iter_mut())
+            .map(|unit| &mut unit.bn)
     }
 }

@@ -21,9 +21,8 @@
 //! - `_1_conv` and `_2_conv` have no bias (a batchnorm follows), `_3_conv`
 //!   and `_0_conv` have one (nothing follows them but the add).
 
-use crate::conv_bn::conv_bn;
-use crate::layers::{BatchNorm, Conv2d, MaxPool, PaddingMode, ZeroPadding};
-use crate::{BuildCtx, Taps};
+use crate::layers::{BatchNorm, BnRelu, Conv2d, ConvBn, MaxPool, PaddingMode, ZeroPadding};
+use crate::BuildCtx;
 use autograd::{ops, Graph, Var};
 use tensor::Padding;
 
@@ -45,16 +44,16 @@ pub enum PreActShortcut {
 pub struct PreActBottleneck {
     /// Keras block name, e.g. `conv3_block4`.
     pub name: String,
-    /// `<name>_preact_bn`, followed by the ReLU `<name>_preact_relu`.
-    pub preact_bn: BatchNorm,
+    /// `<name>_preact_bn`, then the ReLU `<name>_preact_relu`.
+    pub preact: BnRelu,
     pub shortcut: PreActShortcut,
-    /// `<name>_1_conv` (1x1, no bias) and `<name>_1_bn`, then `<name>_1_relu`.
-    pub reduce: (Conv2d, BatchNorm),
+    /// `<name>_1_conv` (1x1, no bias), `<name>_1_bn`, `<name>_1_relu`.
+    pub reduce: ConvBn,
     /// `<name>_2_pad`: 1 pixel of zeros on each side.
     pub pad: ZeroPadding,
-    /// `<name>_2_conv` (3x3 'valid', stride `s`, no bias) and `<name>_2_bn`,
-    /// then `<name>_2_relu`.
-    pub spatial: (Conv2d, BatchNorm),
+    /// `<name>_2_conv` (3x3 'valid', stride `s`, no bias), `<name>_2_bn`,
+    /// `<name>_2_relu`.
+    pub spatial: ConvBn,
     /// `<name>_3_conv`: 1x1 to `4 * filters`, with bias; its output is added
     /// to the shortcut as `<name>_out`.
     pub expand: Conv2d,
@@ -73,7 +72,10 @@ impl PreActBottleneck {
         projection: bool,
     ) -> Self {
         let n = |suffix: &str| format!("{name}_{suffix}");
-        let preact_bn = BatchNorm::new(ctx, &n("preact_bn"), cin);
+        let preact = BnRelu {
+            bn: BatchNorm::new(ctx, &n("preact_bn"), cin),
+            relu: n("preact_relu"),
+        };
         let shortcut = if projection {
             // Keras's `_0_conv` has the block's stride; its stacks only ever
             // project in a stage's first block, which has stride 1.
@@ -96,22 +98,24 @@ impl PreActBottleneck {
             PreActShortcut::Identity
         };
         let valid = PaddingMode::Valid;
-        let reduce = (
+        let reduce = ConvBn::new(
             Conv2d::with_bias(ctx, &n("1_conv"), cin, filters, 1, 1, valid, false),
             BatchNorm::new(ctx, &n("1_bn"), filters),
-        );
+        )
+        .then_relu(&n("1_relu"));
         let pad = ZeroPadding {
             name: n("2_pad"),
             padding: Padding::uniform(1),
         };
-        let spatial = (
+        let spatial = ConvBn::new(
             Conv2d::with_bias(ctx, &n("2_conv"), filters, filters, 3, stride, valid, false),
             BatchNorm::new(ctx, &n("2_bn"), filters),
-        );
+        )
+        .then_relu(&n("2_relu"));
         let expand = Conv2d::new(ctx, &n("3_conv"), filters, 4 * filters, 1, 1, valid);
         PreActBottleneck {
             name: name.into(),
-            preact_bn,
+            preact,
             shortcut,
             reduce,
             pad,
@@ -122,60 +126,31 @@ impl PreActBottleneck {
 
     /// Every batchnorm of the block.
     pub fn batch_norms_mut(&mut self) -> [&mut BatchNorm; 3] {
-        [&mut self.preact_bn, &mut self.reduce.1, &mut self.spatial.1]
+        [
+            &mut self.preact.bn,
+            &mut self.reduce.bn,
+            &mut self.spatial.bn,
+        ]
     }
 
-    /// Runs the block and records its output (`<name>_out`) in `taps`, each
-    /// conv + batchnorm + ReLU as one [`conv_bn`] (fused in inference). With
-    /// `taps.keep_all`, runs it layer by layer so that every Keras layer
-    /// output is recorded.
-    pub fn forward(&self, g: &mut Graph, x: Var, taps: &mut Taps) -> Var {
-        if taps.keep_all {
-            return self.forward_layer_by_layer(g, x, taps);
-        }
-        let preact = self.preact_bn.forward_relu(g, x);
+    /// The block in Keras's order. Each batchnorm unit runs fused or layer
+    /// by layer as the graph's mode says (see [`crate::layers::conv_bn`]);
+    /// nothing here frees anything: the caller runs the block as a
+    /// [`Graph::stage`].
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
+        let preact = self.preact.forward(g, x); // _preact_bn, _preact_relu
         let shortcut = match &self.shortcut {
-            PreActShortcut::Projection(conv) => conv.forward(g, preact),
-            PreActShortcut::Subsample(pool) => pool.forward(g, x),
+            PreActShortcut::Projection(conv) => conv.forward(g, preact), // _0_conv
+            PreActShortcut::Subsample(pool) => pool.forward(g, x),       // _0_pool
             PreActShortcut::Identity => x,
         };
-        let (c1, b1) = &self.reduce;
-        let y1 = conv_bn(g, (c1, b1), preact, None, true);
-        g.release(preact);
-        // The padded copy is materialized, as Keras's `_2_pad` layer: the
-        // padding is symmetric, which the conv's TF-'same' mode is not for
-        // stride 2 on an even size.
-        let p = self.pad.forward(g, y1);
-        g.release(y1);
-        let (c2, b2) = &self.spatial;
-        let y2 = conv_bn(g, (c2, b2), p, None, true);
-        g.release(p);
-        let y3 = self.expand.forward(g, y2);
-        g.release(y2);
-        let out = ops::add(g, shortcut, y3);
-        for v in [y3, shortcut, x] {
-            g.release(v);
-        }
-        taps.record(&format!("{}_out", self.name), out)
-    }
-
-    /// [`PreActBottleneck::forward`] one Keras layer at a time, recording
-    /// (and keeping) every layer output in `taps`.
-    fn forward_layer_by_layer(&self, g: &mut Graph, x: Var, taps: &mut Taps) -> Var {
-        let preact = taps.bn_relu(g, &self.preact_bn, x, &format!("{}_preact_relu", self.name));
-        let shortcut = match &self.shortcut {
-            PreActShortcut::Projection(conv) => taps.record(&conv.name, conv.forward(g, preact)),
-            PreActShortcut::Subsample(pool) => taps.record(&pool.name, pool.forward(g, x)),
-            PreActShortcut::Identity => x,
-        };
-        let (c1, b1) = &self.reduce;
-        let y = taps.record(&c1.name, c1.forward(g, preact));
-        let y = taps.bn_relu(g, b1, y, &format!("{}_1_relu", self.name));
-        let y = taps.record(&self.pad.name, self.pad.forward(g, y));
-        let (c2, b2) = &self.spatial;
-        let y = taps.record(&c2.name, c2.forward(g, y));
-        let y = taps.bn_relu(g, b2, y, &format!("{}_2_relu", self.name));
-        let y = taps.record(&self.expand.name, self.expand.forward(g, y));
-        taps.record(&format!("{}_out", self.name), ops::add(g, shortcut, y))
+        let y = self.reduce.forward(g, preact, None); // _1_conv, _1_bn, _1_relu
+                                                      // Materialized as Keras's `_2_pad` layer: the padding is symmetric,
+                                                      // which the conv's TF-'same' mode is not at stride 2 on an even size.
+        let y = self.pad.forward(g, y); // _2_pad
+        let y = self.spatial.forward(g, y, None); // _2_conv, _2_bn, _2_relu
+        let y = self.expand.forward(g, y); // _3_conv
+        let out = ops::add(g, shortcut, y);
+        g.tap(&format!("{}_out", self.name), out)
     }
 }

@@ -8,7 +8,6 @@
 pub mod atomic_write;
 pub mod blocks;
 pub mod blocks_v2;
-pub mod conv_bn;
 pub mod freeze;
 pub mod init;
 pub mod layers;
@@ -23,7 +22,7 @@ pub use model::{Model, ModelOutput};
 pub use resnet::{ModelError, ResNet, ResNetConfig};
 pub use resnet_v2::ResNetV2;
 
-use autograd::{Graph, ParamId, ParamKind, ParamStore, Var};
+use autograd::{ParamId, ParamKind, ParamStore};
 use layers::VarianceUpdate;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -51,66 +50,5 @@ impl BuildCtx {
         self.store
             .add(name, value, kind)
             .unwrap_or_else(|e| panic!("model builder: {e}"))
-    }
-}
-
-/// The outputs of a forward pass by Keras layer name, in the order they ran.
-///
-/// In inference, intermediate values are freed as soon as the next layer has
-/// used them (so a batch of 256 needs a few activations' worth of memory,
-/// not the whole network's), and a recorded name may refer to a released
-/// value; set `keep_all` to keep every layer output readable (the probes).
-#[derive(Default)]
-pub struct Taps {
-    entries: Vec<(String, Var)>,
-    pub keep_all: bool,
-}
-
-impl Taps {
-    /// Taps that keep every layer's output.
-    pub fn keeping_all() -> Self {
-        Taps {
-            entries: Vec::new(),
-            keep_all: true,
-        }
-    }
-
-    /// Batchnorm `bn` on `x` then a ReLU recorded as `relu_name`, as the two
-    /// Keras layers, both recorded (the layer-by-layer pass of
-    /// `forward_keeping_all`; the usual pass fuses them, see `conv_bn`).
-    pub fn bn_relu(
-        &mut self,
-        g: &mut Graph,
-        bn: &layers::BatchNorm,
-        x: Var,
-        relu_name: &str,
-    ) -> Var {
-        let b = self.record(&bn.name, bn.forward(g, x));
-        let y = autograd::ops::relu(g, b);
-        self.record(relu_name, y)
-    }
-
-    /// Declares `v` no longer needed by the forward pass (see [`Graph::release`]).
-    pub fn release(&self, g: &mut Graph, v: Var) {
-        if !self.keep_all {
-            g.release(v);
-        }
-    }
-
-    /// Records `v` as the output of layer `name` and passes it on.
-    pub fn record(&mut self, name: &str, v: Var) -> Var {
-        self.entries.push((name.to_string(), v));
-        v
-    }
-
-    pub fn get(&self, name: &str) -> Option<Var> {
-        self.entries
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(n, _)| n.as_str())
     }
 }

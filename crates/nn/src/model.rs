@@ -6,18 +6,18 @@
 //! implementation of this trait, not a copy of the code above it.
 
 use crate::weights_io::{LoadReport, WeightsError};
-use crate::{ModelError, Taps};
+use crate::ModelError;
 use autograd::{Graph, ParamStore, Var};
 use std::path::Path;
 
-/// What one forward pass produced.
+/// What one forward pass produced. Other layers' outputs are read by their
+/// Keras names from the graph ([`Graph::tapped`]): all of them when the
+/// graph keeps layer outputs ([`autograd::Mode::PROBE`]) or records.
 pub struct ModelOutput {
     /// Pooled features `[N, C]` (Keras's `avg_pool`).
     pub features: Var,
     /// Head output before softmax `[N, classes]`, when there is a head.
     pub logits: Option<Var>,
-    /// Keras layer outputs by layer name (every layer's, when kept).
-    pub taps: Taps,
 }
 
 /// A network whose parameters live in a [`ParamStore`] under Keras names.
@@ -34,14 +34,13 @@ pub trait Model: Send + Sync {
     /// Channels of the pooled features.
     fn feature_channels(&self) -> usize;
 
-    /// Runs the network on the NHWC batch `x`. Without a tape, layer
-    /// outputs other than `features` and `logits` are freed as soon as they
-    /// have been used.
+    /// Runs the network on the NHWC batch `x`, each Keras layer's output
+    /// tapped in `g` under the layer's name. How it runs follows `g`'s mode:
+    /// with `layer_outputs` every layer is its own op and every output stays
+    /// readable (the probes); otherwise layers fuse where they can, and
+    /// without a tape `x` and every value other than `features` and
+    /// `logits` are freed as soon as they have been used.
     fn forward(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError>;
-
-    /// Like [`Model::forward`], keeping every Keras layer output readable
-    /// through the returned taps (parity probes, debugging).
-    fn forward_keeping_all(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError>;
 
     /// Number of freezable stages: the stem is stage 1, then `conv2` ...
     fn num_stages(&self) -> usize;

@@ -18,12 +18,12 @@
 //! network with the same topology and naming.
 
 use crate::blocks::Bottleneck;
-use crate::conv_bn::conv_bn;
 use crate::layers::{
-    BatchNorm, Conv2d, Dense, GlobalAvgPool, MaxPool, PaddingMode, VarianceUpdate, ZeroPadding,
+    BatchNorm, Conv2d, ConvBn, Dense, GlobalAvgPool, MaxPool, PaddingMode, VarianceUpdate,
+    ZeroPadding,
 };
 use crate::model::{Model, ModelOutput};
-use crate::{BuildCtx, Taps};
+use crate::BuildCtx;
 use autograd::{Graph, ParamStore, Var};
 use tensor::Padding;
 use thiserror::Error;
@@ -130,10 +130,30 @@ pub(crate) fn keras_stage(param: &str) -> Option<usize> {
 #[derive(Clone, Debug)]
 pub struct Stem {
     pub pad: ZeroPadding,
-    pub conv: Conv2d,
-    pub bn: BatchNorm,
+    /// `conv1_conv`, `conv1_bn`, `conv1_relu`.
+    pub conv1: ConvBn,
     pub pool_pad: ZeroPadding,
     pub pool: MaxPool,
+}
+
+impl Stem {
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
+        // conv1_pad stays a layer in every mode: a padded copy of the
+        // 3-channel input is cheap, and conv1's im2col runs faster on it
+        // than on per-tap padding.
+        let padded = self.pad.forward(g, x);
+        let y = self.conv1.forward(g, padded, None);
+        if g.mode().layer_outputs {
+            let padded = self.pool_pad.forward(g, y);
+            self.pool.forward(g, padded)
+        } else {
+            // pool1_pad folded into the pool: the same function on a ReLU's
+            // output (see `MaxPool::forward_after_zero_padding`), without
+            // the padded copy.
+            self.pool
+                .forward_after_zero_padding(g, y, self.pool_pad.padding)
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -155,16 +175,19 @@ impl ResNet {
                 name: "conv1_pad".into(),
                 padding: Padding::uniform(3),
             },
-            conv: Conv2d::new(
-                &mut ctx,
-                "conv1_conv",
-                3,
-                config.stem_filters,
-                7,
-                2,
-                PaddingMode::Valid,
-            ),
-            bn: BatchNorm::new(&mut ctx, "conv1_bn", config.stem_filters),
+            conv1: ConvBn::new(
+                Conv2d::new(
+                    &mut ctx,
+                    "conv1_conv",
+                    3,
+                    config.stem_filters,
+                    7,
+                    2,
+                    PaddingMode::Valid,
+                ),
+                BatchNorm::new(&mut ctx, "conv1_bn", config.stem_filters),
+            )
+            .then_relu("conv1_relu"),
             pool_pad: ZeroPadding {
                 name: "pool1_pad".into(),
                 padding: Padding::uniform(1),
@@ -211,49 +234,10 @@ impl ResNet {
         Ok((model, ctx.store))
     }
 
-    fn forward_with(
-        &self,
-        g: &mut Graph,
-        x: Var,
-        mut taps: Taps,
-    ) -> Result<ModelOutput, ModelError> {
-        self.check_input(g.value(x).shape())?;
-        let s = &self.stem;
-        // Each stem layer consumes the previous one's output, then frees it.
-        let mut y = if taps.keep_all {
-            // Every Keras layer, its output recorded.
-            let p = taps.record(&s.pad.name, s.pad.forward(g, x));
-            let c = taps.record(&s.conv.name, s.conv.forward(g, p));
-            let r = taps.bn_relu(g, &s.bn, c, "conv1_relu");
-            let p = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, r));
-            taps.record(&s.pool.name, s.pool.forward(g, p))
-        } else {
-            // pool1_pad folded into the max pool that follows it (see
-            // `MaxPool::forward_after_zero_padding`). conv1_pad stays a layer:
-            // a padded copy of the 3-channel input is cheap, and conv1's
-            // im2col runs faster on it than on per-tap padding.
-            let p = s.pad.forward(g, x);
-            let r = conv_bn(g, (&s.conv, &s.bn), p, None, true);
-            g.release(p);
-            let r = taps.record("conv1_relu", r);
-            let y = s.pool.forward_after_zero_padding(g, r, s.pool_pad.padding);
-            g.release(r);
-            taps.record(&s.pool.name, y)
-        };
-        for block in &self.blocks {
-            y = block.forward(g, y, &mut taps);
-        }
-        let features = taps.record(&self.avg_pool.name, self.avg_pool.forward(g, y));
-        taps.release(g, y);
-        let logits = self
-            .head
-            .as_ref()
-            .map(|h| taps.record(&h.name, h.forward(g, features)));
-        Ok(ModelOutput {
-            features,
-            logits,
-            taps,
-        })
+    /// Every batchnorm of the network, stem first.
+    fn batch_norms_mut(&mut self) -> impl Iterator<Item = &mut BatchNorm> {
+        let blocks = self.blocks.iter_mut().flat_map(Bottleneck::batch_norms_mut);
+        std::iter::once(&mut self.stem.conv1.bn).chain(blocks)
     }
 }
 
@@ -279,12 +263,18 @@ impl Model for ResNet {
         self.config.feature_channels()
     }
 
+    /// The stem, the blocks, the pool and the head, in Keras's order. The
+    /// stem and each block are stages: without a tape each frees its input
+    /// and its intermediates when it ends (see [`Graph::stage`]).
     fn forward(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError> {
-        self.forward_with(g, x, Taps::default())
-    }
-
-    fn forward_keeping_all(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError> {
-        self.forward_with(g, x, Taps::keeping_all())
+        self.check_input(g.value(x).shape())?;
+        let mut y = g.stage(x, |g, x| self.stem.forward(g, x));
+        for block in &self.blocks {
+            y = g.stage(y, |g, y| block.forward(g, y));
+        }
+        let features = g.stage(y, |g, y| self.avg_pool.forward(g, y));
+        let logits = self.head.as_ref().map(|head| head.forward(g, features));
+        Ok(ModelOutput { features, logits })
     }
 
     fn num_stages(&self) -> usize {
@@ -297,18 +287,10 @@ impl Model for ResNet {
     }
 
     fn bn_epsilon(&self) -> f32 {
-        self.stem.bn.epsilon
+        self.stem.conv1.bn.epsilon
     }
 
     fn set_bn_epsilon(&mut self, epsilon: f32) {
-        self.stem.bn.epsilon = epsilon;
-        for block in &mut self.blocks {
-            if let Some((_, bn)) = &mut block.shortcut {
-                bn.epsilon = epsilon;
-            }
-            for (_, bn) in &mut block.main {
-                bn.epsilon = epsilon;
-            }
-        }
+        self.batch_norms_mut().for_each(|bn| bn.epsilon = epsilon);
     }
 }

@@ -25,10 +25,12 @@
 //! stem, widths and depths.
 
 use crate::blocks_v2::PreActBottleneck;
-use crate::layers::{BatchNorm, Conv2d, Dense, GlobalAvgPool, MaxPool, PaddingMode, ZeroPadding};
+use crate::layers::{
+    BatchNorm, BnRelu, Conv2d, Dense, GlobalAvgPool, MaxPool, PaddingMode, ZeroPadding,
+};
 use crate::model::{Model, ModelOutput};
 use crate::resnet::keras_stage;
-use crate::{BuildCtx, ModelError, ResNetConfig, Taps};
+use crate::{BuildCtx, ModelError, ResNetConfig};
 use autograd::{Graph, ParamStore, Var};
 use tensor::Padding;
 
@@ -41,13 +43,25 @@ pub struct StemV2 {
     pub pool: MaxPool,
 }
 
+impl StemV2 {
+    /// Every layer in every mode: no ReLU precedes `pool1_pool` here, its
+    /// input can be negative, so its zero padding is real (a pad can win a
+    /// window) and cannot be folded into the pool as V1's stem does.
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
+        let y = self.pad.forward(g, x);
+        let y = self.conv.forward(g, y);
+        let y = self.pool_pad.forward(g, y);
+        self.pool.forward(g, y)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ResNetV2 {
     pub config: ResNetConfig,
     pub stem: StemV2,
     pub blocks: Vec<PreActBottleneck>,
-    /// `post_bn`, followed by the ReLU `post_relu`.
-    pub post_bn: BatchNorm,
+    /// `post_bn`, then the ReLU `post_relu`.
+    pub post: BnRelu,
     pub avg_pool: GlobalAvgPool,
     pub head: Option<Dense>,
 }
@@ -111,7 +125,10 @@ impl ResNetV2 {
                 cin = 4 * width;
             }
         }
-        let post_bn = BatchNorm::new(&mut ctx, "post_bn", cin);
+        let post = BnRelu {
+            bn: BatchNorm::new(&mut ctx, "post_bn", cin),
+            relu: "post_relu".into(),
+        };
         let head = config
             .num_classes
             .map(|k| Dense::new(&mut ctx, "predictions", cin, k));
@@ -119,53 +136,13 @@ impl ResNetV2 {
             config,
             stem,
             blocks,
-            post_bn,
+            post,
             avg_pool: GlobalAvgPool {
                 name: "avg_pool".into(),
             },
             head,
         };
         Ok((model, ctx.store))
-    }
-
-    fn forward_with(
-        &self,
-        g: &mut Graph,
-        x: Var,
-        mut taps: Taps,
-    ) -> Result<ModelOutput, ModelError> {
-        self.check_input(g.value(x).shape())?;
-        let s = &self.stem;
-        // No ReLU precedes pool1_pool here: its input can be negative, so
-        // the zero padding must be materialized (a pad can win a window).
-        let p = taps.record(&s.pad.name, s.pad.forward(g, x));
-        let c = taps.record(&s.conv.name, s.conv.forward(g, p));
-        taps.release(g, p);
-        let p = taps.record(&s.pool_pad.name, s.pool_pad.forward(g, c));
-        taps.release(g, c);
-        let mut y = taps.record(&s.pool.name, s.pool.forward(g, p));
-        taps.release(g, p);
-        for block in &self.blocks {
-            y = block.forward(g, y, &mut taps);
-        }
-        let post = if taps.keep_all {
-            taps.bn_relu(g, &self.post_bn, y, "post_relu")
-        } else {
-            let post = self.post_bn.forward_relu(g, y);
-            g.release(y);
-            taps.record("post_relu", post)
-        };
-        let features = taps.record(&self.avg_pool.name, self.avg_pool.forward(g, post));
-        taps.release(g, post);
-        let logits = self
-            .head
-            .as_ref()
-            .map(|h| taps.record(&h.name, h.forward(g, features)));
-        Ok(ModelOutput {
-            features,
-            logits,
-            taps,
-        })
     }
 }
 
@@ -191,12 +168,18 @@ impl Model for ResNetV2 {
         self.config.feature_channels()
     }
 
+    /// The stem, the blocks, `post_bn` + `post_relu`, the pool and the
+    /// head, in Keras's order, each a stage (see [`Graph::stage`]).
     fn forward(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError> {
-        self.forward_with(g, x, Taps::default())
-    }
-
-    fn forward_keeping_all(&self, g: &mut Graph, x: Var) -> Result<ModelOutput, ModelError> {
-        self.forward_with(g, x, Taps::keeping_all())
+        self.check_input(g.value(x).shape())?;
+        let mut y = g.stage(x, |g, x| self.stem.forward(g, x));
+        for block in &self.blocks {
+            y = g.stage(y, |g, y| block.forward(g, y));
+        }
+        let y = g.stage(y, |g, y| self.post.forward(g, y));
+        let features = g.stage(y, |g, y| self.avg_pool.forward(g, y));
+        let logits = self.head.as_ref().map(|head| head.forward(g, features));
+        Ok(ModelOutput { features, logits })
     }
 
     fn num_stages(&self) -> usize {
@@ -214,11 +197,11 @@ impl Model for ResNetV2 {
     }
 
     fn bn_epsilon(&self) -> f32 {
-        self.post_bn.epsilon
+        self.post.bn.epsilon
     }
 
     fn set_bn_epsilon(&mut self, epsilon: f32) {
-        self.post_bn.epsilon = epsilon;
+        self.post.bn.epsilon = epsilon;
         for block in &mut self.blocks {
             for bn in block.batch_norms_mut() {
                 bn.epsilon = epsilon;

@@ -101,14 +101,10 @@ fn run(mode: Mode, out_prefix: &str, grad_prefix: &str, out_tol: f32, grad_tol: 
     let out = model.forward(&mut g, x).unwrap();
     let mut checked = 0;
     let mut worst_out = 0.0f32;
-    for name in out.taps.names().collect::<Vec<_>>() {
+    let names: Vec<String> = g.tap_names().map(String::from).collect();
+    for name in &names {
         if let Some(k) = r.get(&format!("{out_prefix}/{name}")) {
-            worst_out = worst_out.max(check(
-                name,
-                g.value(out.taps.get(name).unwrap()),
-                k,
-                out_tol,
-            ));
+            worst_out = worst_out.max(check(name, g.value(g.tapped(name).unwrap()), k, out_tol));
             checked += 1;
         }
     }
@@ -172,21 +168,18 @@ fn inference_outputs_and_frozen_bn_gradients_match_keras() {
 }
 
 /// Pure inference (no tape) runs every conv + batchnorm + ReLU as one fused
-/// op; its logits match Keras and, bit for bit, the layer-by-layer pass.
+/// op; its logits match Keras and, bit for bit, the layer-by-layer pass
+/// (`Mode::PROBE`), which fuses nothing.
 #[test]
 fn fused_inference_matches_keras_and_the_layer_by_layer_pass() {
     tensor::buffer_pool::poison_recycled(true);
     let r = reference();
     let (model, store) = model(VarianceUpdate::Biased);
-    let logits = |keep_all: bool| {
-        let mut g = Graph::new(&store, Mode::INFER);
+    let logits = |mode: Mode| {
+        let mut g = Graph::new(&store, mode);
         g.enable_profile();
         let x = g.input(r["x"].clone());
-        let out = if keep_all {
-            model.forward_keeping_all(&mut g, x).unwrap()
-        } else {
-            model.forward(&mut g, x).unwrap()
-        };
+        let out = model.forward(&mut g, x).unwrap();
         let fused = g
             .profile()
             .unwrap()
@@ -196,8 +189,8 @@ fn fused_inference_matches_keras_and_the_layer_by_layer_pass() {
             .count();
         (g.take(out.logits.unwrap()), fused)
     };
-    let (fused, n_fused) = logits(false);
-    let (layered, n_layered) = logits(true);
+    let (fused, n_fused) = logits(Mode::INFER);
+    let (layered, n_layered) = logits(Mode::PROBE);
     // Each block's `_1` and `_2` units; conv1, the shortcuts and `_3_conv`
     // have no batchnorm after them.
     let units = 2 * model.blocks.len();

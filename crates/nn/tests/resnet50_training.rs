@@ -73,11 +73,7 @@ fn full_resnet50_forward_and_backward_at_batch_64() {
         ("conv4_block6_out", [64, 2, 2, 1024]),
         ("conv5_block3_out", [64, 1, 1, 2048]),
     ] {
-        assert_eq!(
-            g.value(out.taps.get(name).unwrap()).shape(),
-            shape,
-            "{name}"
-        );
+        assert_eq!(g.value(g.tapped(name).unwrap()).shape(), shape, "{name}");
     }
     assert_eq!(g.value(out.features).shape(), [64, 2048]);
     let loss = ops::softmax_cross_entropy(&mut g, out.logits.unwrap(), &labels);
@@ -154,11 +150,15 @@ fn moving_statistics_follow_keras() {
         };
         let (model, mut store) = ResNet::new(config).unwrap();
         let x = batch(2, 32, 4);
-        let mut g = Graph::new(&store, Mode::TRAIN);
+        let mode = Mode {
+            layer_outputs: true,
+            ..Mode::TRAIN
+        };
+        let mut g = Graph::new(&store, mode);
         let xv = g.input(x);
-        let out = model.forward_keeping_all(&mut g, xv).unwrap();
+        model.forward(&mut g, xv).unwrap();
         // The batch statistics of conv1_conv's output, by hand.
-        let conv = g.value(out.taps.get("conv1_conv").unwrap()).clone();
+        let conv = g.value(g.tapped("conv1_conv").unwrap()).clone();
         let stats = g.take_stat_updates();
         drop(g);
         let c = 8;
@@ -194,14 +194,14 @@ fn moving_statistics_follow_keras() {
 fn inference_mode_records_nothing_and_uses_moving_statistics() {
     poison();
     let (model, store) = ResNet::new(narrow(2)).unwrap();
-    let mut g = Graph::new(&store, Mode::INFER);
+    let mut g = Graph::new(&store, Mode::PROBE);
     let xv = g.input(batch(1, 32, 5));
-    let out = model.forward_keeping_all(&mut g, xv).unwrap();
+    let out = model.forward(&mut g, xv).unwrap();
     assert!(g.take_stat_updates().is_empty());
     assert!(!g.requires_grad(out.logits.unwrap()));
     // Fresh statistics (mean 0, variance 1) make conv1_bn nearly the identity.
-    let conv = g.value(out.taps.get("conv1_conv").unwrap()).data().to_vec();
-    let bn = g.value(out.taps.get("conv1_bn").unwrap()).data().to_vec();
+    let conv = g.value(g.tapped("conv1_conv").unwrap()).data().to_vec();
+    let bn = g.value(g.tapped("conv1_bn").unwrap()).data().to_vec();
     for (a, b) in conv.iter().zip(&bn) {
         assert!((a / (1.0f32 + 1.001e-5).sqrt() - b).abs() < 1e-6);
     }
@@ -225,20 +225,28 @@ fn inference_frees_intermediates_without_changing_the_result() {
     poison();
     let (model, store) = ResNet::new(narrow(3)).unwrap();
     let x = batch(2, 32, 6);
-    let run = |keep: bool| {
-        let mut g = Graph::new(&store, Mode::INFER);
+    let run = |mode: Mode| {
+        let mut g = Graph::new(&store, mode);
         let xv = g.input(x.clone());
-        let out = if keep {
-            model.forward_keeping_all(&mut g, xv).unwrap()
-        } else {
-            model.forward(&mut g, xv).unwrap()
-        };
-        (g.value(out.logits.unwrap()).clone(), g.live_values())
+        let out = model.forward(&mut g, xv).unwrap();
+        let tapped: Vec<String> = g.tap_names().map(String::from).collect();
+        (
+            g.value(out.logits.unwrap()).clone(),
+            g.live_values(),
+            tapped,
+        )
     };
-    let (kept, live_kept) = run(true);
-    let (freed, live_freed) = run(false);
+    let (kept, live_kept, tapped_kept) = run(Mode::PROBE);
+    let (freed, live_freed, tapped_freed) = run(Mode::INFER);
     assert_eq!(kept, freed);
-    // The input, the features and the logits are all that stay alive.
-    assert_eq!(live_freed, 3, "values alive after an inference pass");
-    assert!(live_kept > 50, "{live_kept}");
+    // The features and the logits are all that stay alive (the stem's
+    // stage frees the input too).
+    assert_eq!(live_freed, 2, "values alive after an inference pass");
+    assert_eq!(tapped_freed, ["avg_pool", "predictions"]);
+    // Probing keeps every Keras layer: the stem's 6, each block's 10 (12
+    // with a projection shortcut), the pool and the head.
+    let blocks = 2 + 1 + 1 + 1;
+    let layers = 6 + 10 * blocks + 2 * 4 + 2;
+    assert_eq!(tapped_kept.len(), layers, "{tapped_kept:?}");
+    assert_eq!(live_kept, layers, "every layer output, and nothing else");
 }

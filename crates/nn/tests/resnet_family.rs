@@ -104,7 +104,7 @@ fn weight_names_shapes_and_counts_match_keras() {
 }
 
 /// Every Keras layer, by name, with its output shape at 32x32, is a layer of
-/// ours (a recorded output of `forward_keeping_all`) with the same shape, and
+/// ours (an output tapped in a `Mode::PROBE` graph) with the same shape, and
 /// ours has no layer Keras lacks but the pooling and head Keras leaves off
 /// with `include_top=False`.
 #[test]
@@ -112,12 +112,12 @@ fn layer_names_and_output_shapes_match_keras() {
     for (name, v2, depths, _) in FAMILY {
         let (keras, _) = keras_list(&format!("keras_{name}_layers.txt"));
         let (model, store) = build(v2, config(depths)).unwrap();
-        let mut g = Graph::new(&store, Mode::INFER);
+        let mut g = Graph::new(&store, Mode::PROBE);
         let x = g.input(Tensor::full(&[1, 32, 32, 3], 0.5));
-        let out = model.forward_keeping_all(&mut g, x).unwrap();
+        model.forward(&mut g, x).unwrap();
         let mut ours = BTreeMap::new();
-        for layer in out.taps.names() {
-            let shape = g.value(out.taps.get(layer).unwrap()).shape()[1..].to_vec();
+        for layer in g.tap_names() {
+            let shape = g.value(g.tapped(layer).unwrap()).shape()[1..].to_vec();
             assert!(
                 ours.insert(layer.to_string(), shape).is_none(),
                 "{name}: {layer} recorded twice"

@@ -233,7 +233,7 @@ fn the_files_batchnorm_epsilon_is_adopted() {
     assert!(model
         .blocks
         .iter()
-        .all(|b| b.main.iter().all(|(_, bn)| bn.epsilon == 1e-3)));
+        .all(|b| b.main.iter().all(|unit| unit.bn.epsilon == 1e-3)));
 
     let bad = tmp("bad_eps.safetensors");
     let meta = HashMap::from([("bn_epsilon".to_string(), "tiny".to_string())]);

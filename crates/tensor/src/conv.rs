@@ -32,7 +32,7 @@
 //! changes, and the GEMM is up to 9x smaller.
 
 use crate::epilogue::Epilogue;
-use crate::error::{Result, TensorError};
+use crate::error::Result;
 use crate::gemm::{sgemm, sgemm_bias, sgemm_serial, sgemm_serial_bias, Trans};
 use crate::geometry::{ConvGeometry, Padding};
 use crate::scratch::{with_scratch, Slot};
@@ -48,17 +48,21 @@ const TASK_FLOATS: usize = 1 << 18;
 /// GEMM is tall enough to amortise packing the kernel matrix.
 const MIN_TASK_ROWS: usize = 64;
 
-fn check_len(what: &str, got: usize, shape: [usize; 4]) -> Result<()> {
+/// Asserts that a buffer holds a `shape`: a kernel's precondition, checked
+/// by the caller (the autograd op, from tensors whose shapes it validated).
+fn check_len(what: &str, got: usize, shape: [usize; 4]) {
     let expected: usize = shape.iter().product();
-    if got != expected {
-        return Err(TensorError::DataLength {
-            what: what.into(),
-            shape: shape.to_vec(),
-            expected,
-            got,
-        });
+    assert_eq!(
+        got, expected,
+        "{what}: {got} values, but shape {shape:?} holds {expected}"
+    );
+}
+
+/// Asserts that a result the caller should have checked is `Ok`.
+pub(crate) fn require(r: Result<()>) {
+    if let Err(e) = r {
+        panic!("{e}");
     }
-    Ok(())
 }
 
 /// Rows of `cols` per tile when one tile is shared by all threads.
@@ -280,13 +284,7 @@ fn scatter_taps(
 }
 
 /// Forward pass: `y = conv(x, w) + bias`, written into `y` (`[N, Ho, Wo, Cout]`).
-pub fn conv2d_forward(
-    g: &ConvGeometry,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) -> Result<()> {
+pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     conv2d_forward_fused(g, x, w, bias, Epilogue::default(), y)
 }
 
@@ -299,25 +297,23 @@ pub fn conv2d_forward_fused(
     bias: Option<&[f32]>,
     epilogue: Epilogue,
     y: &mut [f32],
-) -> Result<()> {
-    g.validate()?;
-    check_len("conv2d input", x.len(), g.input_shape())?;
-    check_len("conv2d kernel", w.len(), g.kernel_shape())?;
-    check_len("conv2d output", y.len(), g.output_shape())?;
+) {
+    require(g.validate());
+    check_len("conv2d input", x.len(), g.input_shape());
+    check_len("conv2d kernel", w.len(), g.kernel_shape());
+    check_len("conv2d output", y.len(), g.output_shape());
     if let Some(b) = bias {
-        check_len("conv2d bias", b.len(), [1, 1, 1, g.out_c])?;
+        check_len("conv2d bias", b.len(), [1, 1, 1, g.out_c]);
     }
-    epilogue.validate(y.len(), g.out_c)?;
+    require(epilogue.validate(y.len(), g.out_c));
     if let Some((t, ky0, kx0)) = trimmed(g) {
         let len: usize = t.kernel_shape().iter().product();
         return with_scratch(Slot::Side, len, |wt| {
             gather_taps(g, &t, (ky0, kx0), w, wt);
             forward_untrimmed(&t, x, wt, bias, &epilogue, y);
-            Ok(())
         });
     }
     forward_untrimmed(g, x, w, bias, &epilogue, y);
-    Ok(())
 }
 
 fn forward_untrimmed(
@@ -449,26 +445,19 @@ fn forward_shared(
 }
 
 /// Input gradient: `dx = conv^T(dy, w)`, overwriting `dx` (`[N, H, W, Cin]`).
-pub fn conv2d_backward_input(
-    g: &ConvGeometry,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-) -> Result<()> {
-    g.validate()?;
-    check_len("conv2d output gradient", dy.len(), g.output_shape())?;
-    check_len("conv2d kernel", w.len(), g.kernel_shape())?;
-    check_len("conv2d input gradient", dx.len(), g.input_shape())?;
+pub fn conv2d_backward_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    require(g.validate());
+    check_len("conv2d output gradient", dy.len(), g.output_shape());
+    check_len("conv2d kernel", w.len(), g.kernel_shape());
+    check_len("conv2d input gradient", dx.len(), g.input_shape());
     if let Some((t, ky0, kx0)) = trimmed(g) {
         let len: usize = t.kernel_shape().iter().product();
         return with_scratch(Slot::Side, len, |wt| {
             gather_taps(g, &t, (ky0, kx0), w, wt);
             backward_input_untrimmed(&t, dy, wt, dx);
-            Ok(())
         });
     }
     backward_input_untrimmed(g, dy, w, dx);
-    Ok(())
 }
 
 fn backward_input_untrimmed(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
@@ -532,11 +521,11 @@ pub fn conv2d_backward_kernel(
     dy: &[f32],
     dw: &mut [f32],
     accumulate: bool,
-) -> Result<()> {
-    g.validate()?;
-    check_len("conv2d input", x.len(), g.input_shape())?;
-    check_len("conv2d output gradient", dy.len(), g.output_shape())?;
-    check_len("conv2d kernel gradient", dw.len(), g.kernel_shape())?;
+) {
+    require(g.validate());
+    check_len("conv2d input", x.len(), g.input_shape());
+    check_len("conv2d output gradient", dy.len(), g.output_shape());
+    check_len("conv2d kernel gradient", dw.len(), g.kernel_shape());
     if let Some((t, ky0, kx0)) = trimmed(g) {
         let len: usize = t.kernel_shape().iter().product();
         return with_scratch(Slot::Side, len, |dwt| {
@@ -548,11 +537,9 @@ pub fn conv2d_backward_kernel(
             }
             backward_kernel_untrimmed(&t, x, dy, dwt, accumulate);
             scatter_taps(g, &t, (ky0, kx0), dwt, dw);
-            Ok(())
         });
     }
     backward_kernel_untrimmed(g, x, dy, dw, accumulate);
-    Ok(())
 }
 
 fn backward_kernel_untrimmed(
@@ -660,19 +647,13 @@ fn backward_kernel_shared(
 }
 
 /// Bias gradient: the sum of `dy` over every output pixel, per channel.
-pub fn conv2d_backward_bias(
-    g: &ConvGeometry,
-    dy: &[f32],
-    db: &mut [f32],
-    accumulate: bool,
-) -> Result<()> {
-    check_len("conv2d output gradient", dy.len(), g.output_shape())?;
-    check_len("conv2d bias gradient", db.len(), [1, 1, 1, g.out_c])?;
+pub fn conv2d_backward_bias(g: &ConvGeometry, dy: &[f32], db: &mut [f32], accumulate: bool) {
+    check_len("conv2d output gradient", dy.len(), g.output_shape());
+    check_len("conv2d bias gradient", db.len(), [1, 1, 1, g.out_c]);
     let sums = crate::elementwise::channel_sum(dy, g.out_c);
     for (d, s) in db.iter_mut().zip(sums) {
         *d = if accumulate { *d + s } else { s };
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -840,7 +821,7 @@ mod tests {
                 let shared =
                     |e: &Epilogue, y: &mut [f32]| forward_shared(&g, &x, &w, Some(&bias), e, y, 7);
                 let public = |e: &Epilogue, y: &mut [f32]| {
-                    conv2d_forward_fused(&g, &x, &w, Some(&bias), *e, y).unwrap()
+                    conv2d_forward_fused(&g, &x, &w, Some(&bias), *e, y)
                 };
                 let paths: [(&str, Path); 3] = [
                     ("per-task", &per_task),

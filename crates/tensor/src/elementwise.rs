@@ -6,6 +6,16 @@
 //! slice zips, which the compiler turns into SIMD without bounds checks; each
 //! is built for both the baseline x86-64 target (SSE2, 4 lanes) and AVX2 (8
 //! lanes), picked at run time (see `multiversion!`).
+//!
+//! On other CPUs the portable build runs alone. It is vectorized there as
+//! well: aarch64's baseline target includes NEON (4 lanes), so the same
+//! loops compile to NEON code with no dispatch (reasoned from the target's
+//! baseline; no ARM machine was at hand to measure it). The `wide` crate's
+//! portable SIMD types were considered for these kernels and not used: they
+//! pick their backend at compile time from the target's features, so inside
+//! a run-time-dispatched AVX2 function they still emit 4-lane SSE, and for
+//! plain slice zips like these the compiler already emits the vector code a
+//! hand-written `f32x4` / `f32x8` loop would.
 //! Per-channel reductions accumulate in f32 over short runs of rows and add
 //! the runs in f64, so a sum over 16,384 rows keeps f32's full precision.
 

@@ -4,6 +4,15 @@
 //! forward/backward ops.
 //!
 //! Every fast kernel has a naive twin in [`reference`](mod@reference) that it is tested against.
+//!
+//! The error contract, the same in every crate: a kernel (and an autograd
+//! op) *asserts* its preconditions, since a buffer of the wrong length is a
+//! bug in the code that called it; what comes from outside (a tensor built
+//! from user data, a geometry from a layer's configuration, a weights file,
+//! a batch of images) is checked where it enters, by the constructors here
+//! ([`Tensor::from_vec`], [`ConvGeometry::validate`]) and by the layers and
+//! I/O above, which return errors naming the file, tensor, value or shape at
+//! fault.
 
 pub mod batch_norm;
 pub mod buffer_pool;
@@ -18,6 +27,7 @@ pub mod pool;
 pub mod reference;
 mod scratch;
 pub mod tensor;
+pub mod testing;
 pub mod threads;
 
 pub use epilogue::Epilogue;

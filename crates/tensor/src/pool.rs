@@ -2,23 +2,22 @@
 //! routes the gradient to it) and global average pool.
 
 use crate::elementwise::multiversion;
-use crate::error::{Result, TensorError};
 use crate::geometry::PoolGeometry;
 use rayon::prelude::*;
 
-fn check_max_pool(g: &PoolGeometry, lens: &[(&str, usize, [usize; 4])]) -> Result<()> {
-    g.validate()?;
+/// Asserts the kernel's preconditions: a valid geometry, buffers of its shapes.
+fn check_max_pool(g: &PoolGeometry, lens: &[(&str, usize, [usize; 4])]) {
+    crate::conv::require(g.validate());
     for &(what, got, shape) in lens {
         let expected: usize = shape.iter().product();
-        if got != expected {
-            return Err(TensorError::Geometry(format!(
-                "max pool {:?} -> {:?}: {what} has {got} elements, expected {expected}",
-                g.input_shape(),
-                g.output_shape(),
-            )));
-        }
+        assert_eq!(
+            got,
+            expected,
+            "max pool {:?} -> {:?}: {what} has {got} elements, expected {expected}",
+            g.input_shape(),
+            g.output_shape(),
+        );
     }
-    Ok(())
 }
 
 /// The in-bounds input pixels `(iy, ix)` of output `(oy, ox)`'s window, in
@@ -68,17 +67,17 @@ multiversion! {
 /// Max pool forward: each output is the maximum of its window's in-bounds
 /// taps, seeded from the first (a window whose first tap is NaN is NaN).
 /// Nothing else is stored: the backward pass finds the winners again.
-pub fn max_pool_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32]) -> Result<()> {
+pub fn max_pool_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
     check_max_pool(
         g,
         &[
             ("input", x.len(), g.input_shape()),
             ("output", y.len(), g.output_shape()),
         ],
-    )?;
+    );
     let (ho, wo, c) = (g.out_h(), g.out_w(), g.channels);
     if y.is_empty() {
-        return Ok(());
+        return;
     }
     // One task per output row of one image: `wo * c` outputs, a channel
     // vector at a time.
@@ -96,7 +95,6 @@ pub fn max_pool_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32]) -> Result<()
             }
         }
     });
-    Ok(())
 }
 
 /// Max pool backward: each `dy` goes to the input that won its window (the
@@ -106,13 +104,7 @@ pub fn max_pool_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32]) -> Result<()
 /// the rayon threads by image (a window never leaves its image); within an
 /// image the gradients are summed in output order, so the result does not
 /// depend on the thread count.
-pub fn max_pool_backward(
-    g: &PoolGeometry,
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-) -> Result<()> {
+pub fn max_pool_backward(g: &PoolGeometry, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
     check_max_pool(
         g,
         &[
@@ -121,13 +113,13 @@ pub fn max_pool_backward(
             ("output gradient", dy.len(), g.output_shape()),
             ("input gradient", dx.len(), g.input_shape()),
         ],
-    )?;
+    );
     if dx.is_empty() {
-        return Ok(());
+        return;
     }
     if y.is_empty() {
         dx.fill(0.0);
-        return Ok(());
+        return;
     }
     let (ho, wo, c) = (g.out_h(), g.out_w(), g.channels);
     let (image_in, image_out) = (g.in_h * g.in_w * c, ho * wo * c);
@@ -156,7 +148,6 @@ pub fn max_pool_backward(
                 }
             }
         });
-    Ok(())
 }
 
 /// Global average pool: `[N, H*W, C] -> [N, C]`.

@@ -279,3 +279,96 @@ pub fn channel_dot(a: &[f32], b: &[f32], channels: usize) -> Vec<f32> {
 pub fn conv2d_backward_bias(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
     channel_sum(dy, g.out_c)
 }
+
+/// Per-channel batch mean and biased variance of `[rows, c]` data, in f64.
+pub fn batch_norm_statistics(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
+    let rows = x.len() / c;
+    let mut mean = vec![0.0f64; c];
+    for row in x.chunks_exact(c) {
+        for i in 0..c {
+            mean[i] += row[i] as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= rows as f64);
+    let mut var = vec![0.0f64; c];
+    for row in x.chunks_exact(c) {
+        for i in 0..c {
+            var[i] += (row[i] as f64 - mean[i]).powi(2);
+        }
+    }
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+    (
+        to_f32(mean),
+        to_f32(var.iter().map(|v| v / rows as f64).collect()),
+    )
+}
+
+/// Batchnorm with given statistics: `gamma * (x - mean) / sqrt(var + eps) + beta`.
+pub fn batch_norm_infer(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> Vec<f32> {
+    let c = gamma.len();
+    x.chunks_exact(c)
+        .flat_map(|row| {
+            (0..c).map(move |i| {
+                let xhat = (row[i] as f64 - mean[i] as f64) / (var[i] as f64 + eps as f64).sqrt();
+                (gamma[i] as f64 * xhat + beta[i] as f64) as f32
+            })
+        })
+        .collect()
+}
+
+/// Training-mode batchnorm: normalized with the batch's own statistics.
+pub fn batch_norm_train(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let (mean, var) = batch_norm_statistics(x, gamma.len());
+    batch_norm_infer(x, gamma, beta, &mean, &var, eps)
+}
+
+/// The gradients of [`batch_norm_train`] for the output gradient `dy`:
+/// `(dx, dgamma, dbeta)`, straight from the textbook formulas (Ioffe and
+/// Szegedy 2015, section 3), with `xhat = (x - mean) / sigma`:
+///
+/// ```text
+/// dbeta  = sum(dy)                  dgamma = sum(dy * xhat)
+/// dx     = gamma / sigma * (dy - dbeta / M - xhat * dgamma / M)
+/// ```
+pub fn batch_norm_train_backward(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = gamma.len();
+    let m = (x.len() / c) as f64;
+    let (mean, var) = batch_norm_statistics(x, c);
+    let sigma: Vec<f64> = var
+        .iter()
+        .map(|&v| (v as f64 + eps as f64).sqrt())
+        .collect();
+    let xhat = |row: &[f32], i: usize| (row[i] as f64 - mean[i] as f64) / sigma[i];
+    let (mut dbeta, mut dgamma) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for (row, g) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        for i in 0..c {
+            dbeta[i] += g[i] as f64;
+            dgamma[i] += g[i] as f64 * xhat(row, i);
+        }
+    }
+    let dx = x
+        .chunks_exact(c)
+        .zip(dy.chunks_exact(c))
+        .flat_map(|(row, g)| {
+            let (dbeta, dgamma, sigma) = (&dbeta, &dgamma, &sigma);
+            (0..c).map(move |i| {
+                let d = g[i] as f64 - dbeta[i] / m - xhat(row, i) * dgamma[i] / m;
+                (gamma[i] as f64 / sigma[i] * d) as f32
+            })
+        })
+        .collect();
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+    (dx, to_f32(dgamma), to_f32(dbeta))
+}

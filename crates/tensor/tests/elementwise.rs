@@ -2,15 +2,13 @@
 //! lengths on both sides of the parallel threshold and with channel counts
 //! that are not multiples of any SIMD width.
 
-mod common;
-
-use common::{abs, assert_close, data};
 use proptest::prelude::*;
 use tensor::elementwise::{
     add, add_assign, channel_affine, channel_dot, channel_sum, channel_sum_sq, relu, relu_backward,
     scale, PARALLEL_MIN,
 };
 use tensor::reference;
+use tensor::testing::{abs, assert_close, data};
 
 fn length() -> impl Strategy<Value = usize> {
     prop_oneof![

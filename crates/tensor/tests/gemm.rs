@@ -3,13 +3,11 @@
 //! detected, our AVX2+FMA kernel): all four transposes, alpha and beta
 //! (including beta = 0 over a NaN-filled C), k = 0, sizes that take the serial
 //! path and both threaded splits, and sizes across the kernel's blocking
-//! (edge tiles, several k blocks). Tolerance: see `common::SUM_RTOL`.
+//! (edge tiles, several k blocks). Tolerance: see `tensor::testing::SUM_RTOL`.
 
-mod common;
-
-use common::{abs, assert_close, data, SUM_RTOL};
 use proptest::prelude::*;
 use tensor::gemm::sgemm_with;
+use tensor::testing::{abs, assert_close, data, SUM_RTOL};
 use tensor::{reference, sgemm, sgemm_serial, Kernel, Trans};
 
 fn trans() -> impl Strategy<Value = Trans> {

@@ -28,10 +28,10 @@ fn max_pool_of_a_nan_window_is_nan_and_routes_to_a_valid_input() {
     // Image 0 is ordinary; image 1 is all NaN.
     let x = [1.0, 3.0, 2.0, 0.0, f32::NAN, f32::NAN, f32::NAN, f32::NAN];
     let mut y = [0.0; 2];
-    max_pool_forward(&g, &x, &mut y).unwrap();
+    max_pool_forward(&g, &x, &mut y);
     assert_eq!(y[0], 3.0);
     assert!(y[1].is_nan());
     let mut dx = [0.0; 8];
-    max_pool_backward(&g, &x, &y, &[1.0, 1.0], &mut dx).unwrap();
+    max_pool_backward(&g, &x, &y, &[1.0, 1.0], &mut dx);
     assert_eq!(dx, [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
 }

@@ -4,13 +4,11 @@
 //! inputs are often coarse integers that tie, and signed zeros), global
 //! average pool forward and backward.
 
-mod common;
-
-use common::{abs, assert_close, coarse, data};
 use proptest::prelude::*;
 use tensor::pool::{
     global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward,
 };
+use tensor::testing::{abs, assert_close, assert_panics, coarse, data};
 use tensor::{reference, Padding, PoolGeometry};
 
 fn geometry() -> impl Strategy<Value = PoolGeometry> {
@@ -57,7 +55,7 @@ proptest! {
             x.iter_mut().step_by(3).filter(|v| **v == 0.0).for_each(|v| *v = -0.0);
         }
         let mut y = vec![f32::NAN; out_len];
-        max_pool_forward(&g, &x, &mut y).unwrap();
+        max_pool_forward(&g, &x, &mut y);
         let (want_y, want_arg) = reference::max_pool_forward(&g, &x);
         let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         prop_assert_eq!(bits(&y), bits(&want_y));
@@ -65,16 +63,16 @@ proptest! {
         // Backward: overlapping windows add up; f32 vs f64 sums of a few terms.
         let dy = data(out_len, seed + 1);
         let mut dx = vec![f32::NAN; in_len];
-        max_pool_backward(&g, &x, &y, &dy, &mut dx).unwrap();
+        max_pool_backward(&g, &x, &y, &dy, &mut dx);
         let want = reference::max_pool_backward(&dy, &want_arg, in_len);
         let bound = reference::max_pool_backward(&abs(&dy), &want_arg, in_len);
         assert_close("max pool backward", &dx, &want, &bound, 1e-6);
         // Sums in output order per image: the thread count changes nothing.
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let mut dx_one = vec![f32::NAN; in_len];
-        one.install(|| max_pool_backward(&g, &x, &y, &dy, &mut dx_one)).unwrap();
+        one.install(|| max_pool_backward(&g, &x, &y, &dy, &mut dx_one));
         prop_assert_eq!(&dx_one, &dx);
-        prop_assert!(max_pool_backward(&g, &x, &y, &dy[1..], &mut dx).is_err());
+        assert_panics("output gradient has", || max_pool_backward(&g, &x, &y, &dy[1..], &mut dx));
     }
 
     #[test]
@@ -118,12 +116,12 @@ fn max_pool_backward_with_many_channels() {
     );
     let x = coarse(in_len, 11);
     let mut y = vec![f32::NAN; out_len];
-    max_pool_forward(&g, &x, &mut y).unwrap();
+    max_pool_forward(&g, &x, &mut y);
     let (want_y, want_arg) = reference::max_pool_forward(&g, &x);
     assert_eq!(y, want_y);
     let dy = data(out_len, 12);
     let mut dx = vec![f32::NAN; in_len];
-    max_pool_backward(&g, &x, &y, &dy, &mut dx).unwrap();
+    max_pool_backward(&g, &x, &y, &dy, &mut dx);
     let want = reference::max_pool_backward(&dy, &want_arg, in_len);
     let bound = reference::max_pool_backward(&abs(&dy), &want_arg, in_len);
     assert_close("max pool backward, 150 channels", &dx, &want, &bound, 1e-6);
@@ -144,15 +142,15 @@ fn padding_never_wins() {
     };
     let x = [-4.0, -3.0, -2.0, -5.0];
     let mut y = [0.0];
-    max_pool_forward(&g, &x, &mut y).unwrap();
+    max_pool_forward(&g, &x, &mut y);
     assert_eq!(y[0], -2.0);
     let mut dx = [9.0; 4];
-    max_pool_backward(&g, &x, &y, &[1.0], &mut dx).unwrap();
+    max_pool_backward(&g, &x, &y, &[1.0], &mut dx);
     assert_eq!(dx, [0.0, 0.0, 1.0, 0.0]);
 }
 
 #[test]
-fn bad_geometry_is_an_error() {
+fn bad_geometry_is_a_violated_precondition() {
     let g = PoolGeometry {
         batch: 1,
         in_h: 4,
@@ -163,16 +161,15 @@ fn bad_geometry_is_an_error() {
         padding: Padding::uniform(3),
     };
     let mut y = vec![0.0; 2 * 2 * 2 * 2];
-    assert!(max_pool_forward(&g, &[0.0; 32], &mut y).is_err());
+    assert_panics("must be smaller than the window", || {
+        max_pool_forward(&g, &[0.0; 32], &mut y)
+    });
     let g = PoolGeometry {
         padding: Padding::ZERO,
         ..g
     };
     // Output should be 1x1x2: wrong lengths.
-    let err = max_pool_forward(&g, &[0.0; 32], &mut [0.0; 3]).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("output has 3 elements, expected 2"),
-        "{err}"
-    );
+    assert_panics("output has 3 elements, expected 2", || {
+        max_pool_forward(&g, &[0.0; 32], &mut [0.0; 3])
+    });
 }

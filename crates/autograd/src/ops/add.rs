@@ -3,7 +3,7 @@
 //! block input feeds both the shortcut and the main path), the tape adds the
 //! contributions.
 
-use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use crate::graph::{Backward, BackwardCtx, Graph, OpInfo, Var};
 use tensor::Tensor;
 
 pub fn add(g: &mut Graph, a: Var, b: Var) -> Var {
@@ -17,16 +17,12 @@ pub fn add(g: &mut Graph, a: Var, b: Var) -> Var {
     );
     let mut y = Tensor::for_overwrite(av.shape());
     tensor::elementwise::add(av.data(), bv.data(), y.data_mut());
-    g.push(y, &[a, b], AddBackward)
+    g.push(y, &[a, b], OpInfo::named("add"), AddBackward)
 }
 
 struct AddBackward;
 
 impl Backward for AddBackward {
-    fn name(&self) -> &'static str {
-        "add"
-    }
-
     fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         // `dy` itself goes to one input; only a second one needs a copy.
         let (da, db) = match (ctx.needs_grad[0], ctx.needs_grad[1]) {

@@ -23,7 +23,7 @@
 //! sums and one pass for `dx` backward. `xhat` is recomputed from the input
 //! rather than stored.
 
-use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use crate::graph::{Backward, BackwardCtx, Graph, OpInfo, Var};
 use tensor::batch_norm as bn;
 use tensor::elementwise::{channel_affine, relu_backward};
 use tensor::Tensor;
@@ -152,8 +152,18 @@ fn train(
         residual: residual.is_some(),
     };
     let y = match residual {
-        Some(r) => g.push(y, &[x, gamma, beta, r], backward),
-        None => g.push(y, &[x, gamma, beta], backward),
+        Some(r) => {
+            let info = OpInfo::named("batch_norm_add_relu_train");
+            g.push(y, &[x, gamma, beta, r], info, backward)
+        }
+        None => {
+            let name = if relu {
+                "batch_norm_relu_train"
+            } else {
+                "batch_norm_train"
+            };
+            g.push(y, &[x, gamma, beta], OpInfo::named(name), backward)
+        }
     };
     (y, stats)
 }
@@ -168,16 +178,6 @@ struct BatchNormTrainBackward {
 }
 
 impl Backward for BatchNormTrainBackward {
-    fn name(&self) -> &'static str {
-        if self.residual {
-            "batch_norm_add_relu_train"
-        } else if self.relu {
-            "batch_norm_relu_train"
-        } else {
-            "batch_norm_train"
-        }
-    }
-
     fn backward(&self, ctx: &BackwardCtx, mut dy: Tensor) -> Vec<Option<Tensor>> {
         let (x, gamma) = (ctx.inputs[0], ctx.inputs[1]);
         let (mean, inv) = (&self.mean, &self.inv_sigma);
@@ -318,7 +318,12 @@ fn infer(g: &mut Graph, inputs: [Var; 5], eps: f32, relu: bool) -> Var {
         scale,
         relu,
     };
-    g.push(y, &inputs, backward)
+    let name = if relu {
+        "batch_norm_relu_infer"
+    } else {
+        "batch_norm_infer"
+    };
+    g.push(y, &inputs, OpInfo::named(name), backward)
 }
 
 struct BatchNormInferBackward {
@@ -331,14 +336,6 @@ struct BatchNormInferBackward {
 }
 
 impl Backward for BatchNormInferBackward {
-    fn name(&self) -> &'static str {
-        if self.relu {
-            "batch_norm_relu_infer"
-        } else {
-            "batch_norm_infer"
-        }
-    }
-
     fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let x = ctx.inputs[0];
         let c = self.mean.len();

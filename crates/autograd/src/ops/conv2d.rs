@@ -9,7 +9,7 @@
 //! db = sum over M of dy
 //! ```
 
-use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use crate::graph::{Backward, BackwardCtx, Graph, OpInfo, Var};
 use tensor::conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_kernel, conv2d_forward,
 };
@@ -56,20 +56,12 @@ pub fn conv2d(
         g.value(w).data(),
         b.map(|b| g.value(b).data()),
         y.data_mut(),
-    )
-    .unwrap_or_else(|e| panic!("conv2d: {e}"));
+    );
+    let info = OpInfo::conv("conv2d", geom);
     match b {
-        Some(b) => g.push(y, &[x, w, b], Conv2dBackward { geom }),
-        None => g.push(y, &[x, w], Conv2dBackward { geom }),
+        Some(b) => g.push(y, &[x, w, b], info, Conv2dBackward { geom }),
+        None => g.push(y, &[x, w], info, Conv2dBackward { geom }),
     }
-}
-
-/// `kh x kw / stride cin->cout @h x w`, how the profile names a conv shape.
-pub(crate) fn describe(g: &ConvGeometry) -> String {
-    format!(
-        "{}x{}/{} {}->{} @{}x{}",
-        g.kernel_h, g.kernel_w, g.stride, g.in_c, g.out_c, g.in_h, g.in_w
-    )
 }
 
 struct Conv2dBackward {
@@ -77,38 +69,24 @@ struct Conv2dBackward {
 }
 
 impl Backward for Conv2dBackward {
-    fn name(&self) -> &'static str {
-        "conv2d"
-    }
-
-    fn forward_flops(&self) -> f64 {
-        2.0 * self.geom.macs() as f64
-    }
-
-    fn detail(&self) -> String {
-        describe(&self.geom)
-    }
-
     fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let g = &self.geom;
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
-        let fail = |e| panic!("conv2d backward: {e}");
         let dx = ctx.needs_grad[0].then(|| {
             let mut dx = Tensor::for_overwrite(&g.input_shape());
-            conv2d_backward_input(g, dy.data(), w.data(), dx.data_mut()).unwrap_or_else(fail);
+            conv2d_backward_input(g, dy.data(), w.data(), dx.data_mut());
             dx
         });
         let dw = ctx.needs_grad[1].then(|| {
             let mut dw = Tensor::for_overwrite(&g.kernel_shape());
-            conv2d_backward_kernel(g, x.data(), dy.data(), dw.data_mut(), false)
-                .unwrap_or_else(fail);
+            conv2d_backward_kernel(g, x.data(), dy.data(), dw.data_mut(), false);
             dw
         });
         let mut grads = vec![dx, dw];
         if ctx.inputs.len() == 3 {
             grads.push(ctx.needs_grad[2].then(|| {
                 let mut db = Tensor::for_overwrite(&[g.out_c]);
-                conv2d_backward_bias(g, dy.data(), db.data_mut(), false).unwrap_or_else(fail);
+                conv2d_backward_bias(g, dy.data(), db.data_mut(), false);
                 db
             }));
         }

@@ -8,7 +8,7 @@
 //! db = sum over N of dy
 //! ```
 
-use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use crate::graph::{Backward, BackwardCtx, Graph, OpInfo, Var};
 use tensor::{sgemm, sgemm_bias, Tensor, Trans};
 
 pub fn dense(g: &mut Graph, x: Var, w: Var, b: Var) -> Var {
@@ -39,7 +39,11 @@ pub fn dense(g: &mut Graph, x: Var, w: Var, b: Var) -> Var {
         bv.data(),
         y.data_mut(),
     );
-    g.push(y, &[x, w, b], DenseBackward { n, fan_in, fan_out })
+    let info = OpInfo {
+        forward_flops: 2.0 * (n * fan_in * fan_out) as f64,
+        ..OpInfo::named("dense")
+    };
+    g.push(y, &[x, w, b], info, DenseBackward { n, fan_in, fan_out })
 }
 
 struct DenseBackward {
@@ -49,14 +53,6 @@ struct DenseBackward {
 }
 
 impl Backward for DenseBackward {
-    fn name(&self) -> &'static str {
-        "dense"
-    }
-
-    fn forward_flops(&self) -> f64 {
-        2.0 * (self.n * self.fan_in * self.fan_out) as f64
-    }
-
     fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let (n, fi, fo) = (self.n, self.fan_in, self.fan_out);
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);

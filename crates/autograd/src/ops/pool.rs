@@ -2,7 +2,7 @@
 //! window (found again from the input and output, so nothing extra is kept);
 //! global average pool spreads it evenly over the pixels.
 
-use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use crate::graph::{Backward, BackwardCtx, Graph, OpInfo, Var};
 use tensor::pool::{
     global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward,
 };
@@ -23,8 +23,8 @@ pub fn max_pool(g: &mut Graph, x: Var, kernel: usize, stride: usize, padding: Pa
         padding,
     };
     let mut y = Tensor::for_overwrite(&geom.output_shape());
-    max_pool_forward(&geom, xv.data(), y.data_mut()).unwrap_or_else(|e| panic!("max_pool: {e}"));
-    g.push(y, &[x], MaxPoolBackward { geom })
+    max_pool_forward(&geom, xv.data(), y.data_mut());
+    g.push(y, &[x], OpInfo::named("max_pool"), MaxPoolBackward { geom })
 }
 
 struct MaxPoolBackward {
@@ -32,15 +32,10 @@ struct MaxPoolBackward {
 }
 
 impl Backward for MaxPoolBackward {
-    fn name(&self) -> &'static str {
-        "max_pool"
-    }
-
     fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let mut dx = Tensor::for_overwrite(&self.geom.input_shape());
         let (x, y) = (ctx.inputs[0].data(), ctx.output.data());
-        max_pool_backward(&self.geom, x, y, dy.data(), dx.data_mut())
-            .unwrap_or_else(|e| panic!("max_pool backward: {e}"));
+        max_pool_backward(&self.geom, x, y, dy.data(), dx.data_mut());
         vec![Some(dx)]
     }
 }
@@ -56,6 +51,7 @@ pub fn global_avg_pool(g: &mut Graph, x: Var) -> Var {
     g.push(
         y,
         &[x],
+        OpInfo::named("global_avg_pool"),
         GlobalAvgPoolBackward {
             input_shape: [n, h, w, c],
         },
@@ -67,10 +63,6 @@ struct GlobalAvgPoolBackward {
 }
 
 impl Backward for GlobalAvgPoolBackward {
-    fn name(&self) -> &'static str {
-        "global_avg_pool"
-    }
-
     fn backward(&self, _ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let [n, h, w, c] = self.input_shape;
         let mut dx = Tensor::for_overwrite(&self.input_shape);

@@ -5,7 +5,7 @@
 //! Computing from logits with the max subtracted never overflows and never
 //! takes the log of a rounded-to-zero probability.
 
-use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use crate::graph::{Backward, BackwardCtx, Graph, OpInfo, Var};
 use tensor::Tensor;
 
 /// Row-wise softmax of `[N, K]` logits.
@@ -69,6 +69,7 @@ pub fn softmax_cross_entropy(g: &mut Graph, logits: Var, labels: &[usize]) -> Va
     g.push(
         value,
         &[logits],
+        OpInfo::named("softmax_cross_entropy"),
         CrossEntropyBackward {
             probs,
             labels: labels.to_vec(),
@@ -82,10 +83,6 @@ struct CrossEntropyBackward {
 }
 
 impl Backward for CrossEntropyBackward {
-    fn name(&self) -> &'static str {
-        "softmax_cross_entropy"
-    }
-
     fn backward(&self, _ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let &[n, k] = self.probs.shape() else {
             unreachable!()

@@ -2,7 +2,7 @@
 //! copies each image row into the middle of a zero frame; backward crops the
 //! gradient rows back out of it.
 
-use crate::graph::{Backward, BackwardCtx, Graph, Var};
+use crate::graph::{Backward, BackwardCtx, Graph, OpInfo, Var};
 use rayon::prelude::*;
 use tensor::{Padding, Tensor};
 
@@ -47,7 +47,12 @@ pub fn zero_pad(g: &mut Graph, x: Var, p: Padding) -> Var {
     } else {
         y.data_mut().fill(0.0);
     }
-    g.push(y, &[x], ZeroPadBackward { dims, p })
+    g.push(
+        y,
+        &[x],
+        OpInfo::named("zero_pad"),
+        ZeroPadBackward { dims, p },
+    )
 }
 
 struct ZeroPadBackward {
@@ -56,10 +61,6 @@ struct ZeroPadBackward {
 }
 
 impl Backward for ZeroPadBackward {
-    fn name(&self) -> &'static str {
-        "zero_pad"
-    }
-
     fn backward(&self, _ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
         let mut dx = Tensor::for_overwrite(&self.dims);
         if !dx.data().is_empty() {

@@ -55,20 +55,22 @@ impl BatchNorm {
         }
     }
 
+    /// The Keras layer on its own, its output tapped under its name: batch
+    /// statistics (and the moving averages updated) in training mode, the
+    /// moving statistics otherwise or when frozen. The units in
+    /// [`super::conv_bn`] fuse it with what comes before and after.
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
-        self.run(g, x, None, false)
-    }
-
-    /// This batchnorm and the ReLU after it, as one op (one pass over the
-    /// data forward, the ReLU's mask folded into the backward passes).
-    pub fn forward_relu(&self, g: &mut Graph, x: Var) -> Var {
-        self.run(g, x, None, true)
-    }
-
-    /// `relu(residual + bn(x))`, the end of a residual block: one op in
-    /// training ([`ops::batch_norm_add_relu_train`]).
-    pub fn forward_add_relu(&self, g: &mut Graph, x: Var, residual: Var) -> Var {
-        self.run(g, x, Some(residual), true)
+        let y = if self.uses_moving_statistics(g) {
+            let a = self.moving_args(g);
+            let (gamma, beta, mean, var) = (a.gamma, a.beta, a.moving_mean, a.moving_var);
+            ops::batch_norm_infer(g, x, gamma, beta, mean, var, a.eps)
+        } else {
+            let (gamma, beta) = (g.param(self.gamma), g.param(self.beta));
+            let (y, stats) = ops::batch_norm_train(g, x, gamma, beta, self.epsilon);
+            self.update_moving_statistics(g, &stats);
+            y
+        };
+        g.tap(&self.name, y)
     }
 
     /// Whether this layer normalizes with its moving statistics in `g`: in
@@ -88,38 +90,10 @@ impl BatchNorm {
         }
     }
 
-    fn run(&self, g: &mut Graph, x: Var, residual: Option<Var>, relu: bool) -> Var {
-        if self.uses_moving_statistics(g) {
-            let a = self.moving_args(g);
-            let (gamma, beta, mean, var) = (a.gamma, a.beta, a.moving_mean, a.moving_var);
-            return match residual {
-                None if relu => {
-                    ops::batch_norm_relu_infer(g, x, gamma, beta, mean, var, self.epsilon)
-                }
-                None => ops::batch_norm_infer(g, x, gamma, beta, mean, var, self.epsilon),
-                Some(r) => {
-                    let b = ops::batch_norm_infer(g, x, gamma, beta, mean, var, self.epsilon);
-                    let sum = ops::add(g, r, b);
-                    g.release(b);
-                    if relu {
-                        let out = ops::relu(g, sum);
-                        g.release(sum);
-                        out
-                    } else {
-                        sum
-                    }
-                }
-            };
-        }
-        let (gamma, beta) = (g.param(self.gamma), g.param(self.beta));
-        let (y, stats) = match residual {
-            Some(r) => {
-                assert!(relu, "batchnorm + residual without a ReLU is two ops");
-                ops::batch_norm_add_relu_train(g, x, gamma, beta, r, self.epsilon)
-            }
-            None if relu => ops::batch_norm_relu_train(g, x, gamma, beta, self.epsilon),
-            None => ops::batch_norm_train(g, x, gamma, beta, self.epsilon),
-        };
+    /// Folds one training batch's statistics into the moving averages
+    /// (recorded in `g`, applied by the caller once the graph is dropped):
+    /// `moving = momentum * moving + (1 - momentum) * batch`.
+    pub fn update_moving_statistics(&self, g: &mut Graph, stats: &ops::BatchStats) {
         let unbias = match self.variance_update {
             VarianceUpdate::Biased => 1.0,
             VarianceUpdate::Unbiased => stats.count as f32 / (stats.count.max(2) - 1) as f32,
@@ -138,6 +112,5 @@ impl BatchNorm {
         let var = blend(g.params().value(self.moving_variance), &stats.var, unbias);
         g.push_stat_update(self.moving_mean, mean);
         g.push_stat_update(self.moving_variance, var);
-        y
     }
 }

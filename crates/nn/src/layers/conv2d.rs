@@ -71,9 +71,11 @@ impl Conv2d {
         }
     }
 
+    /// The Keras layer on its own, its output tapped under its name.
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
         let a = self.args(g, x);
-        ops::conv2d(g, x, a.kernel, a.bias, a.stride, a.padding)
+        let y = ops::conv2d(g, x, a.kernel, a.bias, a.stride, a.padding);
+        g.tap(&self.name, y)
     }
 
     /// The parameters and geometry of applying this layer to `x`.

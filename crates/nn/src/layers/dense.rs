@@ -29,6 +29,7 @@ impl Dense {
     /// The logits `x W + b` (softmax belongs to the loss, or to `probs`).
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
         let (w, b) = (g.param(self.kernel), g.param(self.bias));
-        ops::dense(g, x, w, b)
+        let y = ops::dense(g, x, w, b);
+        g.tap(&self.name, y)
     }
 }

@@ -1,6 +1,6 @@
 //! The weightless layers of ResNet50: Keras `ZeroPadding2D`,
 //! `MaxPooling2D` ('valid', after explicit zero padding) and
-//! `GlobalAveragePooling2D`.
+//! `GlobalAveragePooling2D`. Each taps its output under its Keras name.
 
 use autograd::{ops, Graph, Var};
 use tensor::Padding;
@@ -13,7 +13,8 @@ pub struct ZeroPadding {
 
 impl ZeroPadding {
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
-        ops::zero_pad(g, x, self.padding)
+        let y = ops::zero_pad(g, x, self.padding);
+        g.tap(&self.name, y)
     }
 }
 
@@ -26,7 +27,8 @@ pub struct MaxPool {
 
 impl MaxPool {
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
-        ops::max_pool(g, x, self.kernel, self.stride, Padding::ZERO)
+        let y = ops::max_pool(g, x, self.kernel, self.stride, Padding::ZERO);
+        g.tap(&self.name, y)
     }
 
     /// This pool after a `ZeroPadding2D` of `padding`, on an input that is
@@ -36,8 +38,11 @@ impl MaxPool {
     /// is the same, and the gradient it would have taken is one the ReLU's
     /// backward zeroes anyway. (Only a NaN first pixel of a border window
     /// differs: here it makes the output NaN, behind a zero pad it is skipped.)
+    /// On an input that can be negative (ResNet V2's pool follows a bare
+    /// conv) the zeros would win windows, and this is not the same function.
     pub fn forward_after_zero_padding(&self, g: &mut Graph, x: Var, padding: Padding) -> Var {
-        ops::max_pool(g, x, self.kernel, self.stride, padding)
+        let y = ops::max_pool(g, x, self.kernel, self.stride, padding);
+        g.tap(&self.name, y)
     }
 }
 
@@ -48,6 +53,7 @@ pub struct GlobalAvgPool {
 
 impl GlobalAvgPool {
     pub fn forward(&self, g: &mut Graph, x: Var) -> Var {
-        ops::global_avg_pool(g, x)
+        let y = ops::global_avg_pool(g, x);
+        g.tap(&self.name, y)
     }
 }

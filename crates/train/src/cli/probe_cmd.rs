@@ -42,14 +42,19 @@ fn write(path: &Path, out: &[(String, Tensor)]) -> Result<()> {
 pub fn forward(a: ForwardArgs) -> Result<()> {
     let x = read_one(&a.input, "x")?;
     let (model, store) = load(&a.weights, &x)?;
-    let mode = if a.training { Mode::TRAIN } else { Mode::INFER };
+    // Every Keras layer its own op, and every output kept (`Mode::PROBE`),
+    // with batch statistics if asked (no tape either way).
+    let mode = Mode {
+        training: a.training,
+        ..Mode::PROBE
+    };
     let mut g = Graph::new(&store, mode);
     let xv = g.input(x);
-    let out = model.forward_keeping_all(&mut g, xv)?;
+    let out = model.forward(&mut g, xv)?;
     let mut written = Vec::new();
     for name in &a.layers {
-        let v = out.taps.get(name).ok_or_else(|| {
-            let known: Vec<&str> = out.taps.names().collect();
+        let v = g.tapped(name).ok_or_else(|| {
+            let known: Vec<&str> = g.tap_names().collect();
             anyhow!("no layer named '{name}'; layers are: {}", known.join(", "))
         })?;
         written.push((name.clone(), g.value(v).clone()));

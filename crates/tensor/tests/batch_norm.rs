@@ -1,0 +1,150 @@
+//! The batchnorm kernels against the textbook formulas in
+//! `tensor::reference`, composed the way the autograd ops compose them:
+//! statistics, the affine map (with ReLU, with residual + ReLU), and the
+//! closed-form backward's two sums and input-gradient pass. Row counts on
+//! both sides of the parallel threshold and of the fixed reduction blocks.
+
+use proptest::prelude::*;
+use tensor::batch_norm as bn;
+use tensor::reference;
+use tensor::testing::{assert_close, check_tensor, data, SUM_RTOL};
+
+const EPS: f32 = 1.001e-5;
+
+/// A batch of `rows` x `c` values with a per-channel offset, so the mean is
+/// far from zero and a one-pass variance would cancel visibly.
+fn batch(rows: usize, c: usize, seed: u64) -> Vec<f32> {
+    data(rows * c, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v + (i % c) as f32 * 3.0 - 4.0)
+        .collect()
+}
+
+fn rows() -> impl Strategy<Value = usize> {
+    prop_oneof![1usize..40, 250usize..300, Just(2048), Just(8192)]
+}
+
+/// The per-channel constants of the input gradient, as the autograd op
+/// folds them: `dx = k dy + a x + b`.
+fn fold(gamma: &[f32], mean: &[f32], inv: &[f32], sums: (&[f32], &[f32]), m: f32) -> [Vec<f32>; 3] {
+    let (dbeta, dgamma) = sums;
+    let c = gamma.len();
+    let k: Vec<f32> = (0..c).map(|i| gamma[i] * inv[i]).collect();
+    let a: Vec<f32> = (0..c).map(|i| -k[i] * dgamma[i] / m * inv[i]).collect();
+    let b: Vec<f32> = (0..c)
+        .map(|i| -k[i] * dbeta[i] / m - a[i] * mean[i])
+        .collect();
+    [k, a, b]
+}
+
+/// `sum(dy)` and `sum(dy * xhat)` against the reference. The tolerance is
+/// [`SUM_RTOL`] of the same sum over absolute values (what a long sum's
+/// rounding scales with; the sums themselves may cancel to almost nothing),
+/// plus the rounding of `x - mean` in f32, an ulp of `|x| + |mean|` per row
+/// magnified by `1 / sigma` (large where a channel's variance is small).
+fn check_sums(x: &[f32], dy: &[f32], c: usize, got: (&[f32], &[f32]), want: (&[f32], &[f32])) {
+    let (mean, var) = reference::batch_norm_statistics(x, c);
+    let (mut tol_dy, mut tol_dyx) = (vec![0.0f32; c], vec![0.0f32; c]);
+    for (row, g) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        for i in 0..c {
+            let inv_sigma = 1.0 / (var[i] + EPS).sqrt();
+            let xhat = (row[i] - mean[i]) * inv_sigma;
+            let centering = f32::EPSILON * (row[i].abs() + mean[i].abs()) * inv_sigma;
+            tol_dy[i] += SUM_RTOL * g[i].abs();
+            tol_dyx[i] += SUM_RTOL * (g[i] * xhat).abs() + 2.0 * centering * g[i].abs();
+        }
+    }
+    assert_close("dbeta", got.0, want.0, &tol_dy, 1.0);
+    assert_close("dgamma", got.1, want.1, &tol_dyx, 1.0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn statistics_and_affine_relu(rows in rows(), c in 1usize..20, seed in any::<u32>()) {
+        let seed = seed as u64;
+        let x = batch(rows, c, seed);
+        let (gamma, beta) = (data(c, seed + 1), data(c, seed + 2));
+        let (mean, var) = bn::mean_and_variance(&x, c);
+        let (rmean, rvar) = reference::batch_norm_statistics(&x, c);
+        check_tensor("mean", &mean, &rmean, 1e-5, 1e-6);
+        check_tensor("variance", &var, &rvar, 1e-6, 1e-5);
+
+        let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
+        let scale: Vec<f32> = (0..c).map(|i| inv[i] * gamma[i]).collect();
+        let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
+        let want = reference::batch_norm_train(&x, &gamma, &beta, EPS);
+        // `x * scale + shift` rounds on the scale of its terms, `x * scale`
+        // and `mean * scale` (large when a channel's variance is tiny), not
+        // on the scale of the (cancelled) result.
+        let residual = data(x.len(), seed + 3);
+        let bound = |with_residual: bool| -> Vec<f32> {
+            (0..x.len())
+                .map(|j| {
+                    let i = j % c;
+                    let r = if with_residual { residual[j].abs() } else { 0.0 };
+                    (x[j] * scale[i]).abs() + (mean[i] * scale[i]).abs() + beta[i].abs() + r
+                })
+                .collect()
+        };
+        let mut y = vec![f32::NAN; x.len()];
+        bn::affine_relu(&x, &scale, &shift, &mut y);
+        assert_close("bn + relu", &y, &reference::relu(&want), &bound(false), 4e-6);
+
+        bn::affine_add_relu(&x, &scale, &shift, &residual, &mut y);
+        let sum = reference::add(&residual, &want);
+        assert_close("bn + add + relu", &y, &reference::relu(&sum), &bound(true), 4e-6);
+    }
+
+    #[test]
+    fn closed_form_backward(rows in rows(), c in 1usize..20, seed in any::<u32>()) {
+        let seed = seed as u64;
+        let x = batch(rows, c, seed);
+        let dy = data(x.len(), seed + 1);
+        let gamma = data(c, seed + 2);
+        let (mean, var) = bn::mean_and_variance(&x, c);
+        let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
+        let (rdx, rdgamma, rdbeta) = reference::batch_norm_train_backward(&x, &dy, &gamma, EPS);
+
+        let (dbeta, dgamma) = bn::backward_sums(&x, &dy, &mean, &inv);
+        check_sums(&x, &dy, c, (&dbeta, &dgamma), (&rdbeta, &rdgamma));
+
+        let [k, a, b] = fold(&gamma, &mean, &inv, (&dbeta, &dgamma), rows as f32);
+        let mut dx = vec![f32::NAN; x.len()];
+        bn::backward_input(&x, &dy, &k, &a, &b, &mut dx);
+        // dx subtracts two means from dy: absolute error, on the scale of
+        // gamma / sigma (sigma ~ 0.6 here).
+        let scale = gamma.iter().map(|g| g.abs()).fold(0.0f32, f32::max) * 4.0;
+        check_tensor("dx", &dx, &rdx, 1e-4 * scale.max(1.0), 1e-4);
+    }
+
+    #[test]
+    fn backward_through_the_relu(rows in rows(), c in 1usize..20, seed in any::<u32>()) {
+        let seed = seed as u64;
+        let x = batch(rows, c, seed);
+        let dy = data(x.len(), seed + 1);
+        let (gamma, beta) = (data(c, seed + 2), data(c, seed + 3));
+        let y = reference::relu(&reference::batch_norm_train(&x, &gamma, &beta, EPS));
+        // The ReLU's backward first, then batchnorm's: what the fused passes do at once.
+        let masked = reference::relu_backward(&y, &dy);
+        let (rdx, rdgamma, rdbeta) = reference::batch_norm_train_backward(&x, &masked, &gamma, EPS);
+
+        let (mean, var) = bn::mean_and_variance(&x, c);
+        let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
+        let (dbeta, dgamma) = bn::backward_sums_relu(&x, &y, &dy, &mean, &inv);
+        check_sums(&x, &masked, c, (&dbeta, &dgamma), (&rdbeta, &rdgamma));
+        let [k, a, b] = fold(&gamma, &mean, &inv, (&dbeta, &dgamma), rows as f32);
+        let scale = gamma.iter().map(|g| g.abs()).fold(0.0f32, f32::max) * 4.0;
+        let mut dx = vec![f32::NAN; x.len()];
+        bn::backward_input_relu(&x, &y, &dy, &k, &a, &b, &mut dx);
+        check_tensor("dx", &dx, &rdx, 1e-4 * scale.max(1.0), 1e-4);
+
+        let mut dy_masked = dy.clone();
+        let mut dx2 = vec![f32::NAN; x.len()];
+        bn::backward_input_relu_masking(&x, &y, &mut dy_masked, &k, &a, &b, &mut dx2);
+        prop_assert_eq!(&dx2, &dx);
+        prop_assert_eq!(&dy_masked, &masked);
+    }
+}
