@@ -145,9 +145,10 @@ impl PreActBottleneck {
             PreActShortcut::Identity => x,
         };
         let y = self.reduce.forward(g, preact, None); // _1_conv, _1_bn, _1_relu
-                                                      // Materialized as Keras's `_2_pad` layer: the padding is symmetric,
-                                                      // which the conv's TF-'same' mode is not at stride 2 on an even size.
-        let y = self.pad.forward(g, y); // _2_pad
+
+        // _2_pad stays a layer: its padding is symmetric, which the conv's
+        // TF-'same' mode is not at stride 2 on an even size.
+        let y = self.pad.forward(g, y);
         let y = self.spatial.forward(g, y, None); // _2_conv, _2_bn, _2_relu
         let y = self.expand.forward(g, y); // _3_conv
         let out = ops::add(g, shortcut, y);
