@@ -173,3 +173,43 @@ fn v2_epsilon_is_keras_and_settable() {
         .all(|b| b.batch_norms_mut().iter().all(|bn| bn.epsilon == 1e-3)));
     assert_eq!(model.bn_epsilon(), 1e-3);
 }
+
+/// V2 runs as stages too: in inference only the features and the logits
+/// survive the pass, and the result is the layer-by-layer probe's.
+#[test]
+fn v2_inference_frees_intermediates_without_changing_the_result() {
+    tensor::buffer_pool::poison_recycled(true);
+    let config = ResNetConfig {
+        stem_filters: 8,
+        depths: vec![2, 2, 2, 2],
+        widths: vec![4, 8, 8, 16],
+        num_classes: Some(10),
+        ..ResNetConfig::resnet50(None)
+    };
+    let (model, store) = ResNetV2::new(config).unwrap();
+    let x = Tensor::from_vec(
+        &[2, 32, 32, 3],
+        (0..2 * 32 * 32 * 3)
+            .map(|i| (i % 17) as f32 / 17.0)
+            .collect(),
+    )
+    .unwrap();
+    let run = |mode: Mode| {
+        let mut g = Graph::new(&store, mode);
+        let xv = g.input(x.clone());
+        let out = model.forward(&mut g, xv).unwrap();
+        let tapped: Vec<String> = g.tap_names().map(String::from).collect();
+        let logits = g.value(out.logits.unwrap()).clone();
+        (logits, g.live_values(), tapped)
+    };
+    let (kept, live_kept, tapped_kept) = run(Mode::PROBE);
+    let (freed, live_freed, tapped_freed) = run(Mode::INFER);
+    assert_eq!(kept, freed);
+    assert_eq!(live_freed, 2, "values alive after an inference pass");
+    assert_eq!(tapped_freed, ["avg_pool", "predictions"]);
+    // The stem's 4 layers; each block's 11, plus its `_0_conv` or `_0_pool`
+    // (all but conv5_block2); post_bn, post_relu; the pool and the head.
+    let layers = 4 + 11 * 8 + 7 + 2 + 2;
+    assert_eq!(tapped_kept.len(), layers, "{tapped_kept:?}");
+    assert_eq!(live_kept, layers, "every layer output, and nothing else");
+}
