@@ -2,6 +2,12 @@
 //! biases, batchnorm gamma 1 / beta 0 / moving mean 0 / moving variance 1.
 //! (Same distributions as Keras; the random streams differ, so seeded weights
 //! match Keras only in law. Imported weights match exactly.)
+//!
+//! Why `rand` alone and not `rand_distr`: the only random initializer the
+//! Keras ResNets use is glorot-uniform, and a uniform range is `rand`'s own
+//! `gen_range`. `rand_distr` earns its place with normal-based initializers
+//! (he_normal, truncated normal), which none of these models has; the
+//! augmentations draw integers and booleans. So the dependency is gone.
 
 use rand::rngs::StdRng;
 use rand::Rng;

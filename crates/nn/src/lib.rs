@@ -5,16 +5,15 @@
 //! `conv2_block1_0_bn/moving_mean`, `predictions/bias`), so weights converted
 //! from Keras load by name, and checkpoints written here load back into Keras.
 
-pub mod atomic_write;
 pub mod blocks;
 pub mod blocks_v2;
+pub mod checkpoint;
 pub mod freeze;
 pub mod init;
 pub mod layers;
 pub mod model;
 pub mod resnet;
 pub mod resnet_v2;
-pub mod weights_io;
 
 pub use blocks::Bottleneck;
 pub use blocks_v2::PreActBottleneck;

@@ -5,7 +5,7 @@
 //! network only through [`Model`], so a new architecture is a new
 //! implementation of this trait, not a copy of the code above it.
 
-use crate::weights_io::{LoadReport, WeightsError};
+use crate::checkpoint::{self, CheckpointError, LoadReport, TensorFile};
 use crate::ModelError;
 use autograd::{Graph, ParamStore, Var};
 use std::path::Path;
@@ -69,16 +69,27 @@ pub trait Model: Send + Sync {
         }
     }
 
-    /// Loads Keras-named weights by name (see [`crate::weights_io::load`])
-    /// and adopts the batchnorm epsilon the file declares, if any.
+    /// Loads Keras-named weights by name (see [`checkpoint::load`]) and
+    /// adopts the batchnorm epsilon the file declares, if any.
     fn load_weights(
         &mut self,
         store: &mut ParamStore,
         path: &Path,
         optional_prefixes: &[&str],
-    ) -> Result<LoadReport, WeightsError> {
-        let report = crate::weights_io::load(store, path, optional_prefixes)?;
-        if let Some(eps) = report.bn_epsilon(path)? {
+    ) -> Result<LoadReport, CheckpointError> {
+        self.load_weights_from(store, TensorFile::read(path)?, optional_prefixes)
+    }
+
+    /// [`Model::load_weights`] from a file already read.
+    fn load_weights_from(
+        &mut self,
+        store: &mut ParamStore,
+        file: TensorFile,
+        optional_prefixes: &[&str],
+    ) -> Result<LoadReport, CheckpointError> {
+        let path = file.path.clone();
+        let report = checkpoint::load_from(store, file, optional_prefixes)?;
+        if let Some(eps) = report.bn_epsilon(&path)? {
             self.set_bn_epsilon(eps);
         }
         Ok(report)

@@ -15,8 +15,8 @@
 //!   a few times above that floor.
 
 use autograd::{ops, Graph, Mode, ParamStore};
+use nn::checkpoint::{load, read_tensors};
 use nn::layers::VarianceUpdate;
-use nn::weights_io::{load, read_tensors};
 use nn::{Model, ResNet, ResNetConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;

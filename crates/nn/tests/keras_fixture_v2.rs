@@ -15,7 +15,7 @@
 
 use autograd::{ops, Graph, Mode, ParamStore};
 use nn::layers::VarianceUpdate;
-use nn::weights_io::{load, read_tensors};
+use nn::checkpoint::{load, read_tensors};
 use nn::{Model, ResNetConfig, ResNetV2};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ use nn::Model;
 use tensor::Tensor;
 
 /// What one pass over a dataset measured.
+#[derive(Clone, Debug)]
 pub struct EvalResult {
     pub loss: f64,
     pub accuracy: f64,

@@ -1,16 +1,23 @@
 //! Library side of the `train` binary: CIFAR-10 data pipeline, optimizers and
-//! schedules, metrics and reports, and crash-safe checkpoint I/O.
+//! schedules, the training loop with its callbacks ([`fit()`]), metrics and
+//! reports, saving and resuming runs (over `nn::checkpoint`), and fetching
+//! CIFAR-10 and Keras weights into a verified cache ([`fetch`]).
 //!
-//! Each module has one job and knows nothing about the network; the binary
-//! (`main.rs`) wires them to the model and the training loop.
+//! A program trains with [`fit()`] on its own [`trainer::Trainer`] and data
+//! (see `examples/finetune_folder.rs`); the `train` command runs a whole
+//! configured run directory through [`run::train`].
 
-pub mod checkpoint_io;
 pub mod data;
 pub mod evaluate;
+pub mod fetch;
+pub mod fit;
 pub mod metrics;
 pub mod model_spec;
 pub mod optim;
 pub mod report;
+pub mod run;
 pub mod run_config;
 pub mod run_state;
 pub mod trainer;
+
+pub use fit::fit;

@@ -1,7 +1,15 @@
 //! The exact configuration of a training run, written to `config.json` in
 //! the run directory so a run can be reproduced and resumed.
+//!
+//! Fields added after the first release carry serde defaults, so the
+//! `config.json` of an older run still loads (and resumes as it ran).
 
+use crate::data::Preprocess;
+use crate::fit::FitConfig;
 use crate::model_spec::ModelSpec;
+use crate::optim::{Adam, AdamConfig, LrSchedule, Optimizer, ScheduleKind, Sgd, SgdConfig};
+use anyhow::{anyhow, bail, Result};
+use nn::freeze::Freeze;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -24,10 +32,156 @@ pub struct RunConfig {
     pub freeze: String,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+    /// Training images held out (chosen by the seed) and evaluated after
+    /// every epoch as `val_loss` / `val_accuracy`; 0 for none.
+    #[serde(default)]
+    pub val_split: usize,
     pub seed: u64,
     /// "unit" (x / 255) or "caffe".
     pub preprocess: String,
     pub weights: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub model: ModelSpec,
+    #[serde(default)]
+    pub callbacks: CallbackConfig,
+}
+
+/// The Keras-style callbacks of a run ([`mod@crate::fit`]); all off by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallbackConfig {
+    /// The metric the three callbacks watch: "val_loss", "val_accuracy",
+    /// "loss" or "accuracy".
+    pub monitor: String,
+    /// Write the best epoch's weights to `best.safetensors`.
+    pub save_best: bool,
+    /// Stop after this many epochs without improvement.
+    pub early_stopping_patience: Option<usize>,
+    pub early_stopping_min_delta: f64,
+    /// After early stopping, evaluate (and keep in memory) the best epoch's weights.
+    pub restore_best_weights: bool,
+    /// Multiply the learning rate by `reduce_lr_factor` after this many
+    /// epochs without improvement.
+    pub reduce_lr_patience: Option<usize>,
+    pub reduce_lr_factor: f32,
+    pub reduce_lr_min_lr: f32,
+    pub reduce_lr_min_delta: f64,
+    pub reduce_lr_cooldown: usize,
+}
+
+impl Default for CallbackConfig {
+    /// Keras's defaults.
+    fn default() -> Self {
+        CallbackConfig {
+            monitor: "val_loss".into(),
+            save_best: false,
+            early_stopping_patience: None,
+            early_stopping_min_delta: 0.0,
+            restore_best_weights: false,
+            reduce_lr_patience: None,
+            reduce_lr_factor: 0.1,
+            reduce_lr_min_lr: 0.0,
+            reduce_lr_min_delta: 1e-4,
+            reduce_lr_cooldown: 0,
+        }
+    }
+}
+
+impl RunConfig {
+    pub fn preprocess(&self) -> Result<Preprocess> {
+        self.preprocess
+            .parse()
+            .map_err(|e| anyhow!("--preprocess: {e}"))
+    }
+
+    pub fn freeze(&self) -> Result<Freeze> {
+        Ok(match self.freeze.as_str() {
+            "none" => Freeze::None,
+            "base" => Freeze::Base,
+            n => match n.parse::<usize>() {
+                Ok(k) if (1..=5).contains(&k) => Freeze::Through(k),
+                _ => bail!(
+                    "--freeze {}: expected none, base, or a stage number 1..5",
+                    self.freeze
+                ),
+            },
+        })
+    }
+
+    pub fn optimizer(&self) -> Result<Box<dyn Optimizer>> {
+        Ok(match self.optimizer.as_str() {
+            "adam" => Box::new(Adam::new(AdamConfig {
+                weight_decay: self.weight_decay,
+                ..AdamConfig::default()
+            })),
+            "sgd" => Box::new(Sgd::new(SgdConfig {
+                momentum: self.momentum,
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay,
+            })),
+            other => bail!("--optimizer {other}: expected adam or sgd"),
+        })
+    }
+
+    pub fn schedule(&self, steps_per_epoch: usize) -> Result<LrSchedule> {
+        let kind: ScheduleKind = self
+            .lr_schedule
+            .parse()
+            .map_err(|e| anyhow!("--lr-schedule: {e}"))?;
+        Ok(LrSchedule {
+            base_lr: self.lr,
+            kind,
+            warmup_steps: (self.warmup_epochs * steps_per_epoch as f32).round() as u64,
+            total_steps: (self.epochs * steps_per_epoch) as u64,
+            steps_per_epoch: steps_per_epoch as u64,
+        })
+    }
+
+    pub fn fit_config(&self) -> Result<FitConfig> {
+        Ok(FitConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            eval_batch_size: self.eval_batch_size,
+            seed: self.seed,
+            augment: self.augment,
+            preprocess: self.preprocess()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config.json written before `val_split` and `callbacks` existed.
+    const OLD: &str = r#"{
+      "epochs": 10, "batch_size": 64, "eval_batch_size": 256, "lr": 0.0001,
+      "optimizer": "adam", "momentum": 0.9, "nesterov": false, "weight_decay": 0.0,
+      "lr_schedule": "constant", "warmup_epochs": 0.0, "augment": false, "freeze": "none",
+      "train_limit": null, "test_limit": null, "seed": 0, "preprocess": "unit",
+      "weights": null, "data": null,
+      "model": {"stem_filters": 64, "depths": [3, 4, 6, 3], "widths": [64, 128, 256, 512],
+                "num_classes": 10, "unbiased_moving_variance": false}
+    }"#;
+
+    #[test]
+    fn an_old_config_loads_with_everything_new_off() {
+        let c: RunConfig = serde_json::from_str(OLD).unwrap();
+        assert_eq!(c.val_split, 0);
+        assert_eq!(c.callbacks, CallbackConfig::default());
+        assert_eq!(c.callbacks.early_stopping_patience, None);
+        // And round-trips with the new fields.
+        let back: RunConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        // A partial callbacks section takes Keras's defaults for the rest.
+        let partial = OLD.replacen(
+            "\"seed\": 0",
+            "\"seed\": 0, \"callbacks\": {\"save_best\": true}",
+            1,
+        );
+        let c: RunConfig = serde_json::from_str(&partial).unwrap();
+        assert!(c.callbacks.save_best);
+        assert_eq!(c.callbacks.reduce_lr_factor, 0.1);
+        assert_eq!(c.callbacks.monitor, "val_loss");
+    }
 }

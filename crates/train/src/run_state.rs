@@ -3,21 +3,22 @@
 //! - `model.safetensors`: every parameter and batchnorm statistic under its
 //!   Keras name (loadable by `--weights`, `eval`, `predict`, and
 //!   `tools/safetensors_to_keras.py`);
-//! - `train_state.safetensors`: the optimizer's moments and where the run is
-//!   (epoch, step within it, global step);
+//! - `train_state.safetensors`: the optimizer's moments, named after their
+//!   parameters (layout in `optim::state`), and where the run is (epoch,
+//!   step within it, global step);
 //! - `config.json`, `metrics.csv`/`.json`, `learning_curves.svg`.
 //!
 //! Both checkpoint files are written atomically and carry the global step, so
 //! a crash between the two writes is detected on resume rather than
 //! silently mixing states. Data order and augmentation are functions of
 //! (seed, epoch, index), so (epoch, step) is all the random state there is.
+//! Both files go through `nn::checkpoint`, the one safetensors codec.
 
-use crate::checkpoint_io::{load_safetensors, save_safetensors, Checkpoint};
 use crate::optim::OptimizerState;
 use crate::run_config::RunConfig;
 use crate::trainer::Trainer;
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
+use nn::checkpoint::{self, Metadata, TensorFile};
 use std::path::{Path, PathBuf};
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -61,9 +62,13 @@ pub struct EpochTally {
 /// pair is complete.
 const PREV: &str = "prev";
 
+/// Metadata key of both files: the optimizer steps taken when they were
+/// written, which must agree for the pair to be resumed from.
+const GLOBAL_STEP: &str = "global_step";
+
 pub fn write_config(dir: &Path, config: &RunConfig) -> Result<()> {
     let json = serde_json::to_string_pretty(config)?;
-    crate::checkpoint_io::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+    checkpoint::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
         .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))
 }
 
@@ -83,24 +88,35 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
 pub fn save(dir: &Path, trainer: &Trainer, progress: Progress) -> Result<()> {
     keep_previous(dir)?;
     let step = progress.global_step.to_string();
-    let meta = HashMap::from([
-        ("global_step".to_string(), step.clone()),
+    let meta = Metadata::from([
+        (GLOBAL_STEP.to_string(), step.clone()),
         ("format".to_string(), "keras-names/f32".to_string()),
         (
-            nn::weights_io::EPSILON_KEY.to_string(),
+            checkpoint::EPSILON_KEY.to_string(),
             trainer.model.bn_epsilon().to_string(),
         ),
     ]);
-    nn::weights_io::save(&trainer.store, &dir.join(MODEL_FILE), &meta)?;
-    let mut ckpt = Checkpoint::new();
-    trainer.optimizer.state().write_to(&mut ckpt, "optimizer/");
-    ckpt.set_meta("epoch", progress.epoch.to_string());
-    ckpt.set_meta("step", progress.step.to_string());
-    ckpt.set_meta("global_step", step);
-    ckpt.set_meta("epoch_loss_sum", format!("{:e}", progress.tally.loss_sum));
-    ckpt.set_meta("epoch_correct", progress.tally.correct.to_string());
-    ckpt.set_meta("epoch_seen", progress.tally.seen.to_string());
-    save_safetensors(&dir.join(STATE_FILE), &ckpt)?;
+    checkpoint::save(&trainer.store, &dir.join(MODEL_FILE), &meta)?;
+    let (tensors, mut meta) = trainer.optimizer.state().encode(&trainer.store);
+    meta.extend([
+        ("epoch".to_string(), progress.epoch.to_string()),
+        ("step".to_string(), progress.step.to_string()),
+        (GLOBAL_STEP.to_string(), step),
+        (
+            "epoch_loss_sum".to_string(),
+            format!("{:e}", progress.tally.loss_sum),
+        ),
+        (
+            "epoch_correct".to_string(),
+            progress.tally.correct.to_string(),
+        ),
+        ("epoch_seen".to_string(), progress.tally.seen.to_string()),
+    ]);
+    checkpoint::write(
+        &dir.join(STATE_FILE),
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        &meta,
+    )?;
     Ok(())
 }
 
@@ -127,6 +143,10 @@ fn keep_previous(dir: &Path) -> Result<()> {
 /// Restores parameters, optimizer state and progress from a run directory:
 /// from its checkpoint pair, or, if that pair is incomplete or inconsistent
 /// (the run died between the two writes), from the previous pair.
+///
+/// Freeze `trainer`'s parameters as the run did before resuming: the saved
+/// optimizer state covers exactly the weights that were being trained, and
+/// a trained weight without its moments is an error naming it.
 pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
     let current = (dir.join(MODEL_FILE), dir.join(STATE_FILE));
     match resume_from(&current.0, &current.1, trainer) {
@@ -145,27 +165,24 @@ pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
     }
 }
 
+/// Resumes from one checkpoint pair. Everything is read and checked before
+/// anything changes: the trainer is modified only by a resume that succeeds
+/// (the weights load all-or-nothing, then the optimizer adopts its state).
 fn resume_from(model_file: &Path, state_file: &Path, trainer: &mut Trainer) -> Result<Progress> {
-    let report = trainer
-        .model
-        .load_weights(&mut trainer.store, model_file, &[])?;
-    let ckpt = load_safetensors(state_file)?;
-    let parse_or_zero = |key: &str| ckpt.meta_parse::<f64>(key).unwrap_or(0.0);
+    let model = TensorFile::read(model_file)?;
+    let state = TensorFile::read(state_file)?;
+    let parse_or_zero = |key: &str| state.meta_parse::<f64>(key).unwrap_or(0.0);
     let progress = Progress {
-        epoch: ckpt.meta_parse("epoch")?,
-        step: ckpt.meta_parse("step")?,
-        global_step: ckpt.meta_parse("global_step")?,
+        epoch: state.meta_parse("epoch")?,
+        step: state.meta_parse("step")?,
+        global_step: state.meta_parse(GLOBAL_STEP)?,
         tally: EpochTally {
             loss_sum: parse_or_zero("epoch_loss_sum"),
             correct: parse_or_zero("epoch_correct") as u64,
             seen: parse_or_zero("epoch_seen") as u64,
         },
     };
-    let model_step = report
-        .metadata
-        .get("global_step")
-        .cloned()
-        .unwrap_or_default();
+    let model_step = model.metadata.get(GLOBAL_STEP).cloned().unwrap_or_default();
     if model_step != progress.global_step.to_string() {
         bail!(
             "{} is at step {model_step} but {} is at step {}: the run stopped between the two writes",
@@ -174,10 +191,18 @@ fn resume_from(model_file: &Path, state_file: &Path, trainer: &mut Trainer) -> R
             progress.global_step
         );
     }
-    if let Some(state) = OptimizerState::read_from(&ckpt, "optimizer/")? {
+    let optimizer_state = OptimizerState::decode(&state, &trainer.store)?;
+    if let Some(s) = &optimizer_state {
+        s.check_kind(trainer.optimizer.name())
+            .with_context(|| format!("{}", state_file.display()))?;
+    }
+    trainer
+        .model
+        .load_weights_from(&mut trainer.store, model, &[])?;
+    if let Some(s) = &optimizer_state {
         trainer
             .optimizer
-            .load_state(&state)
+            .load_state(s)
             .with_context(|| format!("{}", state_file.display()))?;
     }
     trainer.global_step = progress.global_step;

@@ -17,6 +17,10 @@ pub struct Trainer {
     pub schedule: LrSchedule,
     /// Optimizer steps taken so far (the schedule's clock).
     pub global_step: u64,
+    /// Multiplies the schedule's learning rate (1 unless a callback such as
+    /// [`crate::fit::ReduceLrOnPlateau`] lowered it). A factor on top of the
+    /// schedule, not a replacement of it, so warm-up and decay still apply.
+    pub lr_scale: f32,
 }
 
 /// What one training step measured.
@@ -44,6 +48,7 @@ impl Trainer {
             optimizer,
             schedule,
             global_step: 0,
+            lr_scale: 1.0,
         };
         // No weight decay on biases and batchnorm parameters (the usual
         // practice; Keras decays whatever it is told to, everything by default).
@@ -58,7 +63,7 @@ impl Trainer {
     /// Forward, backward and one optimizer update on the batch `x`
     /// (`[N, H, W, 3]`), with the new batchnorm statistics applied.
     pub fn train_step(&mut self, x: Tensor, labels: &[usize]) -> StepStats {
-        let lr = self.schedule.lr(self.global_step);
+        let lr = self.lr_at(self.global_step);
         let started = Instant::now();
         let (loss, correct, grads, stats) = {
             let mut g = Graph::new(&self.store, Mode::TRAIN);
@@ -92,6 +97,12 @@ impl Trainer {
             graph_time,
             update_time: started.elapsed(),
         }
+    }
+
+    /// The learning rate of 0-based global `step`: the schedule's, times
+    /// [`Trainer::lr_scale`].
+    pub fn lr_at(&self, step: u64) -> f32 {
+        self.schedule.lr(step) * self.lr_scale
     }
 
     /// Logits `[N, classes]` in inference mode ([`evaluate::logits`]).

@@ -1,5 +1,8 @@
 //! The `train` binary as a user runs it: a short training run, then `eval`,
 //! `predict` and `--resume` on what it wrote, and clear errors on bad input.
+//! The data is an image folder the test generates.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,25 +37,59 @@ const NARROW: [&str; 6] = [
     "8",
 ];
 
+/// 4 classes, 40 training and 16 test images each.
+fn image_folder(name: &str) -> PathBuf {
+    let root = tmp_dir(name);
+    common::write_image_folder(&root, 4, 40, 16);
+    root
+}
+
 #[test]
 fn train_eval_predict_and_resume() {
+    let data = image_folder("cli_data");
     let dir = tmp_dir("cli_run");
     let out = run_ok(
         train()
             .args(NARROW)
+            .arg("--data")
+            .arg(&data)
             .args([
                 "--epochs",
                 "1",
                 "--train-limit",
                 "128",
                 "--test-limit",
-                "64",
+                "48",
+                "--val-split",
+                "32",
+                "--save-best",
+                "--early-stopping-patience",
+                "3",
+                "--reduce-lr-patience",
+                "2",
                 "--quiet",
                 "--out",
             ])
             .arg(&dir),
     );
+    assert!(
+        out.contains("train images: 96, validation images: 32, test images: 48"),
+        "{out}"
+    );
+    let epoch_line = out.lines().find(|l| l.starts_with("epoch 1/1:")).unwrap();
+    assert!(
+        epoch_line.contains("| val loss ") && epoch_line.contains("| test loss "),
+        "{epoch_line}"
+    );
+    assert!(out.contains("Test loss: "), "{out}");
     assert!(out.contains("Test accuracy: 0."), "{out}");
+    assert!(dir.join("best.safetensors").exists(), "{out}");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(config.contains("\"val_split\": 32"), "{config}");
+    assert!(
+        config.contains("\"early_stopping_patience\": 3"),
+        "{config}"
+    );
     for f in [
         "model.safetensors",
         "train_state.safetensors",
@@ -67,6 +104,9 @@ fn train_eval_predict_and_resume() {
     }
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.starts_with("epoch,lr,train_loss,train_acc,val_loss,val_acc,"));
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert!(row[4].parse::<f64>().is_ok(), "val_loss measured: {csv}");
 
     // Extending the run by one epoch continues from the checkpoint.
     let out = run_ok(
@@ -80,8 +120,18 @@ fn train_eval_predict_and_resume() {
 
     let out = run_ok(
         train()
-            .args(["eval", "--test-limit", "64", "--checkpoint"])
+            .args(["eval", "--test-limit", "48", "--data"])
+            .arg(&data)
+            .arg("--checkpoint")
             .arg(&dir),
+    );
+    assert!(out.contains("Test accuracy: 0."), "{out}");
+    let out = run_ok(
+        train()
+            .args(["eval", "--data"])
+            .arg(&data)
+            .arg("--checkpoint")
+            .arg(dir.join("best.safetensors")),
     );
     assert!(out.contains("Test accuracy: 0."), "{out}");
 
@@ -123,6 +173,31 @@ fn missing_data_and_bad_options_are_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/cifar"), "{err}");
+
+    // Callback options that cannot work are refused before any training.
+    let data = tmp_dir("bad_callbacks_data");
+    common::write_image_folder(&data, 3, 4, 2);
+    for (args, needle) in [
+        (&["--val-split", "12"][..], "cannot hold out 12 of 12"),
+        (&["--early-stopping-patience", "2"][..], "--val-split"),
+        (
+            &["--save-best", "--monitor", "val_acc"][..],
+            "unknown metric 'val_acc'",
+        ),
+    ] {
+        let out = train()
+            .args(NARROW)
+            .arg("--data")
+            .arg(&data)
+            .args(args)
+            .args(["--quiet", "--out"])
+            .arg(tmp_dir("bad_callbacks"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
 
     let out = train()
         .args(["--freeze", "7", "--out"])

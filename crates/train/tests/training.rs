@@ -1,30 +1,42 @@
-//! Training end to end on real CIFAR-10 images (from `../shared`), resume,
-//! checkpoints and prediction.
+//! The library's training loop ([`train::fit`]) and its callbacks, on
+//! generated images: learning, exact resume through `fit`, each Keras-style
+//! callback against a hand computation, the validation split, checkpoints.
 
+mod common;
+
+use anyhow::Result;
 use autograd::ParamStore;
-use nn::{ResNet, ResNetConfig};
+use nn::ResNetConfig;
 use std::path::PathBuf;
-use tensor::Tensor;
-use train::data::{self, Dataset, Preprocess, Sampler, IMAGE_BYTES};
+use std::sync::atomic::AtomicBool;
+use train::data::{split_indices, Dataset};
+use train::fit::{
+    fit, Callback, EarlyStopping, EndReason, EpochLogs, FitConfig, FitData, FitSummary, Metric,
+    MetricsFiles, ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, TrainBegin,
+};
 use train::model_spec::ModelSpec;
 use train::optim::{Adam, AdamConfig, LrSchedule};
+use train::report::EpochRecord;
 use train::run_state::{self, Progress};
 use train::trainer::Trainer;
 
-fn narrow() -> ResNetConfig {
+fn narrow_spec(classes: usize) -> ModelSpec {
     ModelSpec {
         version: train::model_spec::ResNetVersion::V1,
         stem_filters: 8,
         depths: vec![1, 1, 1, 1],
         widths: vec![8, 8, 16, 16],
-        num_classes: Some(10),
+        num_classes: Some(classes),
         unbiased_moving_variance: false,
     }
-    .config(32, 7)
 }
 
-fn trainer(lr: f32) -> Trainer {
-    let (model, store) = ResNet::new(narrow()).unwrap();
+fn narrow(classes: usize, seed: u64) -> ResNetConfig {
+    narrow_spec(classes).config(32, seed)
+}
+
+fn trainer_seeded(lr: f32, classes: usize, seed: u64) -> Trainer {
+    let (model, store) = nn::ResNet::new(narrow(classes, seed)).unwrap();
     Trainer::new(
         Box::new(model),
         store,
@@ -33,20 +45,8 @@ fn trainer(lr: f32) -> Trainer {
     )
 }
 
-/// A few hundred real CIFAR-10 training images, the same ones every run.
-fn real_images(n: usize) -> Dataset {
-    let (cifar, _) = data::load(None, Some(&data::default_cache_dir()))
-        .expect("CIFAR-10 from ../shared/data (see README)");
-    let pick: Vec<usize> = (0..n).map(|i| i * (cifar.train.len() / n)).collect();
-    cifar.train.subset(&pick)
-}
-
-fn batch(data: &Dataset, indices: &[usize]) -> (Tensor, Vec<usize>) {
-    let mut x = vec![0.0; indices.len() * IMAGE_BYTES];
-    let mut y = vec![0; indices.len()];
-    data.fill_batch(indices, Preprocess::Unit, None, &mut x);
-    data.fill_labels(indices, &mut y);
-    (Tensor::from_vec(&[indices.len(), 32, 32, 3], x).unwrap(), y)
+fn trainer(lr: f32) -> Trainer {
+    trainer_seeded(lr, 4, 7)
 }
 
 fn tmp_dir(name: &str) -> PathBuf {
@@ -68,93 +68,566 @@ fn params_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
         .collect()
 }
 
-#[test]
-fn smoke_training_on_real_images_beats_chance() {
-    let data = real_images(320);
-    let mut t = trainer(2e-3);
-    let sampler = Sampler::new(data.len(), 32, 1);
-    // (mean loss, accuracy) of each epoch, as the training steps saw them
-    // (batchnorm in training mode; the moving statistics need far more than
-    // 80 steps at momentum 0.99 before inference mode is meaningful).
-    let mut epochs = Vec::new();
-    for epoch in 0..8 {
-        let (mut loss, mut correct) = (0.0, 0);
-        for indices in sampler.batches(epoch) {
-            let (x, y) = batch(&data, &indices);
-            let s = t.train_step(x, &y);
-            loss += s.loss as f64 * indices.len() as f64;
-            correct += s.correct;
-        }
-        epochs.push((loss / data.len() as f64, correct as f64 / data.len() as f64));
+fn config(epochs: usize, batch_size: usize) -> FitConfig {
+    FitConfig {
+        epochs,
+        batch_size,
+        eval_batch_size: 64,
+        seed: 3,
+        ..FitConfig::default()
     }
-    let (first, last) = (epochs[0], epochs[epochs.len() - 1]);
-    assert!(last.0 < 0.7 * first.0, "loss per epoch: {epochs:?}");
-    // Chance is 0.1 on these 10 classes.
-    assert!(last.1 > 0.3, "accuracy per epoch: {epochs:?}");
+}
+
+fn no_stop() -> AtomicBool {
+    AtomicBool::new(false)
 }
 
 #[test]
-fn resume_gives_the_same_parameters_as_a_straight_run() {
-    let data = real_images(96);
-    let sampler = Sampler::new(data.len(), 16, 3);
-    let batches: Vec<Vec<usize>> = (0..2).flat_map(|e| sampler.batches(e)).collect();
-    let n = batches.len();
+fn fit_learns_generated_classes_and_reports_validation() {
+    let all = common::dataset(240, 4, 11);
+    let (train_set, val) = all.hold_out(48, 5).unwrap();
+    let test = common::dataset(64, 4, 12);
+    let mut t = trainer(2e-3);
+    let data = FitData {
+        train: &train_set,
+        val: Some(&val),
+        test: Some(&test),
+    };
+    let summary = fit(
+        &mut t,
+        &data,
+        &config(6, 32),
+        Start::fresh(),
+        &mut [],
+        &no_stop(),
+    )
+    .unwrap();
+    assert_eq!(summary.reason, EndReason::Completed);
+    assert_eq!(summary.at.epoch, 6);
+    let h = &summary.history;
+    assert_eq!(
+        h.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert!(h
+        .iter()
+        .all(|r| r.val_loss.is_some() && r.test_acc.is_some()));
+    let (first, last) = (&h[0], &h[h.len() - 1]);
+    assert!(last.train_loss < 0.7 * first.train_loss, "{h:#?}");
+    // Chance is 0.25 on these 4 classes.
+    assert!(last.train_acc > 0.6, "{h:#?}");
+    assert_eq!(
+        summary.last_test.as_ref().unwrap().accuracy,
+        last.test_acc.unwrap()
+    );
+}
+
+/// Raises the stop flag's equivalent after global step `at`.
+struct StopAtStep(u64, bool);
+
+impl Callback for StopAtStep {
+    fn on_train_batch_end(
+        &mut self,
+        trainer: &mut Trainer,
+        _: &train::fit::BatchLogs,
+    ) -> Result<()> {
+        self.1 = trainer.global_step >= self.0;
+        Ok(())
+    }
+    fn should_stop(&self) -> bool {
+        self.1
+    }
+}
+
+/// A ReduceLROnPlateau that reduces after every epoch but the first (no
+/// change is an improvement of more than 10), so the learning rate the
+/// resumed steps use depends on the replayed history.
+fn always_reduce() -> ReduceLrOnPlateau {
+    ReduceLrOnPlateau::new(Monitor::new(Metric::ValLoss).min_delta(10.0), 1).factor(0.5)
+}
+
+#[test]
+fn resume_through_fit_gives_the_same_parameters_as_a_straight_run() {
+    let all = common::dataset(72, 4, 21);
+    let (train_set, val) = all.hold_out(16, 3).unwrap();
+    let data = FitData {
+        train: &train_set,
+        val: Some(&val),
+        test: None,
+    };
+    let cfg = config(3, 16); // 56 images: 4 steps per epoch
+    let schedule = LrSchedule {
+        warmup_steps: 3,
+        ..LrSchedule::constant(1e-3)
+    };
 
     let mut straight = trainer(1e-3);
-    for b in &batches {
-        let (x, y) = batch(&data, b);
-        straight.train_step(x, &y);
-    }
+    straight.schedule = schedule.clone();
+    let mut reduce = always_reduce();
+    let full = fit(
+        &mut straight,
+        &data,
+        &cfg,
+        Start::fresh(),
+        &mut [&mut reduce],
+        &no_stop(),
+    )
+    .unwrap();
+    assert_eq!(reduce.reductions(), [2, 3]);
 
-    let dir = tmp_dir("resume");
+    // Interrupted in the middle of epoch 3 (after step 10 of 12), after the
+    // reduction at the end of epoch 2.
+    let dir = tmp_dir("fit_resume");
     let mut first = trainer(1e-3);
-    for b in &batches[..n / 2] {
-        let (x, y) = batch(&data, b);
-        first.train_step(x, &y);
-    }
-    let at = Progress {
-        epoch: 0,
-        step: n / 2,
-        global_step: first.global_step,
-        ..Progress::default()
-    };
-    run_state::save(&dir, &first, at).unwrap();
+    first.schedule = schedule.clone();
+    let mut reduce = always_reduce();
+    let mut metrics = MetricsFiles::new(&dir);
+    let mut stopper = StopAtStep(10, false);
+    let mut ckpt = train::fit::Checkpoint::new(&dir);
+    let part = fit(
+        &mut first,
+        &data,
+        &cfg,
+        Start::fresh(),
+        &mut [&mut reduce, &mut metrics, &mut stopper, &mut ckpt],
+        &no_stop(),
+    )
+    .unwrap();
+    assert_eq!(part.reason, EndReason::Interrupted);
+    assert_eq!(
+        (part.at.epoch, part.at.step, part.at.global_step),
+        (2, 2, 10)
+    );
     drop(first);
 
-    // A differently seeded model: everything must come from the checkpoint.
-    let (model, store) = ResNet::new(ResNetConfig {
-        seed: 99,
-        ..narrow()
-    })
+    // A differently seeded model: everything must come from the run directory.
+    let mut resumed = trainer_seeded(1e-3, 4, 99);
+    resumed.schedule = schedule;
+    let start = Start::resume(&dir, &mut resumed).unwrap();
+    assert_eq!(start.progress, part.at);
+    assert_eq!(start.history.len(), 2);
+    let mut reduce = always_reduce();
+    let mut metrics = MetricsFiles::new(&dir);
+    let rest = fit(
+        &mut resumed,
+        &data,
+        &cfg,
+        start,
+        &mut [&mut reduce, &mut metrics],
+        &no_stop(),
+    )
     .unwrap();
-    let mut resumed = Trainer::new(
-        Box::new(model),
-        store,
-        Box::new(Adam::new(AdamConfig::default())),
-        LrSchedule::constant(1e-3),
+    assert_eq!(rest.reason, EndReason::Completed);
+    assert_eq!(
+        reduce.reductions(),
+        [2, 3],
+        "replayed, then reduced after 3"
     );
-    assert_eq!(run_state::resume(&dir, &mut resumed).unwrap(), at);
-    for b in &batches[n / 2..] {
-        let (x, y) = batch(&data, b);
-        resumed.train_step(x, &y);
-    }
+    assert_eq!(resumed.lr_scale, straight.lr_scale);
+    assert_eq!(resumed.lr_scale, 0.25);
     // Same kernels, same thread count, same order of operations: bit-identical.
     assert_eq!(params_bits(&straight.store), params_bits(&resumed.store));
+    // The resumed epoch reports all of its steps, not only those after the resume.
+    let (a, b) = (&full.history[2], &rest.history[2]);
+    assert!((a.train_loss - b.train_loss).abs() < 1e-12, "{a:?} {b:?}");
+    assert_eq!(a.train_acc, b.train_acc);
+    assert_eq!(a.val_loss, b.val_loss);
+    let log = train::report::MetricsLog::read_dir(&dir).unwrap();
+    assert_eq!(log.records.len(), 3);
+}
+
+#[test]
+fn a_resume_without_the_epoch_history_is_refused() {
+    let data = common::dataset(16, 4, 1);
+    let start = Start {
+        progress: Progress {
+            epoch: 2,
+            ..Progress::default()
+        },
+        history: Vec::new(),
+    };
+    let d = FitData {
+        train: &data,
+        val: None,
+        test: None,
+    };
+    let err = fit(
+        &mut trainer(1e-3),
+        &d,
+        &config(3, 8),
+        start,
+        &mut [],
+        &no_stop(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("after epoch 2") && err.contains("metrics"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_stop_flag_interrupts_after_the_current_step() {
+    let data = common::dataset(32, 4, 1);
+    let d = FitData {
+        train: &data,
+        val: None,
+        test: None,
+    };
+    let stop = AtomicBool::new(true);
+    let mut t = trainer(1e-3);
+    let s = fit(&mut t, &d, &config(2, 8), Start::fresh(), &mut [], &stop).unwrap();
+    assert_eq!(s.reason, EndReason::Interrupted);
+    assert_eq!((s.at.epoch, s.at.step, s.at.global_step), (0, 1, 1));
+    assert_eq!(s.at.tally.seen, 8);
+    assert!(s.history.is_empty());
+}
+
+#[test]
+fn a_non_finite_loss_is_an_error_naming_the_step() {
+    let data = common::dataset(32, 4, 1);
+    let d = FitData {
+        train: &data,
+        val: None,
+        test: None,
+    };
+    let err = fit(
+        &mut trainer(1e30),
+        &d,
+        &config(3, 8),
+        Start::fresh(),
+        &mut [],
+        &no_stop(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("loss became") && err.contains("step"), "{err}");
+}
+
+// ---- Callbacks against hand computations, on scripted epoch metrics ----
+
+fn record(epoch: usize, val_loss: f64) -> EpochRecord {
+    EpochRecord {
+        epoch,
+        lr: 1e-3,
+        train_loss: 1.0,
+        train_acc: 0.5,
+        val_loss: Some(val_loss),
+        val_acc: Some(1.0 - val_loss),
+        test_loss: None,
+        test_acc: None,
+        seconds: 1.0,
+    }
+}
+
+fn logs(epoch: usize, val_loss: f64) -> EpochLogs {
+    EpochLogs {
+        record: record(epoch, val_loss),
+        epochs: 100,
+        val: None,
+        test: None,
+        train_images_per_s: 0.0,
+        next: Progress {
+            epoch,
+            ..Progress::default()
+        },
+    }
+}
+
+fn begin(history: &[EpochRecord]) -> TrainBegin<'_> {
+    TrainBegin {
+        epochs: 100,
+        steps_per_epoch: 1,
+        start: Progress {
+            epoch: history.len(),
+            ..Progress::default()
+        },
+        history,
+        has_validation: true,
+        has_test: false,
+    }
+}
+
+/// Feeds `values` (val_loss per epoch) to `cb` until it asks to stop;
+/// returns the epoch (1-based) after which it did.
+fn run_script(cb: &mut dyn Callback, t: &mut Trainer, values: &[f64]) -> Option<usize> {
+    cb.on_train_begin(t, &begin(&[])).unwrap();
+    for (i, &v) in values.iter().enumerate() {
+        cb.on_epoch_end(t, &logs(i + 1, v)).unwrap();
+        if cb.should_stop() {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[test]
+fn early_stopping_stops_after_patience_epochs_without_improvement() {
+    let mut t = trainer(1e-3);
+    // Best 0.80 at epoch 2; epochs 3, 4 do not improve; patience 2 -> stop after 4.
+    let vals = [0.9, 0.8, 0.85, 0.82, 0.7, 0.6];
+    let mut es = EarlyStopping::new(Monitor::new(Metric::ValLoss), 2);
+    assert_eq!(run_script(&mut es, &mut t, &vals), Some(4));
+    assert_eq!(es.best(), Some((0.8, 2)));
+    // min_delta 0.05: 0.8 beats 0.9 by more than 0.05; 0.85 and 0.82 do not
+    // beat 0.8 by that much; 0.7 comes too late.
+    let mut es = EarlyStopping::new(Monitor::new(Metric::ValLoss).min_delta(0.05), 2);
+    assert_eq!(run_script(&mut es, &mut t, &vals), Some(4));
+    // With min_delta 0.15 not even epoch 2 improves: stop after epoch 3.
+    let mut es = EarlyStopping::new(Monitor::new(Metric::ValLoss).min_delta(0.15), 2);
+    assert_eq!(run_script(&mut es, &mut t, &vals), Some(3));
+    assert_eq!(es.best(), Some((0.9, 1)));
+    // Patience 3: epoch 5 improves in time, then no more stops.
+    let mut es = EarlyStopping::new(Monitor::new(Metric::ValLoss), 3);
+    assert_eq!(run_script(&mut es, &mut t, &vals), None);
+    // Accuracy is maximized: 0.1, 0.2, 0.15, 0.18 (1 - loss) -> stop after 4.
+    let mut es = EarlyStopping::new(Monitor::new(Metric::ValAccuracy), 2);
+    assert_eq!(run_script(&mut es, &mut t, &vals), Some(4));
+
+    // Replaying a history that had stopped asks to stop at once.
+    let history: Vec<_> = vals[..4]
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| record(i + 1, v))
+        .collect();
+    let mut es = EarlyStopping::new(Monitor::new(Metric::ValLoss), 2);
+    es.on_train_begin(&mut t, &begin(&history)).unwrap();
+    assert!(es.should_stop());
+    assert_eq!(es.stopped_epoch(), Some(4));
+    let mut es = EarlyStopping::new(Monitor::new(Metric::ValLoss), 2);
+    es.on_train_begin(&mut t, &begin(&history[..3])).unwrap();
+    assert!(!es.should_stop());
+    es.on_epoch_end(&mut t, &logs(4, 0.82)).unwrap();
+    assert!(es.should_stop(), "the replayed wait counts on");
+}
+
+/// Records one parameter's first value after every epoch.
+struct WeightSpy(Vec<u32>);
+
+impl Callback for WeightSpy {
+    fn on_epoch_end(&mut self, t: &mut Trainer, _: &EpochLogs) -> Result<()> {
+        self.0.push(first_value_bits(t));
+        Ok(())
+    }
+}
+
+fn first_value_bits(t: &Trainer) -> u32 {
+    let (_, p) = t.store.iter().next().unwrap();
+    p.value.data()[0].to_bits()
+}
+
+#[test]
+fn early_stopping_in_fit_ends_the_run_and_restores_the_best_weights() {
+    let data = common::dataset(32, 4, 4);
+    let d = FitData {
+        train: &data,
+        val: None,
+        test: None,
+    };
+    // Only epoch 1 counts as an improvement (min_delta 10): stop after 3.
+    let monitor = Monitor::new(Metric::Loss).min_delta(10.0);
+    let mut es = EarlyStopping::new(monitor, 2).restore_best_weights(true);
+    let mut spy = WeightSpy(Vec::new());
+    let mut t = trainer(1e-3);
+    let s = fit(
+        &mut t,
+        &d,
+        &config(10, 16),
+        Start::fresh(),
+        &mut [&mut spy, &mut es],
+        &no_stop(),
+    )
+    .unwrap();
+    assert_eq!(s.reason, EndReason::StoppedEarly);
+    assert_eq!(s.history.len(), 3);
+    assert_eq!(s.at.epoch, 3);
+    assert_eq!(es.stopped_epoch(), Some(3));
+    assert_ne!(spy.0[0], spy.0[2], "training moved the weights");
+    assert_eq!(first_value_bits(&t), spy.0[0], "epoch 1's weights are back");
+}
+
+#[test]
+fn monitoring_validation_without_a_validation_split_is_refused() {
+    let data = common::dataset(16, 4, 1);
+    let d = FitData {
+        train: &data,
+        val: None,
+        test: None,
+    };
+    let mut es = EarlyStopping::new(Monitor::new(Metric::ValLoss), 2);
+    let err = fit(
+        &mut trainer(1e-3),
+        &d,
+        &config(1, 8),
+        Start::fresh(),
+        &mut [&mut es],
+        &no_stop(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("val_loss") && err.contains("--val-split"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reduce_lr_on_plateau_reduces_at_the_right_epochs() {
+    let mut t = trainer(1e-2);
+    let vals = [0.9, 0.8, 0.85, 0.86, 0.7, 0.75, 0.76, 0.77];
+    // Patience 1: every epoch that does not improve reduces: 3, 4, 6, 7, 8.
+    let mut r = ReduceLrOnPlateau::new(Monitor::new(Metric::ValLoss), 1).factor(0.5);
+    run_script(&mut r, &mut t, &vals);
+    assert_eq!(r.reductions(), [3, 4, 6, 7, 8]);
+    assert_eq!(r.scale(), 0.5f32.powi(5));
+    assert_eq!(t.lr_scale, r.scale());
+    assert_eq!(t.lr_at(0), t.schedule.lr(0) * t.lr_scale);
+    // Patience 2: the second epoch in a row without improvement: 4, then 7.
+    let mut r = ReduceLrOnPlateau::new(Monitor::new(Metric::ValLoss), 2).factor(0.5);
+    run_script(&mut r, &mut t, &vals);
+    assert_eq!(r.reductions(), [4, 7]);
+    // Cooldown 2 after each reduction: epochs 4 and 7 fall in the cooldowns
+    // after the reductions at 3 and 6 (Keras counts the epoch a cooldown
+    // ends in, 5 and 8, again).
+    let mut r = ReduceLrOnPlateau::new(Monitor::new(Metric::ValLoss), 1)
+        .factor(0.5)
+        .cooldown(2);
+    run_script(&mut r, &mut t, &vals);
+    assert_eq!(r.reductions(), [3, 6, 8]);
+    // min_lr 3e-3 on base 1e-2: 1e-2 -> 5e-3 -> 3e-3 (floor), then no more.
+    let mut r = ReduceLrOnPlateau::new(Monitor::new(Metric::ValLoss), 1)
+        .factor(0.5)
+        .min_lr(3e-3);
+    run_script(&mut r, &mut t, &vals);
+    assert_eq!(r.reductions(), [3, 4]);
+    assert!((r.scale() - 0.3).abs() < 1e-6, "{}", r.scale());
+    // Replaying the history gives the same state and sets the trainer's scale.
+    let history: Vec<_> = vals
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| record(i + 1, v))
+        .collect();
+    let mut replayed = ReduceLrOnPlateau::new(Monitor::new(Metric::ValLoss), 1).factor(0.5);
+    t.lr_scale = 1.0;
+    replayed.on_train_begin(&mut t, &begin(&history)).unwrap();
+    assert_eq!(replayed.reductions(), [3, 4, 6, 7, 8]);
+    assert_eq!(t.lr_scale, 0.5f32.powi(5));
+}
+
+#[test]
+fn model_checkpoint_keeps_the_best_epoch() {
+    let dir = tmp_dir("model_checkpoint");
+    let path = dir.join(train::fit::BEST_FILE);
+    let mut t = trainer(1e-3);
+    let id = t.store.iter().next().unwrap().0;
+    let mut mc = ModelCheckpoint::best_only(&path, Monitor::new(Metric::ValLoss));
+    mc.on_train_begin(&mut t, &begin(&[])).unwrap();
+    // Mark the weights with the epoch number before each epoch end; after
+    // each, read back which epoch's weights the file holds.
+    let vals = [0.9, 0.7, 0.8, 0.6, 0.65];
+    let name = t.store.get(id).name.clone();
+    let mut in_file = Vec::new();
+    for (i, &v) in vals.iter().enumerate() {
+        t.store.value_mut(id).data_mut()[0] = (i + 1) as f32;
+        mc.on_epoch_end(&mut t, &logs(i + 1, v)).unwrap();
+        let (tensors, meta) = nn::checkpoint::read_tensors(&path).unwrap();
+        let (_, saved) = tensors.iter().find(|(n, _)| *n == name).unwrap();
+        in_file.push((
+            saved.data()[0],
+            meta["epoch"].clone(),
+            meta["val_loss"].clone(),
+        ));
+    }
+    let epochs: Vec<f32> = in_file.iter().map(|f| f.0).collect();
+    assert_eq!(epochs, [1.0, 2.0, 2.0, 4.0, 4.0], "the best epoch so far");
+    assert_eq!(in_file[4].1, "4");
+    assert_eq!(in_file[4].2, "0.6");
+    assert_eq!(mc.best(), Some((0.6, 4)));
+    // A resumed run rebuilds the best from the history: 0.65 is not better.
+    let history: Vec<_> = vals[..4]
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| record(i + 1, v))
+        .collect();
+    let mut mc = ModelCheckpoint::best_only(&path, Monitor::new(Metric::ValLoss));
+    mc.on_train_begin(&mut t, &begin(&history)).unwrap();
+    assert_eq!(mc.best(), Some((0.6, 4)));
+    std::fs::remove_file(&path).unwrap();
+    mc.on_epoch_end(&mut t, &logs(5, 0.65)).unwrap();
+    assert!(!path.exists());
+}
+
+#[test]
+fn the_validation_split_is_disjoint_complete_and_seeded() {
+    let (train_idx, val_idx) = split_indices(100, 20, 7);
+    assert_eq!(val_idx.len(), 20);
+    assert_eq!(train_idx.len(), 80);
+    let mut all: Vec<usize> = train_idx.iter().chain(&val_idx).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..100).collect::<Vec<_>>(), "disjoint and complete");
+    assert_eq!(
+        split_indices(100, 20, 7),
+        (train_idx.clone(), val_idx.clone())
+    );
+    assert_ne!(
+        split_indices(100, 20, 8).1,
+        val_idx,
+        "another seed, another split"
+    );
+    assert_ne!(
+        val_idx,
+        (80..100).collect::<Vec<_>>(),
+        "shuffled, not the tail"
+    );
+
+    // On images: every image ends up on exactly one side.
+    let data: Dataset = common::dataset(50, 5, 9);
+    let (train_set, val) = data.hold_out(10, 7).unwrap();
+    assert_eq!((train_set.len(), val.len()), (40, 10));
+    for i in 0..val.len() {
+        assert!(
+            (0..train_set.len()).all(|j| train_set.image(j) != val.image(i)),
+            "validation image {i} is also a training image"
+        );
+    }
+    let mut seen: Vec<&[u8]> = (0..40)
+        .map(|j| train_set.image(j))
+        .chain((0..10).map(|i| val.image(i)))
+        .collect();
+    seen.sort();
+    let mut want: Vec<&[u8]> = (0..50).map(|i| data.image(i)).collect();
+    want.sort();
+    assert_eq!(seen, want);
+    let err = data.hold_out(50, 7).unwrap_err().to_string();
+    assert!(err.contains("50 of 50"), "{err}");
+}
+
+/// Saves through `run_state` the way the `Checkpoint` callback does.
+fn summary_at(progress: Progress) -> FitSummary {
+    FitSummary {
+        reason: EndReason::Interrupted,
+        at: progress,
+        history: Vec::new(),
+        last_test: None,
+        train_images_per_s: 0.0,
+    }
 }
 
 #[test]
 fn a_half_written_checkpoint_falls_back_to_the_previous_pair() {
     let dir = tmp_dir("half_written");
     let mut t = trainer(1e-3);
+    let mut ckpt = train::fit::Checkpoint::new(&dir);
     let first = Progress::default();
-    run_state::save(&dir, &t, first).unwrap();
+    ckpt.on_train_end(&mut t, &summary_at(first)).unwrap();
     t.global_step = 5;
     let second = Progress {
         global_step: 5,
         step: 5,
         ..first
     };
-    run_state::save(&dir, &t, second).unwrap();
+    ckpt.on_train_end(&mut t, &summary_at(second)).unwrap();
     // Both pairs are there: the current one resumes at step 5.
     assert_eq!(run_state::resume(&dir, &mut trainer(1e-3)).unwrap(), second);
     // A third save that died after writing the model but before the state:
@@ -168,7 +641,7 @@ fn a_half_written_checkpoint_falls_back_to_the_previous_pair() {
     t.global_step = 9;
     let model = dir.join(run_state::MODEL_FILE);
     let meta = std::collections::HashMap::from([("global_step".to_string(), "9".to_string())]);
-    nn::weights_io::save(&t.store, &model, &meta).unwrap();
+    nn::checkpoint::save(&t.store, &model, &meta).unwrap();
     let resumed = run_state::resume(&dir, &mut trainer(1e-3)).unwrap();
     assert_eq!(
         resumed, second,
@@ -182,4 +655,36 @@ fn a_half_written_checkpoint_falls_back_to_the_previous_pair() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("between the two writes"), "{err}");
+}
+
+/// Real CIFAR-10 from `../shared`, when this machine has it.
+#[test]
+fn fit_on_real_cifar_beats_chance_when_available() {
+    let path = train::data::workspace_root().join(train::data::SHARED_ARCHIVE);
+    if !path.exists() {
+        eprintln!("skipping: {} not found", path.display());
+        return;
+    }
+    let (cifar, _) = train::data::load(None, Some(&train::data::default_cache_dir())).unwrap();
+    let pick: Vec<usize> = (0..320).map(|i| i * (cifar.train.len() / 320)).collect();
+    let data = cifar.train.subset(&pick);
+    let mut t = trainer_seeded(2e-3, 10, 7);
+    let d = FitData {
+        train: &data,
+        val: None,
+        test: None,
+    };
+    let s = fit(
+        &mut t,
+        &d,
+        &config(8, 32),
+        Start::fresh(),
+        &mut [],
+        &no_stop(),
+    )
+    .unwrap();
+    let (first, last) = (&s.history[0], &s.history[7]);
+    assert!(last.train_loss < 0.7 * first.train_loss, "{:#?}", s.history);
+    // Chance is 0.1 on these 10 classes.
+    assert!(last.train_acc > 0.3, "{:#?}", s.history);
 }

@@ -89,6 +89,42 @@ pub struct TrainArgs {
     /// Evaluate on a seeded random subset of this many test images.
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Hold this many training images out (chosen by --seed, after
+    /// --train-limit) and evaluate on them after every epoch as val_loss /
+    /// val_accuracy, the metrics the callbacks below monitor.
+    #[arg(long, default_value_t = 0)]
+    pub val_split: usize,
+    /// Metric for --save-best, --early-stopping-patience and
+    /// --reduce-lr-patience: val_loss | val_accuracy | loss | accuracy
+    /// (losses are minimized, accuracies maximized).
+    #[arg(long, default_value = "val_loss")]
+    pub monitor: String,
+    /// Write the weights of the best epoch (by --monitor) to best.safetensors
+    /// in the run directory (Keras's ModelCheckpoint(save_best_only=True)).
+    #[arg(long)]
+    pub save_best: bool,
+    /// Stop after this many epochs in which --monitor did not improve
+    /// (Keras's EarlyStopping).
+    #[arg(long)]
+    pub early_stopping_patience: Option<usize>,
+    /// Smallest change of --monitor that counts as an improvement for early stopping.
+    #[arg(long, default_value_t = 0.0)]
+    pub early_stopping_min_delta: f64,
+    /// With early stopping: evaluate the best epoch's weights at the end,
+    /// not the last epoch's (the resumable checkpoint stays the last one).
+    #[arg(long, requires = "early_stopping_patience")]
+    pub restore_best_weights: bool,
+    /// Multiply the learning rate by --reduce-lr-factor after this many
+    /// epochs in which --monitor did not improve by 1e-4 (Keras's
+    /// ReduceLROnPlateau); a factor on top of --lr-schedule.
+    #[arg(long)]
+    pub reduce_lr_patience: Option<usize>,
+    /// What --reduce-lr-patience multiplies the learning rate by, in (0, 1).
+    #[arg(long, default_value_t = 0.1)]
+    pub reduce_lr_factor: f32,
+    /// Learning rate floor for --reduce-lr-patience.
+    #[arg(long, default_value_t = 0.0)]
+    pub reduce_lr_min_lr: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Worker threads [default: all cores, or RAYON_NUM_THREADS].
@@ -107,7 +143,9 @@ pub struct TrainArgs {
         "data", "weights", "batch_size", "eval_batch_size", "lr", "optimizer", "momentum",
         "nesterov", "weight_decay", "lr_schedule", "warmup_epochs", "augment", "freeze",
         "train_limit", "test_limit", "seed", "preprocess", "out", "depths", "widths",
-        "stem_filters", "unbiased_moving_variance", "model",
+        "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
+        "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
+        "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr",
     ])]
     pub resume: Option<PathBuf>,
     /// The network: resnet50 | resnet101 | resnet152 | resnet50v2 | resnet101v2 | resnet152v2

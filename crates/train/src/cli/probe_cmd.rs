@@ -3,9 +3,9 @@
 //! layer and weight name, for `tools/keras_parity.py` to compare.
 
 use super::{ForwardArgs, GradArgs};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use autograd::{ops, Graph, Mode};
-use nn::weights_io::{self, read_tensors};
+use nn::checkpoint::{self, read_tensors};
 use nn::Model;
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,9 +34,8 @@ fn load(weights: &Path, x: &Tensor) -> Result<(Box<dyn Model>, autograd::ParamSt
 
 fn write(path: &Path, out: &[(String, Tensor)]) -> Result<()> {
     let meta = HashMap::from([("producer".to_string(), "train probe".to_string())]);
-    let bytes = weights_io::to_bytes(out.iter().map(|(n, t)| (n.as_str(), t)), &meta);
-    nn::atomic_write::write_atomic(path, &bytes)
-        .with_context(|| format!("writing {}", path.display()))
+    checkpoint::write(path, out.iter().map(|(n, t)| (n.as_str(), t)), &meta)?;
+    Ok(())
 }
 
 pub fn forward(a: ForwardArgs) -> Result<()> {

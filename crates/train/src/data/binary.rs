@@ -4,9 +4,18 @@
 //! the 32x32 image as three 1024-byte planes (R, G, B), row-major. The rest of
 //! the pipeline works on interleaved HWC pixels, so planes are interleaved
 //! here, once, at load time.
+//!
+//! The release is read extracted (a folder) or straight from the published
+//! `cifar-10-binary.tar.gz`, streamed through gzip and tar without writing
+//! the members to disk. A batch may hold any whole number of records:
+//! mirrors and test archives are smaller than the official 10,000.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::read::GzDecoder;
 
 use super::classes::CIFAR10_CLASSES;
 use super::error::DataError;
@@ -51,7 +60,12 @@ pub(crate) fn parse_batch(
     images: &mut Vec<u8>,
     labels: &mut Vec<u8>,
 ) -> Result<(), DataError> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
+    if bytes.is_empty() {
+        return Err(DataError::EmptyBatch {
+            path: path.to_path_buf(),
+        });
+    }
+    if !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             size: bytes.len() as u64,
@@ -99,9 +113,18 @@ fn read_split(dir: &Path, files: &[&str], classes: &[String]) -> Result<Dataset,
 fn read_classes(dir: &Path) -> Result<Vec<String>, DataError> {
     let path = dir.join(META_FILE);
     if !path.exists() {
-        return Ok(CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect());
+        return Ok(default_classes());
     }
     let text = fs::read_to_string(&path).map_err(DataError::io(&path))?;
+    parse_classes(&text, path)
+}
+
+fn default_classes() -> Vec<String> {
+    CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()
+}
+
+/// The class names of a `batches.meta.txt` read from `path`.
+fn parse_classes(text: &str, path: PathBuf) -> Result<Vec<String>, DataError> {
     let names: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -126,6 +149,131 @@ pub(crate) fn load(dir: &Path) -> Result<Cifar10, DataError> {
     Ok(Cifar10 {
         train: read_split(dir, &TRAIN_FILES, &classes)?,
         test: read_split(dir, &[TEST_FILE], &classes)?,
+    })
+}
+
+/// The release file a tar member is, if any: its base name, when it is one
+/// of the release's and no folder on its way is hidden (`__MACOSX/`, `._x`).
+fn release_member(path: &Path) -> Option<&'static str> {
+    let names: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().to_string()),
+            _ => None,
+        })
+        .collect();
+    if names.iter().any(|n| super::folder::is_hidden(n)) {
+        return None;
+    }
+    let last = names.last()?;
+    TRAIN_FILES
+        .iter()
+        .chain([&TEST_FILE, &META_FILE])
+        .find(|f| **f == last.as_str())
+        .copied()
+}
+
+fn open_tar_gz(archive: &Path) -> Result<tar::Archive<GzDecoder<BufReader<File>>>, DataError> {
+    let file = File::open(archive).map_err(DataError::io(archive))?;
+    Ok(tar::Archive::new(GzDecoder::new(BufReader::with_capacity(
+        1 << 20,
+        file,
+    ))))
+}
+
+/// Whether the `.tar.gz` at `archive` holds the binary release rather than
+/// image folders: decided by its first member that is either a release
+/// file or an image, so only the start of the archive is decompressed.
+/// An unreadable archive answers `false`, leaving the error to the
+/// image-folder reader, which names the archive.
+pub(crate) fn is_binary_tar_gz(archive: &Path) -> bool {
+    let Ok(mut tar) = open_tar_gz(archive) else {
+        return false;
+    };
+    let Ok(entries) = tar.entries() else {
+        return false;
+    };
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let Ok(path) = entry.path() else { return false };
+        if release_member(&path).is_some_and(|f| f != META_FILE) {
+            return true;
+        }
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if super::folder::is_image_name(&name) {
+            return false;
+        }
+    }
+    false
+}
+
+/// Loads the release from a `.tar.gz` (the published
+/// `cifar-10-binary.tar.gz`, or any archive with the same member names at
+/// any depth), in one streaming pass.
+pub(crate) fn load_tar_gz(archive: &Path) -> Result<Cifar10, DataError> {
+    let mut tar = open_tar_gz(archive)?;
+    // Batches parsed as they stream by, put in release order at the end
+    // (archive order is not guaranteed).
+    let mut batches: BTreeMap<&'static str, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    let mut classes = None;
+    for entry in tar.entries().map_err(DataError::io(archive))? {
+        let mut entry = entry.map_err(DataError::io(archive))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let member = entry.path().map_err(DataError::io(archive))?.into_owned();
+        let Some(name) = release_member(&member) else {
+            continue;
+        };
+        let location = archive.join(&member);
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(DataError::io(&location))?;
+        let duplicate = if name == META_FILE {
+            let text = String::from_utf8_lossy(&bytes);
+            classes
+                .replace(parse_classes(&text, location.clone())?)
+                .is_some()
+        } else {
+            let (mut images, mut labels) = (Vec::new(), Vec::new());
+            parse_batch(&bytes, &location, &mut images, &mut labels)?;
+            batches.insert(name, (images, labels)).is_some()
+        };
+        if duplicate {
+            return Err(DataError::Unrecognized {
+                path: location,
+                reason: format!("the archive holds more than one {name}"),
+            });
+        }
+    }
+    let classes = classes.unwrap_or_else(default_classes);
+    let mut split = |files: &[&'static str]| -> Result<Dataset, DataError> {
+        let mut data = Dataset {
+            classes: classes.clone(),
+            ..Dataset::default()
+        };
+        for f in files {
+            let Some((images, labels)) = batches.remove(f) else {
+                return Err(DataError::Unrecognized {
+                    path: archive.to_path_buf(),
+                    reason: format!(
+                        "has no {f}; a CIFAR-10 binary release has {} and {TEST_FILE}",
+                        TRAIN_FILES.join(", ")
+                    ),
+                });
+            };
+            data.images.extend_from_slice(&images);
+            data.labels.extend_from_slice(&labels);
+        }
+        Ok(data)
+    };
+    Ok(Cifar10 {
+        train: split(&TRAIN_FILES)?,
+        test: split(&[TEST_FILE])?,
     })
 }
 
@@ -215,7 +363,8 @@ pub(crate) mod tests {
         );
         assert!(e.to_string().contains("/x/test_batch.bin"));
         let e = parse_batch(&[], Path::new("empty.bin"), &mut vec![], &mut vec![]).unwrap_err();
-        assert!(matches!(e, DataError::Truncated { size: 0, .. }));
+        assert!(matches!(e, DataError::EmptyBatch { .. }), "{e}");
+        assert!(e.to_string().contains("empty.bin"), "{e}");
     }
 
     #[test]

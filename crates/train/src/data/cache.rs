@@ -26,7 +26,7 @@ use super::folder::dir_fingerprint;
 use super::locate::Source;
 use super::sampler::mix;
 use super::{Cifar10, Dataset, IMAGE_BYTES};
-use crate::checkpoint_io::write_atomic_with;
+use nn::checkpoint::write_atomic_with;
 
 const MAGIC: &[u8; 8] = b"CIFARCCH";
 /// Bump when the layout or the decoding changes (invalidates old caches).
@@ -53,6 +53,7 @@ fn file_id(path: &Path) -> Result<String, DataError> {
 pub(crate) fn source_identity(source: &Source) -> Result<String, DataError> {
     Ok(match source {
         Source::TarGz(p) => format!("targz|{}", file_id(p)?),
+        Source::BinaryTarGz(p) => format!("binarytargz|{}", file_id(p)?),
         Source::Binary(dir) => {
             let ids = binary::source_files(dir)
                 .iter()

@@ -9,9 +9,13 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-/// Errors loading CIFAR-10. Every variant names the file or folder at fault.
+/// Errors loading CIFAR-10. Every variant names the file or folder at fault
+/// (or, for a bad split, the counts).
 #[derive(Debug, Error)]
 pub enum DataError {
+    /// A download setting that cannot work (e.g. a malformed `CIFAR10_MD5`).
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -23,6 +27,8 @@ pub enum DataError {
          (1 label + 3072 pixels); the file is truncated or not a CIFAR-10 binary batch"
     )]
     Truncated { path: PathBuf, size: u64 },
+    #[error("{path}: empty batch file (a CIFAR-10 batch holds at least one 3073-byte record)")]
+    EmptyBatch { path: PathBuf },
     #[error("{path}: record {record} has label {label}, but CIFAR-10 labels are 0..=9")]
     BadLabel {
         path: PathBuf,
@@ -59,6 +65,11 @@ pub enum DataError {
     Unrecognized { path: PathBuf, reason: String },
     #[error("{0}")]
     NotFound(String),
+    #[error(
+        "cannot hold out {held_out} of {len} training images for validation: \
+         at least one must remain for training"
+    )]
+    Split { held_out: usize, len: usize },
 }
 
 impl DataError {

@@ -43,11 +43,11 @@ struct Member {
     payload: Payload,
 }
 
-fn is_hidden(name: &str) -> bool {
+pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with('.') || name == "__MACOSX"
 }
 
-fn is_image_name(name: &str) -> bool {
+pub(crate) fn is_image_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     [".jpg", ".jpeg", ".png"].iter().any(|e| lower.ends_with(e))
 }

@@ -3,16 +3,19 @@
 //! Why a search order: the same binary runs on developer machines (data
 //! placed under `data/cifar10/`), on this project's machines (the read-only
 //! shared archive `../shared/data/cifar10-jpg.tar.gz` next to the project),
-//! and with an explicit path. When nothing is found, the error lists every
-//! place looked at and how to provide the data, instead of a bare
-//! "file not found".
+//! and with an explicit path; on a fresh machine, none of those exists and
+//! the official binary release is downloaded once into the user cache
+//! ([`locate_or_fetch`]). When nothing works, the error lists every place
+//! looked at, the download tried, and how to provide the data by hand,
+//! instead of a bare "file not found".
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::binary::find_binary_dir;
+use super::binary::{find_binary_dir, is_binary_tar_gz};
 use super::error::DataError;
 use super::folder::SPLITS;
+use crate::fetch;
 
 /// A recognized CIFAR-10 source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,12 +26,16 @@ pub enum Source {
     ImageDir(PathBuf),
     /// `.tar.gz` of such image folders.
     TarGz(PathBuf),
+    /// `.tar.gz` of the binary release (the published `cifar-10-binary.tar.gz`).
+    BinaryTarGz(PathBuf),
 }
 
 impl Source {
     pub fn path(&self) -> &Path {
         match self {
-            Source::Binary(p) | Source::ImageDir(p) | Source::TarGz(p) => p,
+            Source::Binary(p) | Source::ImageDir(p) | Source::TarGz(p) | Source::BinaryTarGz(p) => {
+                p
+            }
         }
     }
 
@@ -37,6 +44,7 @@ impl Source {
             Source::Binary(_) => "CIFAR-10 binary release",
             Source::ImageDir(_) => "image folders",
             Source::TarGz(_) => "image-folder archive",
+            Source::BinaryTarGz(_) => "CIFAR-10 binary release archive",
         }
     }
 }
@@ -67,9 +75,18 @@ fn is_archive_name(p: &Path) -> bool {
     name.ends_with(".tar.gz") || name.ends_with(".tgz")
 }
 
+/// An archive's kind, from its first telling member.
+fn archive_source(path: PathBuf) -> Source {
+    if is_binary_tar_gz(&path) {
+        Source::BinaryTarGz(path)
+    } else {
+        Source::TarGz(path)
+    }
+}
+
 /// Recognizes what `path` is. Folders may hold the binary release (directly
 /// or in `cifar-10-batches-bin/`), `train/` + `test/` image folders, or a
-/// single `.tar.gz` archive.
+/// single `.tar.gz` archive (of either).
 pub fn detect(path: &Path) -> Result<Source, DataError> {
     let meta = fs::metadata(path).map_err(DataError::io(path))?;
     // Canonical paths read better in logs and give one cache per source.
@@ -77,13 +94,13 @@ pub fn detect(path: &Path) -> Result<Source, DataError> {
     let path = canonical.as_path();
     if meta.is_file() {
         return if is_archive_name(path) {
-            Ok(Source::TarGz(path.to_path_buf()))
+            Ok(archive_source(path.to_path_buf()))
         } else {
             Err(DataError::Unrecognized {
                 path: path.to_path_buf(),
-                reason:
-                    "files must be .tar.gz (or .tgz) archives of train/ and test/ image folders"
-                        .into(),
+                reason: "files must be .tar.gz (or .tgz) archives of the binary release or of \
+                         train/ and test/ image folders"
+                    .into(),
             })
         };
     }
@@ -100,7 +117,7 @@ pub fn detect(path: &Path) -> Result<Source, DataError> {
         .collect();
     archives.sort();
     match archives.len() {
-        1 => Ok(Source::TarGz(archives.pop().expect("one element"))),
+        1 => Ok(archive_source(archives.pop().expect("one element"))),
         0 => Err(DataError::Unrecognized {
             path: path.to_path_buf(),
             reason: "folder has no cifar-10-batches-bin/ or data_batch_1.bin, no train/ or test/ \
@@ -128,6 +145,46 @@ pub fn locate(explicit: Option<&Path>) -> Result<Source, DataError> {
     if let Some(p) = explicit {
         return detect(p);
     }
+    locate_in(&default_candidates())
+}
+
+/// The first of `candidates` that holds the data, or the list of what was
+/// wrong with each.
+fn search(candidates: &[PathBuf]) -> Result<Source, Vec<String>> {
+    let mut looked = Vec::new();
+    for c in candidates {
+        if !c.exists() {
+            looked.push(format!("  - {} (does not exist)", c.display()));
+            continue;
+        }
+        match detect(c) {
+            Ok(s) => return Ok(s),
+            Err(e) => looked.push(format!("  - {} ({e})", c.display())),
+        }
+    }
+    Err(looked)
+}
+
+const BY_HAND: &str = "  - pass its path explicitly: the official binary release (its \
+     cifar-10-binary.tar.gz, or the extracted cifar-10-batches-bin/ with data_batch_1..5.bin \
+     and test_batch.bin), a .tar.gz of train/<class>/*.jpg|png and test/<class>/..., or a \
+     folder with that layout;\n  \
+     - or place one of those at data/cifar10/ in the project root \
+     (extracted, or the .tar.gz itself inside that folder).";
+
+/// The search behind [`locate`], over explicit candidates (testable).
+pub fn locate_in(candidates: &[PathBuf]) -> Result<Source, DataError> {
+    search(candidates).map_err(|looked| {
+        DataError::NotFound(format!(
+            "CIFAR-10 data not found. Looked in:\n{}\n\
+             Provide it in one of these ways:\n{BY_HAND}",
+            looked.join("\n")
+        ))
+    })
+}
+
+/// The default search places of [`locate`], in order.
+fn default_candidates() -> Vec<PathBuf> {
     let mut roots = vec![workspace_root()];
     if let Ok(cwd) = std::env::current_dir() {
         let cwd = cwd.canonicalize().unwrap_or(cwd);
@@ -141,31 +198,87 @@ pub fn locate(explicit: Option<&Path>) -> Result<Source, DataError> {
             candidates.push(r.join(rel));
         }
     }
-    locate_in(&candidates)
+    candidates
 }
 
-/// The search behind [`locate`], over explicit candidates (testable).
-pub fn locate_in(candidates: &[PathBuf]) -> Result<Source, DataError> {
-    let mut looked = Vec::new();
-    for c in candidates {
-        if !c.exists() {
-            looked.push(format!("  - {} (does not exist)", c.display()));
-            continue;
-        }
-        match detect(c) {
-            Ok(s) => return Ok(s),
-            Err(e) => looked.push(format!("  - {} ({e})", c.display())),
-        }
+/// Where the data was found and, if it had to be fetched, how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub source: Source,
+    /// `Some` when it came from the download cache: what happened there
+    /// (downloaded now, or found from an earlier download), for the log.
+    pub fetched: Option<String>,
+}
+
+/// [`locate`], then the download: with no explicit path and nothing found,
+/// the release in the download cache (`<fetch::cache_dir()>/datasets/`),
+/// fetched from `CIFAR10_URL` (default: the official binary release) if it
+/// is not there yet. No network: one error listing every place looked in,
+/// the URL with its error, and how to supply the data by hand.
+pub fn locate_or_fetch(explicit: Option<&Path>) -> Result<Located, DataError> {
+    if let Some(p) = explicit {
+        return Ok(Located {
+            source: detect(p)?,
+            fetched: None,
+        });
     }
+    let remote = fetch::cifar10_remote()?;
+    locate_or_fetch_in(
+        &default_candidates(),
+        &remote,
+        &fetch::cache_dir().join("datasets"),
+    )
+}
+
+/// [`locate_or_fetch`] over explicit candidates, release and download
+/// folder (testable).
+pub fn locate_or_fetch_in(
+    candidates: &[PathBuf],
+    remote: &fetch::Remote,
+    download_dir: &Path,
+) -> Result<Located, DataError> {
+    let looked = match search(candidates) {
+        Ok(source) => {
+            return Ok(Located {
+                source,
+                fetched: None,
+            })
+        }
+        Err(looked) => looked,
+    };
+    let failure = match fetch::fetch(remote, download_dir) {
+        Ok(got) => match detect(&got.path) {
+            Ok(source) => {
+                let how = if got.downloaded {
+                    format!("downloaded from {}, md5 verified", remote.url)
+                } else {
+                    format!("found in the download cache (md5 {})", remote.md5)
+                };
+                return Ok(Located {
+                    source,
+                    fetched: Some(how),
+                });
+            }
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    let target = download_dir.join(&remote.file_name);
     Err(DataError::NotFound(format!(
         "CIFAR-10 data not found. Looked in:\n{}\n\
+         and could not download it to {}:\n  - {failure}\n\
          Provide it in one of these ways:\n  \
-         - pass its path explicitly: a .tar.gz of train/<class>/*.jpg|png and \
-         test/<class>/..., a folder with that layout, or the official binary release \
-         folder (cifar-10-batches-bin/ with data_batch_1..5.bin and test_batch.bin);\n  \
-         - or place one of those at {DEFAULT_DATA_DIR}/ in the project root \
-         (extracted, or the .tar.gz itself inside that folder).",
-        looked.join("\n")
+         - download {} (md5 {}) by hand and put it at {} or in data/cifar10/ in the \
+         project root ({} moves the download cache);\n  \
+         - set {} to a mirror of that file ({} too, if the file differs);\n{BY_HAND}",
+        looked.join("\n"),
+        target.display(),
+        remote.url,
+        remote.md5,
+        target.display(),
+        fetch::CACHE_ENV,
+        fetch::CIFAR10_URL_ENV,
+        fetch::CIFAR10_MD5_ENV,
     )))
 }
 

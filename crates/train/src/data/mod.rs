@@ -1,8 +1,9 @@
 //! CIFAR-10 loading, caching, batching, augmentation and shuffling.
 //!
-//! Sources (see [`locate`]): the official binary release, an image-folder
-//! tree (`train/<class>/*.jpg|png`, `test/<class>/...`) extracted or inside a
-//! `.tar.gz`. Whatever the source, images end up as 32x32 RGB u8 in HWC
+//! Sources (see [`locate`]): the official binary release and an image-folder
+//! tree (`train/<class>/*.jpg|png`, `test/<class>/...`), each extracted or
+//! as a `.tar.gz`; when none is found, the binary release is downloaded
+//! ([`locate_or_fetch`]). Whatever the source, images end up as 32x32 RGB u8 in HWC
 //! order, the layout the network consumes (NHWC), so the per-batch work is a
 //! straight copy + scale. Decoded data is cached under `data/cache/`.
 //!
@@ -20,6 +21,8 @@
 //! }
 //! ```
 
+pub mod synthetic;
+
 mod augment;
 mod batch;
 mod binary;
@@ -30,6 +33,7 @@ mod error;
 mod folder;
 mod locate;
 mod sampler;
+mod split;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,10 +46,11 @@ pub use cache::{cache_path, VERSION as CACHE_VERSION};
 pub use classes::CIFAR10_CLASSES;
 pub use error::DataError;
 pub use locate::{
-    default_cache_dir, detect, locate, locate_in, workspace_root, Source, DEFAULT_DATA_DIR,
-    SHARED_ARCHIVE,
+    default_cache_dir, detect, locate, locate_in, locate_or_fetch, locate_or_fetch_in,
+    workspace_root, Located, Source, DEFAULT_DATA_DIR, SHARED_ARCHIVE,
 };
 pub use sampler::{epoch_permutation, Sampler};
+pub use split::split_indices;
 
 /// Image height and width.
 pub const IMAGE_SIDE: usize = 32;
@@ -113,6 +118,7 @@ pub fn load_source(source: &Source) -> Result<Cifar10, DataError> {
         Source::Binary(dir) => binary::load(dir),
         Source::ImageDir(dir) => folder::load_dir(dir),
         Source::TarGz(path) => folder::load_tar_gz(path),
+        Source::BinaryTarGz(path) => binary::load_tar_gz(path),
     }
 }
 
@@ -194,13 +200,19 @@ pub fn load_cached(
     Ok((data, report))
 }
 
-/// [`locate`] then [`load_cached`]: the one call the CLI needs.
+/// [`locate_or_fetch`] then [`load_cached`]: the one call the CLI needs.
+/// With no explicit path and no local copy, this downloads the release (see
+/// [`crate::fetch`]); the report's notes say so.
 pub fn load(
     explicit: Option<&Path>,
     cache_dir: Option<&Path>,
 ) -> Result<(Cifar10, LoadReport), DataError> {
-    let source = locate(explicit)?;
-    load_cached(&source, cache_dir)
+    let located = locate_or_fetch(explicit)?;
+    let (data, mut report) = load_cached(&located.source, cache_dir)?;
+    if let Some(how) = located.fetched {
+        report.notes.insert(0, how);
+    }
+    Ok((data, report))
 }
 
 /// Reads and decodes one 32x32 JPEG or PNG file into HWC RGB bytes (what

@@ -25,7 +25,7 @@
 //! weight is shrunk by `w -= w * weight_decay * lr`. It is not added to the
 //! gradient, so it does not pass through the moment estimates.
 
-use super::state::{OptimError, OptimizerState};
+use super::state::{BufferKey, OptimError, OptimizerState};
 use super::{check_lengths, slot_mut, DecayExemptions, Optimizer};
 use rayon::prelude::*;
 
@@ -184,8 +184,8 @@ impl Optimizer for Adam {
         };
         for (i, slot) in self.slots.iter().enumerate() {
             if let Some(mo) = slot {
-                s.buffers.insert(OptimizerState::key("m", i), mo.m.clone());
-                s.buffers.insert(OptimizerState::key("v", i), mo.v.clone());
+                s.buffers.insert(BufferKey::new("m", i), mo.m.clone());
+                s.buffers.insert(BufferKey::new("v", i), mo.v.clone());
             }
         }
         s
@@ -196,13 +196,12 @@ impl Optimizer for Adam {
         let mut m: Vec<Option<Vec<f32>>> = Vec::new();
         let mut v: Vec<Option<Vec<f32>>> = Vec::new();
         for (key, buf) in &state.buffers {
-            let (slot, idx) = OptimizerState::parse_key(key)?;
-            let target = match slot {
+            let target = match key.slot.as_str() {
                 "m" => &mut m,
                 "v" => &mut v,
-                _ => return Err(OptimError::BadSlot(key.clone())),
+                _ => return Err(OptimError::BadSlot(key.slot.clone())),
             };
-            *slot_mut(target, idx) = Some(buf.clone());
+            *slot_mut(target, key.param) = Some(buf.clone());
         }
         let len = m.len().max(v.len());
         m.resize_with(len, || None);
@@ -365,13 +364,13 @@ mod tests {
             Err(OptimError::KindMismatch { .. })
         ));
         s.kind = "adam".into();
-        s.buffers.insert("m.0".into(), vec![0.0; 3]);
+        s.buffers.insert(BufferKey::new("m", 0), vec![0.0; 3]);
         assert!(matches!(
             a.load_state(&s),
             Err(OptimError::Inconsistent { index: 0, .. })
         ));
-        s.buffers.insert("v.0".into(), vec![0.0; 3]);
-        s.buffers.insert("bogus".into(), vec![0.0; 3]);
+        s.buffers.insert(BufferKey::new("v", 0), vec![0.0; 3]);
+        s.buffers.insert(BufferKey::new("bogus", 0), vec![0.0; 3]);
         assert!(matches!(a.load_state(&s), Err(OptimError::BadSlot(_))));
     }
 

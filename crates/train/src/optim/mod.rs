@@ -3,9 +3,9 @@
 //! Why flat slices and indices: the network owns its parameters; the
 //! optimizer only needs to see each parameter's values and gradient as a
 //! contiguous slice. Each parameter is identified by a stable `index` (its
-//! position in the model's parameter list), which is how per-parameter state
-//! (Adam moments, SGD velocity) is found again on the next step and how it is
-//! saved to / restored from a checkpoint.
+//! position in the model's `ParamStore`), which is how per-parameter state
+//! (Adam moments, SGD velocity) is found again on the next step; a
+//! checkpoint names the state after the parameters instead (see `state`).
 //!
 //! Usage per training step:
 //! ```text
@@ -24,7 +24,7 @@ mod state;
 pub use adam::{Adam, AdamConfig, DEFAULT_ADAM_LR};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
-pub use state::{OptimError, OptimizerState};
+pub use state::{BufferKey, OptimError, OptimizerState};
 
 /// The parameters exempt from weight decay (biases, batchnorm), by index.
 #[derive(Clone, Debug, Default)]

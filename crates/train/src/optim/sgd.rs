@@ -13,7 +13,7 @@
 //! Keras 3's `weight_decay` argument, which is decoupled; for plain SGD
 //! without momentum the two coincide.
 
-use super::state::{OptimError, OptimizerState};
+use super::state::{BufferKey, OptimError, OptimizerState};
 use super::{check_lengths, slot_mut, DecayExemptions, Optimizer};
 
 /// SGD hyper-parameters.
@@ -112,8 +112,7 @@ impl Optimizer for Sgd {
         };
         for (i, v) in self.velocity.iter().enumerate() {
             if let Some(v) = v {
-                s.buffers
-                    .insert(OptimizerState::key("velocity", i), v.clone());
+                s.buffers.insert(BufferKey::new("velocity", i), v.clone());
             }
         }
         s
@@ -123,9 +122,9 @@ impl Optimizer for Sgd {
         state.check_kind(self.name())?;
         let mut velocity = Vec::new();
         for (key, buf) in &state.buffers {
-            match OptimizerState::parse_key(key)? {
-                ("velocity", idx) => *slot_mut(&mut velocity, idx) = Some(buf.clone()),
-                _ => return Err(OptimError::BadSlot(key.clone())),
+            match key.slot.as_str() {
+                "velocity" => *slot_mut(&mut velocity, key.param) = Some(buf.clone()),
+                _ => return Err(OptimError::BadSlot(key.slot.clone())),
             }
         }
         self.velocity = velocity;
@@ -237,7 +236,10 @@ mod tests {
         a.begin_step(0.1);
         a.update(2, &mut w, &[0.5, -0.5]);
         let s = a.state();
-        assert_eq!(s.buffers.keys().collect::<Vec<_>>(), ["velocity.2"]);
+        assert_eq!(
+            s.buffers.keys().collect::<Vec<_>>(),
+            [&BufferKey::new("velocity", 2)]
+        );
         let mut b = Sgd::new(cfg);
         b.load_state(&s).unwrap();
         let mut wa = w.clone();

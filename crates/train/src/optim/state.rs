@@ -1,52 +1,85 @@
-//! Serializable optimizer state.
+//! Serializable optimizer state, and how it is laid out in a checkpoint.
 //!
 //! Why a separate type: a resumed run must continue with the exact same
 //! moments and step count, otherwise Adam's bias correction restarts and the
-//! first steps after a resume take much larger updates. The state is a plain
-//! map of named `f32` buffers so it maps 1:1 onto checkpoint tensors.
+//! first steps after a resume take much larger updates.
+//!
+//! In memory the optimizers find a parameter's buffers by its position in
+//! the [`ParamStore`] (the `index` the trainer passes to `update`), which is
+//! cheap. In a file positions would be fragile (a model that registers its
+//! parameters in another order would silently get the wrong moments), so
+//! [`OptimizerState::encode`] names every buffer after its parameter:
+//!
+//! ```text
+//! optimizer/<slot>/<parameter name>     with the parameter's shape
+//!   optimizer/m/conv1_conv/kernel         Adam's first moment   [7, 7, 3, 64]
+//!   optimizer/v/conv1_conv/kernel         Adam's second moment
+//!   optimizer/velocity/fc1000/bias        SGD's momentum buffer
+//! metadata optimizer/kind = adam | sgd, optimizer/step = <begin_step calls>,
+//!          optimizer/layout = by-name
+//! ```
+//!
+//! [`OptimizerState::decode`] maps the names back onto the store's
+//! positions, and a file naming a parameter the model lacks, or lacking a
+//! buffer for a parameter being trained, is an error naming it.
+//!
+//! Files written before the names (no `optimizer/layout`) hold
+//! `optimizer/<slot>.<position>` as 1-D tensors; they are still read, by
+//! position in the same store order, each checked for size (an older file
+//! whose positions do not fit this model is an error saying so).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use autograd::{ParamId, ParamStore};
+use nn::checkpoint::{CheckpointError, Metadata, NamedTensors, TensorFile};
+use tensor::Tensor;
 use thiserror::Error;
 
-use crate::checkpoint_io::{Checkpoint, CheckpointError};
-
-/// Errors when restoring optimizer state.
+/// Errors when an optimizer adopts a state (see [`super::Optimizer::load_state`]).
 #[derive(Debug, Error)]
 pub enum OptimError {
     #[error("optimizer state was saved by '{found}' but this run uses '{expected}'")]
     KindMismatch { expected: String, found: String },
-    #[error("optimizer state: unexpected buffer '{0}' (expected '<slot>.<parameter index>')")]
+    #[error("optimizer state: '{0}' is not a buffer of this optimizer")]
     BadSlot(String),
     #[error("optimizer state for parameter {index}: {reason}")]
     Inconsistent { index: usize, reason: String },
 }
 
-/// Step count plus per-parameter buffers, keyed `"<slot>.<index>"`
-/// (e.g. `"m.12"`, `"v.12"`, `"velocity.3"`).
+/// One per-parameter buffer: which of the optimizer's buffers (`slot`:
+/// "m", "v", "velocity") of which parameter (its position in the store).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BufferKey {
+    pub slot: String,
+    pub param: usize,
+}
+
+impl BufferKey {
+    pub fn new(slot: &str, param: usize) -> Self {
+        BufferKey {
+            slot: slot.to_string(),
+            param,
+        }
+    }
+}
+
+/// Step count plus per-parameter buffers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OptimizerState {
     pub kind: String,
     pub step: u64,
-    pub buffers: BTreeMap<String, Vec<f32>>,
+    pub buffers: BTreeMap<BufferKey, Vec<f32>>,
 }
 
+/// Every optimizer tensor and metadata key starts with this.
+pub const PREFIX: &str = "optimizer/";
+const KIND: &str = "optimizer/kind";
+const STEP: &str = "optimizer/step";
+const LAYOUT: &str = "optimizer/layout";
+/// The value of [`LAYOUT`] this version writes.
+const BY_NAME: &str = "by-name";
+
 impl OptimizerState {
-    pub(crate) fn key(slot: &str, index: usize) -> String {
-        format!("{slot}.{index}")
-    }
-
-    /// Splits a buffer key into (slot, parameter index).
-    pub(crate) fn parse_key(key: &str) -> Result<(&str, usize), OptimError> {
-        let (slot, idx) = key
-            .rsplit_once('.')
-            .ok_or_else(|| OptimError::BadSlot(key.to_string()))?;
-        let idx = idx
-            .parse()
-            .map_err(|_| OptimError::BadSlot(key.to_string()))?;
-        Ok((slot, idx))
-    }
-
     pub(crate) fn check_kind(&self, expected: &str) -> Result<(), OptimError> {
         if self.kind != expected {
             return Err(OptimError::KindMismatch {
@@ -57,37 +90,75 @@ impl OptimizerState {
         Ok(())
     }
 
-    /// Stores the state in a checkpoint: each buffer as a 1-D tensor named
-    /// `{prefix}{key}`, kind and step as metadata `{prefix}kind`/`{prefix}step`.
-    pub fn write_to(&self, ckpt: &mut Checkpoint, prefix: &str) {
-        ckpt.set_meta(format!("{prefix}kind"), self.kind.clone());
-        ckpt.set_meta(format!("{prefix}step"), self.step.to_string());
-        for (k, v) in &self.buffers {
-            ckpt.insert(format!("{prefix}{k}"), vec![v.len()], v.clone());
-        }
-    }
-
-    /// Reads what [`write_to`](Self::write_to) stored; `Ok(None)` when the
-    /// checkpoint has no optimizer state under `prefix` (e.g. weights only).
-    /// `prefix` must be non-empty and not shared with model tensors
-    /// (e.g. `"optimizer/"`), since every tensor under it is taken.
-    pub fn read_from(ckpt: &Checkpoint, prefix: &str) -> Result<Option<Self>, CheckpointError> {
-        assert!(
-            !prefix.is_empty(),
-            "optimizer state prefix must not be empty"
-        );
-        let Some(kind) = ckpt.metadata.get(&format!("{prefix}kind")) else {
-            return Ok(None);
-        };
-        let step = ckpt.meta_parse::<u64>(&format!("{prefix}step"))?;
-        let buffers = ckpt
-            .tensors
-            .iter()
-            .filter_map(|(k, t)| {
-                k.strip_prefix(prefix)
-                    .map(|rest| (rest.to_string(), t.data.clone()))
+    /// Consumes the state into the tensors (named after the parameters of `store`, see the module
+    /// docs) and metadata entries that store this state in a file.
+    ///
+    /// # Panics
+    /// If a buffer does not fit its parameter in `store`: the state would
+    /// come from another model, a programming error (every `update` checks
+    /// the lengths).
+    pub fn encode(self, store: &ParamStore) -> (NamedTensors, Metadata) {
+        let metadata = Metadata::from([
+            (KIND.to_string(), self.kind),
+            (STEP.to_string(), self.step.to_string()),
+            (LAYOUT.to_string(), BY_NAME.to_string()),
+        ]);
+        let tensors = self
+            .buffers
+            .into_iter()
+            .map(|(key, values)| {
+                assert!(
+                    key.param < store.len(),
+                    "optimizer state for parameter {} but the store has {}",
+                    key.param,
+                    store.len()
+                );
+                let p = store.get(ParamId(key.param));
+                let t = Tensor::from_vec(p.value.shape(), values).unwrap_or_else(|e| {
+                    panic!("optimizer state '{}' of '{}': {e}", key.slot, p.name)
+                });
+                (format!("{PREFIX}{}/{}", key.slot, p.name), t)
             })
             .collect();
+        (tensors, metadata)
+    }
+
+    /// Reads the state `file` holds for the parameters of `store`; `Ok(None)`
+    /// when it holds none (a weights-only file). Every trainable weight of
+    /// `store` must have each buffer the file has for any parameter, so
+    /// apply freezing before reading.
+    pub fn decode(file: &TensorFile, store: &ParamStore) -> Result<Option<Self>, CheckpointError> {
+        let Some(kind) = file.metadata.get(KIND) else {
+            return Ok(None);
+        };
+        let step = file.meta_parse::<u64>(STEP)?;
+        let by_name = match file.metadata.get(LAYOUT).map(String::as_str) {
+            Some(BY_NAME) => true,
+            None => false,
+            Some(other) => {
+                return Err(CheckpointError::Metadata {
+                    path: file.path.clone(),
+                    key: LAYOUT.into(),
+                    reason: format!(
+                        "'{other}' is not a layout this version reads ('{BY_NAME}'): \
+                         the file is from a newer version"
+                    ),
+                })
+            }
+        };
+        let mut buffers = BTreeMap::new();
+        for (tensor, t) in &file.tensors {
+            let Some(rest) = tensor.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let key = if by_name {
+                named_key(file, store, tensor, rest, t)?
+            } else {
+                positional_key(file, store, tensor, rest, t)?
+            };
+            buffers.insert(key, t.data().to_vec());
+        }
+        check_complete(file, store, &buffers)?;
         Ok(Some(Self {
             kind: kind.clone(),
             step,
@@ -96,39 +167,101 @@ impl OptimizerState {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checkpoint_round_trip_keeps_only_prefixed_tensors() {
-        let mut st = OptimizerState {
-            kind: "adam".into(),
-            step: 17,
-            ..Default::default()
-        };
-        st.buffers.insert("m.0".into(), vec![1.0, 2.0]);
-        st.buffers.insert("v.0".into(), vec![3.0, 4.0]);
-        let mut ckpt = Checkpoint::new();
-        ckpt.insert("model/w", vec![2], vec![9.0, 9.0]);
-        st.write_to(&mut ckpt, "optimizer/");
-        assert_eq!(ckpt.tensors.len(), 3);
-        let back = OptimizerState::read_from(&ckpt, "optimizer/")
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, st);
-        assert!(OptimizerState::read_from(&ckpt, "other/")
-            .unwrap()
-            .is_none());
-        ckpt.set_meta("optimizer/step", "x");
-        let e = OptimizerState::read_from(&ckpt, "optimizer/").unwrap_err();
-        assert!(e.to_string().contains("optimizer/step"), "{e}");
+/// `optimizer/<slot>/<parameter name>`, with the parameter's shape.
+fn named_key(
+    file: &TensorFile,
+    store: &ParamStore,
+    tensor: &str,
+    rest: &str,
+    t: &Tensor,
+) -> Result<BufferKey, CheckpointError> {
+    let (slot, param) = rest
+        .split_once('/')
+        .ok_or_else(|| CheckpointError::Format {
+            path: file.path.clone(),
+            reason: format!("tensor '{tensor}' is not named {PREFIX}<slot>/<parameter>"),
+        })?;
+    let id = store
+        .id(param)
+        .map_err(|_| CheckpointError::UnknownParameter {
+            path: file.path.clone(),
+            tensor: tensor.to_string(),
+            param: param.to_string(),
+        })?;
+    let expected = store.value(id).shape();
+    if t.shape() != expected {
+        return Err(CheckpointError::Shape {
+            path: file.path.clone(),
+            tensor: tensor.to_string(),
+            expected: expected.to_vec(),
+            got: t.shape().to_vec(),
+        });
     }
+    Ok(BufferKey::new(slot, id.0))
+}
 
-    #[test]
-    fn parse_key_splits_on_last_dot() {
-        assert_eq!(OptimizerState::parse_key("m.12").unwrap(), ("m", 12));
-        assert!(OptimizerState::parse_key("m12").is_err());
-        assert!(OptimizerState::parse_key("m.x").is_err());
+/// The layout before parameter names: `optimizer/<slot>.<position>`, 1-D.
+fn positional_key(
+    file: &TensorFile,
+    store: &ParamStore,
+    tensor: &str,
+    rest: &str,
+    t: &Tensor,
+) -> Result<BufferKey, CheckpointError> {
+    let old = |reason: String| CheckpointError::OldFormat {
+        path: file.path.clone(),
+        reason,
+    };
+    let (slot, position) = rest
+        .rsplit_once('.')
+        .and_then(|(slot, i)| Some((slot, i.parse::<usize>().ok()?)))
+        .ok_or_else(|| {
+            old(format!(
+                "tensor '{tensor}' is not named {PREFIX}<slot>.<position>"
+            ))
+        })?;
+    if position >= store.len() {
+        return Err(old(format!(
+            "tensor '{tensor}' is for parameter position {position}, but this model has {} parameters",
+            store.len()
+        )));
+    }
+    let p = store.get(ParamId(position));
+    if t.numel() != p.value.numel() {
+        return Err(old(format!(
+            "tensor '{tensor}' has {} values but parameter {position} of this model ('{}', {:?}) has {}: \
+             the parameter order differs",
+            t.numel(),
+            p.name,
+            p.value.shape(),
+            p.value.numel()
+        )));
+    }
+    Ok(BufferKey::new(slot, position))
+}
+
+/// Every trainable weight has every buffer that the file has for any parameter.
+fn check_complete(
+    file: &TensorFile,
+    store: &ParamStore,
+    buffers: &BTreeMap<BufferKey, Vec<f32>>,
+) -> Result<(), CheckpointError> {
+    let slots: BTreeSet<&str> = buffers.keys().map(|k| k.slot.as_str()).collect();
+    let mut missing = Vec::new();
+    for slot in slots {
+        for (id, p) in store.iter().filter(|(_, p)| p.trainable) {
+            if !buffers.contains_key(&BufferKey::new(slot, id.0)) {
+                missing.push(format!("{PREFIX}{slot}/{}", p.name));
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CheckpointError::Missing {
+            path: file.path.clone(),
+            what: "optimizer state tensor",
+            names: missing,
+        })
     }
 }

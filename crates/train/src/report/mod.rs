@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-use crate::checkpoint_io::write_atomic;
+use nn::checkpoint::write_atomic;
 
 pub use svg::learning_curves_svg;
 
@@ -54,6 +54,12 @@ pub struct EpochRecord {
     pub train_loss: f64,
     #[serde(deserialize_with = "nan_if_null")]
     pub train_acc: f64,
+    /// On the images held out of training (`--val-split`); `None` without a
+    /// validation split (and in logs written before there was one).
+    #[serde(default)]
+    pub val_loss: Option<f64>,
+    #[serde(default)]
+    pub val_acc: Option<f64>,
     /// `None` when the epoch was not evaluated.
     pub test_loss: Option<f64>,
     pub test_acc: Option<f64>,
@@ -88,15 +94,19 @@ impl MetricsLog {
     }
 
     pub fn to_csv(&self) -> String {
-        let mut s = String::from("epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds\n");
+        let mut s = String::from(
+            "epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds\n",
+        );
         for r in &self.records {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{}",
                 r.epoch,
                 num(r.lr),
                 num(r.train_loss),
                 num(r.train_acc),
+                opt(r.val_loss),
+                opt(r.val_acc),
                 opt(r.test_loss),
                 opt(r.test_acc),
                 num(r.seconds)
@@ -155,6 +165,8 @@ pub(crate) mod tests {
             lr: 1e-4,
             train_loss: 1.25,
             train_acc: 0.55,
+            val_loss: Some(1.0),
+            val_acc: Some(0.6),
             test_loss: Some(0.9),
             test_acc: Some(0.7),
             seconds: 12.5,
@@ -164,6 +176,8 @@ pub(crate) mod tests {
             lr: 5e-5,
             train_loss: 0.75,
             train_acc: 0.8,
+            val_loss: None,
+            val_acc: None,
             test_loss: None,
             test_acc: None,
             seconds: 11.0,
@@ -175,9 +189,9 @@ pub(crate) mod tests {
     fn csv_content() {
         assert_eq!(
             sample().to_csv(),
-            "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds\n\
-             1,0.0001,1.25,0.55,0.9,0.7,12.5\n\
-             2,0.00005,0.75,0.8,,,11\n"
+            "epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds\n\
+             1,0.0001,1.25,0.55,1,0.6,0.9,0.7,12.5\n\
+             2,0.00005,0.75,0.8,,,,,11\n"
         );
     }
 
@@ -199,6 +213,13 @@ pub(crate) mod tests {
         bad.records[1].train_loss = f64::NAN;
         let back = MetricsLog::from_json(&bad.to_json(), Path::new("m.json")).unwrap();
         assert!(back.records[1].train_loss.is_nan());
+
+        // A log written before the validation columns existed still loads.
+        let old = r#"{"records": [{"epoch": 1, "lr": 0.1, "train_loss": 2.0, "train_acc": 0.1,
+            "test_loss": 1.5, "test_acc": 0.2, "seconds": 3.0}]}"#;
+        let old = MetricsLog::from_json(old, Path::new("m.json")).unwrap();
+        assert_eq!(old.records[0].val_loss, None);
+        assert_eq!(old.records[0].test_loss, Some(1.5));
 
         let e = MetricsLog::from_json("{\"records\": 3}", Path::new("/r/metrics.json"))
             .unwrap_err()

@@ -1,5 +1,6 @@
 //! Hand-written SVG learning curves: loss and accuracy per epoch, train vs
-//! test, with axes, ticks and a legend.
+//! validation (when the run has a split) vs test, with axes, ticks and a
+//! legend.
 //!
 //! Why by hand: two line charts do not justify a plotting crate (and its
 //! compile time); SVG is plain text that browsers and the file viewer show.
@@ -17,6 +18,11 @@ const MARGIN_T: f64 = 70.0;
 const MARGIN_B: f64 = 55.0;
 const TRAIN_COLOR: &str = "#1f77b4";
 const TEST_COLOR: &str = "#ff7f0e";
+const VAL_COLOR: &str = "#2ca02c";
+/// `stroke-dasharray` of each series ("" for a solid line).
+const TRAIN_DASH: &str = "";
+const TEST_DASH: &str = "6 4";
+const VAL_DASH: &str = "2 3";
 
 /// Smallest "nice" number (1, 2, 2.5, 5 x 10^k) >= `x` (> 0).
 fn nice_ceil(x: f64) -> f64 {
@@ -110,7 +116,7 @@ impl Panel<'_> {
         );
     }
 
-    fn series(&self, s: &mut String, class: &str, color: &str, dashed: bool, pts: &[(f64, f64)]) {
+    fn series(&self, s: &mut String, class: &str, color: &str, dash: &str, pts: &[(f64, f64)]) {
         if pts.is_empty() {
             return;
         }
@@ -118,11 +124,7 @@ impl Panel<'_> {
             .iter()
             .map(|&(x, y)| format!("{:.1},{:.1}", self.px(x), self.py(y)))
             .collect();
-        let dash = if dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
+        let dash = dash_attr(dash);
         let _ = writeln!(
             s,
             r#"<polyline class="{class}" points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
@@ -136,6 +138,14 @@ impl Panel<'_> {
                 self.py(y)
             );
         }
+    }
+}
+
+fn dash_attr(dash: &str) -> String {
+    if dash.is_empty() {
+        String::new()
+    } else {
+        format!(r#" stroke-dasharray="{dash}""#)
     }
 }
 
@@ -153,6 +163,8 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
     let test_loss = points(records, |r| r.test_loss);
     let train_acc = points(records, |r| Some(r.train_acc));
     let test_acc = points(records, |r| r.test_acc);
+    let val_loss = points(records, |r| r.val_loss);
+    let val_acc = points(records, |r| r.val_acc);
 
     let (mut x_lo, mut x_hi) = records.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| {
         (lo.min(r.epoch as f64), hi.max(r.epoch as f64))
@@ -174,6 +186,7 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
     let max_loss = train_loss
         .iter()
         .chain(&test_loss)
+        .chain(&val_loss)
         .map(|p| p.1)
         .fold(0.0, f64::max);
     let loss_hi = if max_loss > 0.0 {
@@ -184,6 +197,7 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
     let min_acc = train_acc
         .iter()
         .chain(&test_acc)
+        .chain(&val_acc)
         .map(|p| p.1)
         .fold(1.0, f64::min);
     let acc_lo = ((min_acc * 10.0).floor() / 10.0).clamp(0.0, 0.9);
@@ -214,17 +228,15 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     // Legend, centred at the top.
-    let cx = WIDTH / 2.0;
-    for (i, (name, color, dashed)) in [("train", TRAIN_COLOR, false), ("test", TEST_COLOR, true)]
-        .iter()
-        .enumerate()
-    {
-        let x = cx - 90.0 + i as f64 * 100.0;
-        let dash = if *dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
+    let mut legend = vec![("train", TRAIN_COLOR, TRAIN_DASH)];
+    if !val_loss.is_empty() || !val_acc.is_empty() {
+        legend.push(("val", VAL_COLOR, VAL_DASH));
+    }
+    legend.push(("test", TEST_COLOR, TEST_DASH));
+    let x_first = WIDTH / 2.0 - 50.0 * legend.len() as f64 + 10.0;
+    for (i, (name, color, dash)) in legend.iter().enumerate() {
+        let x = x_first + i as f64 * 100.0;
+        let dash = dash_attr(dash);
         let _ = writeln!(
             s,
             r#"<g class="legend"><line x1="{x:.1}" y1="20" x2="{:.1}" y2="20" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="24" font-size="13">{name}</text></g>"#,
@@ -233,11 +245,13 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
         );
     }
     loss.axes(&mut s, &x_ticks);
-    loss.series(&mut s, "train-loss", TRAIN_COLOR, false, &train_loss);
-    loss.series(&mut s, "test-loss", TEST_COLOR, true, &test_loss);
+    loss.series(&mut s, "train-loss", TRAIN_COLOR, TRAIN_DASH, &train_loss);
+    loss.series(&mut s, "val-loss", VAL_COLOR, VAL_DASH, &val_loss);
+    loss.series(&mut s, "test-loss", TEST_COLOR, TEST_DASH, &test_loss);
     acc.axes(&mut s, &x_ticks);
-    acc.series(&mut s, "train-acc", TRAIN_COLOR, false, &train_acc);
-    acc.series(&mut s, "test-acc", TEST_COLOR, true, &test_acc);
+    acc.series(&mut s, "train-acc", TRAIN_COLOR, TRAIN_DASH, &train_acc);
+    acc.series(&mut s, "val-acc", VAL_COLOR, VAL_DASH, &val_acc);
+    acc.series(&mut s, "test-acc", TEST_COLOR, TEST_DASH, &test_acc);
     s.push_str("</svg>\n");
     s
 }
@@ -285,7 +299,10 @@ mod tests {
         let svg = learning_curves_svg(&log.records);
         check_balanced(&svg);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 4);
+        assert_eq!(svg.matches("<polyline").count(), 6);
+        assert_eq!(polyline_points(&svg, "val-loss"), 11); // epoch 2 has no split
+        assert_eq!(polyline_points(&svg, "val-acc"), 11);
+        assert!(svg.contains(">val<"));
         assert_eq!(polyline_points(&svg, "train-loss"), 12);
         assert_eq!(polyline_points(&svg, "test-loss"), 11); // epoch 2 not evaluated
         assert_eq!(polyline_points(&svg, "train-acc"), 12);
@@ -301,6 +318,14 @@ mod tests {
 
     #[test]
     fn degenerate_inputs_still_render() {
+        // Without a validation split, neither its lines nor its legend.
+        let mut no_val = sample().records;
+        for r in &mut no_val {
+            (r.val_loss, r.val_acc) = (None, None);
+        }
+        let svg = learning_curves_svg(&no_val);
+        assert!(!svg.contains(">val<") && !svg.contains("val-loss"));
+        assert_eq!(svg.matches(r#"class="legend""#).count(), 2);
         for recs in [vec![], sample().records[..1].to_vec()] {
             let svg = learning_curves_svg(&recs);
             check_balanced(&svg);

@@ -1,0 +1,213 @@
+//! A whole training run in a run directory, from its [`RunConfig`]: load
+//! the data, build the model and the trainer (or restore them from the
+//! checkpoint), assemble the callbacks the configuration asks for, call
+//! [`fit`], and evaluate at the end. What the `train` command runs; a
+//! program with its own data or model calls [`fit`] directly (see
+//! `examples/finetune_folder.rs`).
+
+use crate::data::{self, Dataset, Preprocess, IMAGE_SIDE};
+use crate::evaluate::EvalResult;
+use crate::fit::{
+    fit, Callback, Checkpoint, EarlyStopping, EndReason, FitData, FitSummary, Metric, MetricsFiles,
+    ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, BEST_FILE,
+};
+use crate::model_spec::ModelSpec;
+use crate::run_config::{CallbackConfig, RunConfig};
+use crate::run_state;
+use crate::trainer::Trainer;
+use anyhow::{anyhow, Result};
+use autograd::ParamStore;
+use nn::checkpoint::write_atomic;
+use nn::Model;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+/// How a run ended.
+pub struct RunOutcome {
+    pub summary: FitSummary,
+    /// The test evaluation of the final weights; `None` when the run was
+    /// interrupted (it is to be resumed, not judged).
+    pub final_test: Option<EvalResult>,
+}
+
+/// Builds the network `spec` describes, with its initial weights.
+pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<(Box<dyn Model>, ParamStore)> {
+    Ok(spec.build(IMAGE_SIDE, seed)?)
+}
+
+/// A seeded random subset of `limit` images (all of them without a limit).
+pub fn subset(data: Dataset, limit: Option<usize>, seed: u64) -> Dataset {
+    match limit {
+        Some(n) if n < data.len() => {
+            let mut pick = data::epoch_permutation(data.len(), seed, u64::MAX)[..n].to_vec();
+            pick.sort_unstable();
+            data.subset(&pick)
+        }
+        _ => data,
+    }
+}
+
+/// The training, validation and test sets of `config`: the seeded
+/// `--train-limit` subset first, then `--val-split` images held out of it.
+pub fn datasets(
+    data: data::Cifar10,
+    config: &RunConfig,
+) -> Result<(Dataset, Option<Dataset>, Dataset)> {
+    let train = subset(data.train, config.train_limit, config.seed);
+    let test = subset(data.test, config.test_limit, config.seed ^ 1);
+    if config.val_split == 0 {
+        return Ok((train, None, test));
+    }
+    let (train, val) = train.hold_out(config.val_split, config.seed)?;
+    Ok((train, Some(val), test))
+}
+
+/// Trains per `config` in `dir` (which must exist), from its checkpoint if
+/// `resume`, showing progress through `display` and stopping (resumably)
+/// when `stop` is raised.
+pub fn train(
+    dir: &Path,
+    config: &RunConfig,
+    resume: bool,
+    display: &mut dyn Callback,
+    stop: &AtomicBool,
+) -> Result<RunOutcome> {
+    let preprocess = config.preprocess()?;
+    let freeze = config.freeze()?;
+    let fit_config = config.fit_config()?;
+    let (cifar, report) = data::load(config.data.as_deref(), Some(&data::default_cache_dir()))?;
+    println!("{report}");
+    let (train_set, val_set, test_set) = datasets(cifar, config)?;
+    match &val_set {
+        Some(v) => println!(
+            "train images: {}, validation images: {}, test images: {}",
+            train_set.len(),
+            v.len(),
+            test_set.len()
+        ),
+        None => println!(
+            "train images: {}, test images: {}",
+            train_set.len(),
+            test_set.len()
+        ),
+    }
+
+    // The class names, for `predict` on this run's checkpoints.
+    let names = train_set.classes.join("\n") + "\n";
+    write_atomic(&dir.join(run_state::CLASSES_FILE), names.as_bytes())?;
+    let mut spec = config.model.clone();
+    spec.num_classes = Some(train_set.classes.len());
+    let (mut model, mut store) = build_model(&spec, config.seed)?;
+    // On resume every parameter comes from the checkpoint instead.
+    if let Some(w) = config.weights.as_ref().filter(|_| !resume) {
+        let r = model.load_weights(&mut store, w, &["predictions/"])?;
+        println!("batchnorm epsilon: {}", model.bn_epsilon());
+        println!("loaded {} tensors from {}", r.loaded, w.display());
+        if !r.left_at_init.is_empty() {
+            println!("left at initialization: {}", r.left_at_init.join(", "));
+        }
+        if preprocess == Preprocess::Unit {
+            eprintln!(
+                "warning: pretrained weights with --preprocess unit; Keras's ImageNet weights expect --preprocess caffe"
+            );
+        }
+    }
+    let frozen = nn::freeze::apply(&mut store, model.as_ref(), freeze);
+    if frozen > 0 {
+        println!("frozen weights: {frozen} ({})", config.freeze);
+    }
+    println!(
+        "model: {} stages {:?} widths {:?}, {} parameters",
+        spec.name(),
+        spec.depths,
+        spec.widths,
+        store.num_scalars()
+    );
+
+    let steps_per_epoch = fit_config.sampler(train_set.len()).num_batches();
+    let schedule = config.schedule(steps_per_epoch)?;
+    let mut trainer = Trainer::new(model, store, config.optimizer()?, schedule);
+    let start = if resume {
+        let start = Start::resume(dir, &mut trainer)?;
+        let p = start.progress;
+        println!(
+            "resumed at epoch {} step {} (global step {})",
+            p.epoch + 1,
+            p.step,
+            p.global_step
+        );
+        start
+    } else {
+        Start::fresh()
+    };
+
+    let mut keras = keras_callbacks(dir, &config.callbacks)?;
+    let mut metrics = MetricsFiles::new(dir);
+    let mut checkpoint = Checkpoint::new(dir);
+    let mut callbacks: Vec<&mut dyn Callback> = vec![display, &mut metrics];
+    callbacks.extend(keras.iter_mut().map(|c| c.as_mut() as &mut dyn Callback));
+    // Last: the checkpoint records what the others did.
+    callbacks.push(&mut checkpoint);
+    let data = FitData {
+        train: &train_set,
+        val: val_set.as_ref(),
+        test: Some(&test_set),
+    };
+    let summary = fit(
+        &mut trainer,
+        &data,
+        &fit_config,
+        start,
+        &mut callbacks,
+        stop,
+    )?;
+    if summary.reason == EndReason::Interrupted {
+        return Ok(RunOutcome {
+            summary,
+            final_test: None,
+        });
+    }
+    // Restored best weights are new weights: evaluate them again.
+    let restored =
+        config.callbacks.restore_best_weights && config.callbacks.early_stopping_patience.is_some();
+    let eval = match (&summary.last_test, restored) {
+        (Some(e), false) => e.clone(),
+        _ => trainer.evaluate(&test_set, config.eval_batch_size, preprocess),
+    };
+    write_atomic(
+        &dir.join("confusion.txt"),
+        eval.confusion.render().as_bytes(),
+    )?;
+    Ok(RunOutcome {
+        summary,
+        final_test: Some(eval),
+    })
+}
+
+/// ModelCheckpoint, EarlyStopping and ReduceLROnPlateau, as configured.
+fn keras_callbacks(dir: &Path, c: &CallbackConfig) -> Result<Vec<Box<dyn Callback>>> {
+    let metric: Metric = c.monitor.parse().map_err(|e| anyhow!("--monitor: {e}"))?;
+    let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
+    if c.save_best {
+        callbacks.push(Box::new(ModelCheckpoint::best_only(
+            dir.join(BEST_FILE),
+            Monitor::new(metric),
+        )));
+    }
+    if let Some(patience) = c.early_stopping_patience {
+        let monitor = Monitor::new(metric).min_delta(c.early_stopping_min_delta);
+        callbacks.push(Box::new(
+            EarlyStopping::new(monitor, patience).restore_best_weights(c.restore_best_weights),
+        ));
+    }
+    if let Some(patience) = c.reduce_lr_patience {
+        let monitor = Monitor::new(metric).min_delta(c.reduce_lr_min_delta);
+        callbacks.push(Box::new(
+            ReduceLrOnPlateau::new(monitor, patience)
+                .factor(c.reduce_lr_factor)
+                .min_lr(c.reduce_lr_min_lr)
+                .cooldown(c.reduce_lr_cooldown),
+        ));
+    }
+    Ok(callbacks)
+}
