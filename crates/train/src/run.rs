@@ -18,7 +18,7 @@ use crate::trainer::Trainer;
 use anyhow::{anyhow, Result};
 use autograd::ParamStore;
 use nn::checkpoint::write_atomic;
-use nn::{Model, ResNet};
+use nn::Model;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -32,8 +32,7 @@ pub struct RunOutcome {
 
 /// Builds the network `spec` describes, with its initial weights.
 pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<(Box<dyn Model>, ParamStore)> {
-    let (model, store) = ResNet::new(spec.config(IMAGE_SIDE, seed))?;
-    Ok((Box::new(model), store))
+    Ok(spec.build(IMAGE_SIDE, seed)?)
 }
 
 /// A seeded random subset of `limit` images (all of them without a limit).
@@ -123,7 +122,8 @@ pub fn train(
         println!("frozen weights: {frozen} ({})", config.freeze);
     }
     println!(
-        "model: ResNet stages {:?} widths {:?}, {} parameters",
+        "model: {} stages {:?} widths {:?}, {} parameters",
+        spec.name(),
         spec.depths,
         spec.widths,
         store.num_scalars()

@@ -45,7 +45,7 @@ impl FromStr for WeightsChoice {
 fn keras_architecture(spec: &ModelSpec) -> Option<String> {
     let stock = ModelSpec::resnet50(None);
     let unmodified = spec.widths == stock.widths && spec.stem_filters == stock.stem_filters;
-    let name = spec_name(spec);
+    let name = spec.name();
     (unmodified && fetch::keras_weights_known(&name)).then_some(name)
 }
 
@@ -60,7 +60,7 @@ pub fn resolve(choice: &WeightsChoice, spec: &ModelSpec) -> Result<Option<PathBu
                 bail!(
                     "--weights imagenet: Keras publishes ImageNet weights for its own ResNets \
                      only, not for this modified one ({})",
-                    spec_name(spec)
+                    spec.name()
                 );
             };
             let found = fetch::keras_weights(&name, false)?;
@@ -87,19 +87,9 @@ pub fn resolve(choice: &WeightsChoice, spec: &ModelSpec) -> Result<Option<PathBu
         },
     };
     if choice == &WeightsChoice::None || (file.is_none() && choice == &WeightsChoice::Auto) {
-        println!("weights: Keras initialization ({})", spec_name(spec));
+        println!("weights: Keras initialization ({})", spec.name());
     }
     Ok(file)
-}
-
-/// Keras's name for the architecture: `resnet50`, `resnet101`, ...
-fn spec_name(spec: &ModelSpec) -> String {
-    match spec.depths.as_slice() {
-        [3, 4, 6, 3] => "resnet50".into(),
-        [3, 4, 23, 3] => "resnet101".into(),
-        [3, 8, 36, 3] => "resnet152".into(),
-        d => format!("resnet{d:?}"),
-    }
 }
 
 fn first_line(s: &str) -> &str {

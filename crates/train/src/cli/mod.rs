@@ -147,11 +147,15 @@ pub struct TrainArgs {
         "data", "weights", "batch_size", "eval_batch_size", "lr", "optimizer", "momentum",
         "nesterov", "weight_decay", "lr_schedule", "warmup_epochs", "augment", "freeze",
         "train_limit", "test_limit", "seed", "preprocess", "out", "depths", "widths",
-        "stem_filters", "unbiased_moving_variance", "val_split", "monitor", "save_best",
+        "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
         "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr",
     ])]
     pub resume: Option<PathBuf>,
+    /// The network: resnet50 | resnet101 | resnet152 | resnet50v2 | resnet101v2 | resnet152v2
+    /// (keras.applications' ResNets; --depths, --widths and --stem-filters then adjust it).
+    #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
+    pub model: train::model_spec::ModelSpec,
     /// Blocks per stage, for a smaller network [ResNet50: 3,4,6,3].
     #[arg(long, value_delimiter = ',')]
     pub depths: Option<Vec<usize>>,
@@ -257,6 +261,9 @@ pub struct BenchArgs {
     /// Time only one of the two.
     #[arg(long, value_parser = ["training", "inference"])]
     pub only: Option<String>,
+    /// The network, as for `train --model`.
+    #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
+    pub model: train::model_spec::ModelSpec,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -17,7 +17,10 @@ use train::run_state;
 use train::weights_choice::{self, WeightsChoice};
 
 fn config_from_args(a: &TrainArgs) -> RunConfig {
-    let mut model = ModelSpec::resnet50(Some(10));
+    let mut model = ModelSpec {
+        num_classes: Some(10),
+        ..a.model.clone()
+    };
     if let Some(d) = &a.depths {
         model.depths = d.clone();
     }
