@@ -9,20 +9,8 @@
 use std::time::{Duration, Instant};
 use tensor::conv::{conv2d_backward_input, conv2d_backward_kernel, conv2d_forward};
 use tensor::gemm::sgemm_with;
+use tensor::testing;
 use tensor::{ConvGeometry, Kernel, Padding, Trans};
-
-/// Deterministic values in [-1, 1).
-fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Median seconds per call of `f`: one warm-up call, then at least `min_runs`
 /// calls and until `budget` has passed (at most 50 calls).
@@ -157,8 +145,8 @@ fn main() {
         println!("| GEMM | {} |", header.join(" | "));
         println!("|---|{}", "---:|".repeat(header.len()));
         let n = 2048;
-        let a = fill(n * n, 1);
-        let b = fill(n * n, 2);
+        let a = testing::data(n * n, 1);
+        let b = testing::data(n * n, 2);
         let mut c = vec![0.0f32; n * n];
         let cases = Kernel::available().into_iter().flat_map(|kernel| {
             [
@@ -208,10 +196,10 @@ fn main() {
     let mut step = vec![0.0f64; pools.len()];
     for s in &shapes {
         let g = &s.g;
-        let x = fill(g.input_shape().iter().product(), 3);
-        let w = fill(g.kernel_shape().iter().product(), 4);
-        let bias = fill(g.out_c, 5);
-        let dy = fill(g.output_shape().iter().product(), 6);
+        let x = testing::data(g.input_shape().iter().product(), 3);
+        let w = testing::data(g.kernel_shape().iter().product(), 4);
+        let bias = testing::data(g.out_c, 5);
+        let dy = testing::data(g.output_shape().iter().product(), 6);
         let mut y = vec![0.0f32; dy.len()];
         let mut dx = vec![0.0f32; x.len()];
         let mut dw = vec![0.0f32; w.len()];
