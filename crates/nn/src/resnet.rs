@@ -106,6 +106,22 @@ impl ResNetConfig {
     pub fn feature_channels(&self) -> usize {
         4 * self.widths.last().copied().unwrap_or(self.stem_filters / 4)
     }
+
+    /// Freezable stages: the stem, then one per entry of `depths`.
+    pub fn num_stages(&self) -> usize {
+        1 + self.depths.len()
+    }
+
+    /// Keras's name for a ResNet of these depths, `resnet50`, `resnet101`
+    /// or `resnet152` followed by `suffix` (`v2`), else one naming the depths.
+    pub(crate) fn keras_name(&self, suffix: &str) -> String {
+        match self.depths.as_slice() {
+            [3, 4, 6, 3] => format!("resnet50{suffix}"),
+            [3, 4, 23, 3] => format!("resnet101{suffix}"),
+            [3, 8, 36, 3] => format!("resnet152{suffix}"),
+            d => format!("resnet{d:?}{suffix}"),
+        }
+    }
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -123,6 +139,48 @@ pub(crate) fn keras_stage(param: &str) -> Option<usize> {
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     rest[digits.len()..].starts_with('_').then_some(())?;
     digits.parse().ok()
+}
+
+/// `conv1_pad`: the 3 pixels of zeros around the input before `conv1_conv`
+/// (V1 and V2 alike).
+pub(crate) fn conv1_pad() -> ZeroPadding {
+    ZeroPadding {
+        name: "conv1_pad".into(),
+        padding: Padding::uniform(3),
+    }
+}
+
+/// `conv1_conv`: Keras's 7x7 stride-2 'valid' stem conv (V1 and V2 alike).
+pub(crate) fn conv1_conv(ctx: &mut BuildCtx, filters: usize) -> Conv2d {
+    Conv2d::new(ctx, "conv1_conv", 3, filters, 7, 2, PaddingMode::Valid)
+}
+
+/// `pool1_pad` and `pool1_pool`, the stem's 3x3 stride-2 max pool over one
+/// pixel of zeros (V1 and V2 alike).
+pub(crate) fn pool1() -> (ZeroPadding, MaxPool) {
+    let pad = ZeroPadding {
+        name: "pool1_pad".into(),
+        padding: Padding::uniform(1),
+    };
+    let pool = MaxPool {
+        name: "pool1_pool".into(),
+        kernel: 3,
+        stride: 2,
+    };
+    (pad, pool)
+}
+
+/// The top every ResNet ends with: `avg_pool` as a stage, then the optional
+/// `predictions` head.
+pub(crate) fn pool_and_head(
+    g: &mut Graph,
+    y: Var,
+    avg_pool: &GlobalAvgPool,
+    head: Option<&Dense>,
+) -> ModelOutput {
+    let features = g.stage(y, |g, y| avg_pool.forward(g, y));
+    let logits = head.map(|head| head.forward(g, features));
+    ModelOutput { features, logits }
 }
 
 /// The stem: `conv1_pad` -> `conv1_conv` -> `conv1_bn` -> `conv1_relu` ->
@@ -170,33 +228,16 @@ impl ResNet {
     pub fn new(config: ResNetConfig) -> Result<(ResNet, ParamStore), ModelError> {
         config.validate()?;
         let mut ctx = BuildCtx::new(config.seed, config.variance_update);
+        let (pool_pad, pool) = pool1();
         let stem = Stem {
-            pad: ZeroPadding {
-                name: "conv1_pad".into(),
-                padding: Padding::uniform(3),
-            },
+            pad: conv1_pad(),
             conv1: ConvBn::new(
-                Conv2d::new(
-                    &mut ctx,
-                    "conv1_conv",
-                    3,
-                    config.stem_filters,
-                    7,
-                    2,
-                    PaddingMode::Valid,
-                ),
+                conv1_conv(&mut ctx, config.stem_filters),
                 BatchNorm::new(&mut ctx, "conv1_bn", config.stem_filters),
             )
             .then_relu("conv1_relu"),
-            pool_pad: ZeroPadding {
-                name: "pool1_pad".into(),
-                padding: Padding::uniform(1),
-            },
-            pool: MaxPool {
-                name: "pool1_pool".into(),
-                kernel: 3,
-                stride: 2,
-            },
+            pool_pad,
+            pool,
         };
         let mut blocks = Vec::new();
         let mut cin = config.stem_filters;
@@ -243,12 +284,7 @@ impl ResNet {
 
 impl Model for ResNet {
     fn name(&self) -> String {
-        match self.config.depths.as_slice() {
-            [3, 4, 6, 3] => "resnet50".into(),
-            [3, 4, 23, 3] => "resnet101".into(),
-            [3, 8, 36, 3] => "resnet152".into(),
-            d => format!("resnet{d:?}"),
-        }
+        self.config.keras_name("")
     }
 
     fn input_size(&self) -> usize {
@@ -272,13 +308,11 @@ impl Model for ResNet {
         for block in &self.blocks {
             y = g.stage(y, |g, y| block.forward(g, y));
         }
-        let features = g.stage(y, |g, y| self.avg_pool.forward(g, y));
-        let logits = self.head.as_ref().map(|head| head.forward(g, features));
-        Ok(ModelOutput { features, logits })
+        Ok(pool_and_head(g, y, &self.avg_pool, self.head.as_ref()))
     }
 
     fn num_stages(&self) -> usize {
-        1 + self.config.depths.len()
+        self.config.num_stages()
     }
 
     /// `conv1_*` is the stem (1), `convN_*` stage N; the rest is the head.

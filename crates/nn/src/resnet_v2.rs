@@ -25,14 +25,11 @@
 //! stem, widths and depths.
 
 use crate::blocks_v2::PreActBottleneck;
-use crate::layers::{
-    BatchNorm, BnRelu, Conv2d, Dense, GlobalAvgPool, MaxPool, PaddingMode, ZeroPadding,
-};
+use crate::layers::{BatchNorm, BnRelu, Conv2d, Dense, GlobalAvgPool, MaxPool, ZeroPadding};
 use crate::model::{Model, ModelOutput};
-use crate::resnet::keras_stage;
+use crate::resnet::{conv1_conv, conv1_pad, keras_stage, pool1, pool_and_head};
 use crate::{BuildCtx, ModelError, ResNetConfig};
 use autograd::{Graph, ParamStore, Var};
-use tensor::Padding;
 
 /// The V2 stem: `conv1_pad` -> `conv1_conv` -> `pool1_pad` -> `pool1_pool`.
 #[derive(Clone, Debug)]
@@ -80,29 +77,12 @@ impl ResNetV2 {
             )));
         }
         let mut ctx = BuildCtx::new(config.seed, config.variance_update);
+        let (pool_pad, pool) = pool1();
         let stem = StemV2 {
-            pad: ZeroPadding {
-                name: "conv1_pad".into(),
-                padding: Padding::uniform(3),
-            },
-            conv: Conv2d::new(
-                &mut ctx,
-                "conv1_conv",
-                3,
-                config.stem_filters,
-                7,
-                2,
-                PaddingMode::Valid,
-            ),
-            pool_pad: ZeroPadding {
-                name: "pool1_pad".into(),
-                padding: Padding::uniform(1),
-            },
-            pool: MaxPool {
-                name: "pool1_pool".into(),
-                kernel: 3,
-                stride: 2,
-            },
+            pad: conv1_pad(),
+            conv: conv1_conv(&mut ctx, config.stem_filters),
+            pool_pad,
+            pool,
         };
         let mut blocks = Vec::new();
         let mut cin = config.stem_filters;
@@ -148,12 +128,7 @@ impl ResNetV2 {
 
 impl Model for ResNetV2 {
     fn name(&self) -> String {
-        match self.config.depths.as_slice() {
-            [3, 4, 6, 3] => "resnet50v2".into(),
-            [3, 4, 23, 3] => "resnet101v2".into(),
-            [3, 8, 36, 3] => "resnet152v2".into(),
-            d => format!("resnet{d:?}v2"),
-        }
+        self.config.keras_name("v2")
     }
 
     fn input_size(&self) -> usize {
@@ -177,13 +152,11 @@ impl Model for ResNetV2 {
             y = g.stage(y, |g, y| block.forward(g, y));
         }
         let y = g.stage(y, |g, y| self.post.forward(g, y));
-        let features = g.stage(y, |g, y| self.avg_pool.forward(g, y));
-        let logits = self.head.as_ref().map(|head| head.forward(g, features));
-        Ok(ModelOutput { features, logits })
+        Ok(pool_and_head(g, y, &self.avg_pool, self.head.as_ref()))
     }
 
     fn num_stages(&self) -> usize {
-        1 + self.config.depths.len()
+        self.config.num_stages()
     }
 
     /// `conv1_*` is the stem (1), `convN_*` stage N, and `post_bn`, which
