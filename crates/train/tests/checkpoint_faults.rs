@@ -444,6 +444,14 @@ fn leftovers_are_removed_by_the_next_save_and_by_resume() {
     let r = resumable(&dir).unwrap();
     assert!(!r.removed.is_empty());
     assert_eq!(leftovers(&dir), Vec::<String>::new(), "after resume");
+
+    // Hidden temporaries that are not the run's own are left alone (`--out`
+    // may be a directory holding more than the run).
+    let foreign = dir.join(".notes.swp.tmp");
+    std::fs::write(&foreign, b"mine").unwrap();
+    run_state::save(&dir, &t, Progress::default(), &[]).unwrap();
+    resumable(&dir).unwrap();
+    assert!(foreign.exists());
 }
 
 /// Flips one byte of `path` (same size) or cuts it to `len`.

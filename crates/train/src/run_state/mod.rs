@@ -20,7 +20,7 @@
 //!
 //! 1. A save first removes leftovers of dead saves (temporary unit
 //!    directories `checkpoints/.tmp-*`, atomic-write temporaries
-//!    `.<name>.<random>.tmp` at the top).
+//!    `.<file>.<random>.tmp` of the run's own files at the top).
 //! 2. It writes the unit's files, then the manifest, into
 //!    `checkpoints/.tmp-<name>/`, each fsynced. A failure here removes the
 //!    temporary directory; a kill leaves it for step 1 of the next save or
@@ -31,7 +31,8 @@
 //! 4. Only then it refreshes the top-level `model.safetensors` from the new
 //!    unit (hard link, or copy, under a temporary name, renamed over the
 //!    old file: `eval`, `predict`, `--weights` and
-//!    `tools/safetensors_to_keras.py` always see a complete model), and
+//!    `tools/safetensors_to_keras.py` always see a complete model; being a
+//!    link, it is to be read or copied, never edited in place), and
 //!    removes every unit but the newest two complete ones (each renamed to
 //!    a temporary name before it is deleted, so a cut removal leaves a
 //!    leftover, never a unit with a file missing). A failure in step 4 is
@@ -138,12 +139,9 @@ pub fn save(
             dir.display()
         )
     })?;
-    let model = pair::model_bytes(trainer, progress);
-    let state = pair::state_bytes(trainer, progress);
     let log = MetricsLog {
         records: history.to_vec(),
     };
-    let history = log.to_json();
     let head = Manifest {
         format: unit::FORMAT.to_string(),
         global_step: progress.global_step,
@@ -151,10 +149,13 @@ pub fn save(
         step: progress.step,
         files: Vec::new(),
     };
-    let files: [(&str, &[u8]); 3] = [
+    let model = || pair::model_bytes(trainer, progress);
+    let state = || pair::state_bytes(trainer, progress);
+    let history = || log.to_json().into_bytes();
+    let files: [(&str, &dyn Fn() -> Vec<u8>); 3] = [
         (MODEL_FILE, &model),
         (STATE_FILE, &state),
-        (HISTORY_FILE, history.as_bytes()),
+        (HISTORY_FILE, &history),
     ];
     let saved = unit::write(dir, head, &files)?;
     let committed = || {

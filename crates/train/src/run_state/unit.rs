@@ -189,7 +189,14 @@ fn write_file(path: &Path, bytes: &[u8]) -> io::Result<FileEntry> {
 /// commits it (renames its temporary directory into place). Returns the
 /// unit's path. On an error nothing is committed and the temporary
 /// directory is removed; the units already there are untouched.
-pub fn write(run_dir: &Path, head: Manifest, files: &[(&str, &[u8])]) -> Result<PathBuf> {
+///
+/// Each file's bytes are made by its closure just before it is written and
+/// dropped after, so a save holds one file's bytes at a time.
+pub fn write(
+    run_dir: &Path,
+    head: Manifest,
+    files: &[(&str, &dyn Fn() -> Vec<u8>)],
+) -> Result<PathBuf> {
     let root = run_dir.join(CHECKPOINTS_DIR);
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let seq = list(run_dir)
@@ -209,7 +216,7 @@ pub fn write(run_dir: &Path, head: Manifest, files: &[(&str, &[u8])]) -> Result<
         manifest.format = FORMAT.to_string();
         manifest.files = files
             .iter()
-            .map(|(n, bytes)| write_file(&tmp.join(n), bytes))
+            .map(|(n, make)| write_file(&tmp.join(n), &make()))
             .collect::<io::Result<_>>()?;
         let json = serde_json::to_string_pretty(&manifest).map_err(io::Error::other)?;
         write_file(&tmp.join(MANIFEST_FILE), json.as_bytes())?;
@@ -303,10 +310,26 @@ pub fn prune(run_dir: &Path, newest: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The files a run writes at the top of its directory, whose atomic-write
+/// temporaries (`.<file>.<random>.tmp`) are the run's own leftovers; no
+/// other hidden file is touched (`--out` may name a directory that holds
+/// more than the run).
+const RUN_FILES: [&str; 9] = [
+    MODEL_FILE,
+    STATE_FILE,
+    super::CONFIG_FILE,
+    super::CLASSES_FILE,
+    crate::report::CSV_FILE,
+    crate::report::JSON_FILE,
+    crate::report::SVG_FILE,
+    "best.safetensors",
+    "confusion.txt",
+];
+
 /// Removes what interrupted saves left behind: temporary unit directories
-/// in `checkpoints/`, and the temporary files of atomic writes
-/// (`.<name>.<random>.tmp`) at the top of the run directory. Returns what
-/// it removed. Only one process may write a run directory at a time, so
+/// in `checkpoints/`, and the temporary files of atomic writes of the
+/// run's files ([`RUN_FILES`]) at the top of the run directory. Returns
+/// what it removed. Only one process may write a run directory at a time, so
 /// any temporary present now is a dead process's.
 pub fn remove_leftovers(run_dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
@@ -328,7 +351,10 @@ pub fn remove_leftovers(run_dir: &Path) -> io::Result<Vec<PathBuf>> {
     for entry in fs::read_dir(run_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") && entry.file_type()?.is_file() {
+        let ours = RUN_FILES
+            .iter()
+            .any(|f| name.starts_with(&format!(".{f}.")));
+        if ours && name.ends_with(".tmp") && entry.file_type()?.is_file() {
             fs::remove_file(entry.path())?;
             removed.push(entry.path());
         }
