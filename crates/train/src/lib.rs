@@ -19,5 +19,6 @@ pub mod run;
 pub mod run_config;
 pub mod run_state;
 pub mod trainer;
+pub mod weights_choice;
 
 pub use fit::fit;

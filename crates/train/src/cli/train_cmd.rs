@@ -14,9 +14,13 @@ use train::fit::ProgressDisplay;
 use train::model_spec::ModelSpec;
 use train::run_config::{CallbackConfig, RunConfig};
 use train::run_state;
+use train::weights_choice::{self, WeightsChoice};
 
 fn config_from_args(a: &TrainArgs) -> RunConfig {
-    let mut model = ModelSpec::resnet50(Some(10));
+    let mut model = ModelSpec {
+        num_classes: Some(10),
+        ..a.model.clone()
+    };
     if let Some(d) = &a.depths {
         model.depths = d.clone();
     }
@@ -45,7 +49,7 @@ fn config_from_args(a: &TrainArgs) -> RunConfig {
         val_split: a.val_split,
         seed: a.seed,
         preprocess: a.preprocess.clone(),
-        weights: a.weights.clone(),
+        weights: None,
         data: a.data.clone(),
         model,
         callbacks: CallbackConfig {
@@ -85,10 +89,12 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
             }
             (dir.clone(), c)
         }
-        None => (
-            a.out.clone().unwrap_or_else(default_run_dir),
-            config_from_args(&a),
-        ),
+        None => {
+            let mut config = config_from_args(&a);
+            let choice = a.weights.clone().unwrap_or(WeightsChoice::Auto);
+            config.weights = weights_choice::resolve(&choice, &config.model)?;
+            (a.out.clone().unwrap_or_else(default_run_dir), config)
+        }
     };
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating run directory {}", dir.display()))?;
