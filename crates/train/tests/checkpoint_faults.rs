@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use train::data::Dataset;
 use train::fit::{fit, Callback, Checkpoint, FitConfig, FitData, FitSummary, MetricsFiles, Start};
-use train::model_spec::ModelSpec;
+use train::model_spec::{ModelSpec, ResNetVersion};
 use train::optim::{Adam, AdamConfig, LrSchedule};
 use train::report::{EpochRecord, MetricsLog};
 use train::run_state::fault::{self, Fault};
@@ -38,6 +38,7 @@ const FULL: Fault = Fault::Io(ErrorKind::StorageFull);
 
 fn tiny_trainer(seed: u64) -> Trainer {
     let spec = ModelSpec {
+        version: ResNetVersion::V1,
         stem_filters: 4,
         depths: vec![1, 1, 1, 1],
         widths: vec![4, 4, 8, 8],
@@ -501,6 +502,7 @@ fn a_complete_unit_that_does_not_fit_the_model_is_an_error_not_a_fallback() {
     // error names the unit's file and the tensor, and no older unit is
     // tried in its place.
     let spec = ModelSpec {
+        version: ResNetVersion::V1,
         stem_filters: 4,
         depths: vec![1, 1, 1, 1],
         widths: vec![4, 4, 8, 16],
