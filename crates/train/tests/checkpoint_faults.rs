@@ -455,6 +455,23 @@ fn leftovers_are_removed_by_the_next_save_and_by_resume() {
     assert!(foreign.exists());
 }
 
+#[test]
+fn metrics_files_agree_with_the_checkpoint_once_resumed() {
+    let dir = tmp_dir("metrics_agree");
+    // Killed in epoch 2's save, after MetricsFiles wrote epoch 2's record.
+    let (result, _) = attempt(&dir, false, Some((2 * BOUNDARIES + 1, Fault::Kill)), None);
+    assert!(result.is_err());
+    assert_eq!(MetricsLog::read_dir(&dir).unwrap().records.len(), 2);
+    // The resumed run (here stopped after one step) rewrites the files
+    // from the checkpoint's history: epoch 2 is to be trained again.
+    let (result, _) = attempt(&dir, true, None, Some(4));
+    assert_eq!(result.unwrap().at.global_step, 4);
+    let log = MetricsLog::read_dir(&dir).unwrap();
+    assert_eq!(log.records.len(), 1, "{log:?}");
+    let csv = std::fs::read_to_string(dir.join(train::report::CSV_FILE)).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+}
+
 /// Flips one byte of `path` (same size) or cuts it to `len`.
 fn damage(path: &Path, cut_to: Option<usize>) {
     let mut bytes = std::fs::read(path).unwrap();
