@@ -166,20 +166,23 @@ fn sync_dir(dir: &Path) {
 
 /// Writes one file of a unit being built (its directory is private until
 /// committed, so no temporary name is needed). A fault cuts it to half.
+/// Errors name the file.
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<FileEntry> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut file = File::create(path)?;
-    if let Err(e) = fault::point(&format!("writing {}", path.display())) {
-        let _ = file.write_all(&bytes[..bytes.len() / 2]);
-        return Err(e);
-    }
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let write = || -> io::Result<()> {
+        let mut file = File::create(path)?;
+        if let Err(e) = fault::point("write") {
+            let _ = file.write_all(&bytes[..bytes.len() / 2]);
+            return Err(e);
+        }
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    write().map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))?;
     Ok(FileEntry {
-        name,
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         bytes: bytes.len() as u64,
         md5: md5_hex(bytes),
     })
