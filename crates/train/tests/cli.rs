@@ -92,7 +92,7 @@ fn train_eval_predict_and_resume() {
     );
     for f in [
         "model.safetensors",
-        "train_state.safetensors",
+        "checkpoints", // the resumable units (run_state)
         "config.json",
         "classes.txt",
         "metrics.csv",

@@ -116,7 +116,7 @@ fn resume_round_trip(opt: Opt, dir: &Path) -> (Bits, Bits) {
     steps(&mut straight, 0..4);
     let mut first = trainer(opt, 1);
     steps(&mut first, 0..2);
-    run_state::save(dir, &first, progress(&first)).unwrap();
+    run_state::save(dir, &first, progress(&first), &[]).unwrap();
     let mut resumed = trainer(opt, 99);
     assert_eq!(
         run_state::resume(dir, &mut resumed).unwrap(),
@@ -136,7 +136,7 @@ fn adam_and_sgd_state_by_name_resume_bit_exactly() {
 
         // The file names each buffer `optimizer/<slot>/<parameter>`, with
         // the parameter's shape, for every trained weight and nothing else.
-        let file = TensorFile::read(&dir.join(run_state::STATE_FILE)).unwrap();
+        let file = TensorFile::read(&newest_unit(&dir).join(run_state::STATE_FILE)).unwrap();
         let t = trainer(opt, 1);
         let mut want: Vec<(String, Vec<usize>)> = Vec::new();
         for slot in &slots {
@@ -162,9 +162,16 @@ fn adam_and_sgd_state_by_name_resume_bit_exactly() {
     }
 }
 
-/// Rewrites the state file of `dir` with `edit` applied to its contents.
+/// The newest checkpoint unit of the run directory `dir`.
+fn newest_unit(dir: &Path) -> PathBuf {
+    run_state::unit::list(dir).unwrap()[0].path.clone()
+}
+
+/// Rewrites the state file of `dir`'s newest checkpoint with `edit`
+/// applied to its contents (and the unit's manifest to match).
 fn edit_state(dir: &Path, edit: impl FnOnce(&mut TensorFile)) {
-    let path = dir.join(run_state::STATE_FILE);
+    let unit = newest_unit(dir);
+    let path = unit.join(run_state::STATE_FILE);
     let mut file = TensorFile::read(&path).unwrap();
     edit(&mut file);
     checkpoint::write(
@@ -173,13 +180,14 @@ fn edit_state(dir: &Path, edit: impl FnOnce(&mut TensorFile)) {
         &file.metadata,
     )
     .unwrap();
+    run_state::unit::reseal(&unit).unwrap();
 }
 
 fn saved_run(name: &str, opt: Opt) -> PathBuf {
     let dir = tmp_dir(name);
     let mut t = trainer(opt, 1);
     steps(&mut t, 0..1);
-    run_state::save(&dir, &t, progress(&t)).unwrap();
+    run_state::save(&dir, &t, progress(&t), &[]).unwrap();
     dir
 }
 
@@ -273,8 +281,8 @@ fn state_covers_exactly_the_trained_weights_so_freezing_comes_first() {
     let mut t = trainer(Opt::Adam, 1);
     freeze(&mut t);
     steps(&mut t, 0..1);
-    run_state::save(&dir, &t, progress(&t)).unwrap();
-    let file = TensorFile::read(&dir.join(run_state::STATE_FILE)).unwrap();
+    let unit = run_state::save(&dir, &t, progress(&t), &[]).unwrap();
+    let file = TensorFile::read(&unit.join(run_state::STATE_FILE)).unwrap();
     assert!(!file.tensors.contains_key("optimizer/m/conv1_conv/kernel"));
 
     let mut same = trainer(Opt::Adam, 5);
@@ -286,8 +294,10 @@ fn state_covers_exactly_the_trained_weights_so_freezing_comes_first() {
 }
 
 /// Writes `t`'s training state the way versions before named optimizer
-/// state did: `optimizer/<slot>.<position>` as 1-D tensors, no layout key.
+/// state did: `optimizer/<slot>.<position>` as 1-D tensors, no layout key,
+/// into `dir`'s newest checkpoint.
 fn write_old_state(dir: &Path, t: &Trainer, p: Progress) {
+    let unit = newest_unit(dir);
     let state = t.optimizer.state();
     let mut meta = Metadata::from([
         ("optimizer/kind".to_string(), state.kind.clone()),
@@ -308,11 +318,12 @@ fn write_old_state(dir: &Path, t: &Trainer, p: Progress) {
         })
         .collect();
     checkpoint::write(
-        &dir.join(run_state::STATE_FILE),
+        &unit.join(run_state::STATE_FILE),
         tensors.iter().map(|(n, t)| (n.as_str(), t)),
         &meta,
     )
     .unwrap();
+    run_state::unit::reseal(&unit).unwrap();
 }
 
 #[test]
@@ -325,9 +336,9 @@ fn checkpoints_keyed_by_position_still_resume() {
         let mut first = trainer(opt, 1);
         steps(&mut first, 0..2);
         let at = progress(&first);
-        run_state::save(&dir, &first, at).unwrap();
+        run_state::save(&dir, &first, at, &[]).unwrap();
         write_old_state(&dir, &first, at);
-        let file = TensorFile::read(&dir.join(run_state::STATE_FILE)).unwrap();
+        let file = TensorFile::read(&newest_unit(&dir).join(run_state::STATE_FILE)).unwrap();
         assert!(file
             .tensors
             .keys()
@@ -339,8 +350,8 @@ fn checkpoints_keyed_by_position_still_resume() {
         assert_eq!(bits(&straight.store), bits(&resumed.store));
 
         // Saving again writes the named layout.
-        run_state::save(&dir, &resumed, progress(&resumed)).unwrap();
-        let file = TensorFile::read(&dir.join(run_state::STATE_FILE)).unwrap();
+        let unit = run_state::save(&dir, &resumed, progress(&resumed), &[]).unwrap();
+        let file = TensorFile::read(&unit.join(run_state::STATE_FILE)).unwrap();
         assert_eq!(file.metadata["optimizer/layout"], "by-name");
     }
 }
@@ -351,7 +362,7 @@ fn an_old_checkpoint_that_does_not_fit_says_it_is_from_an_older_version() {
     let mut t = trainer(Opt::Adam, 1);
     steps(&mut t, 0..1);
     let at = progress(&t);
-    run_state::save(&dir, &t, at).unwrap();
+    run_state::save(&dir, &t, at, &[]).unwrap();
     write_old_state(&dir, &t, at);
     // Position 0 is conv1_conv/kernel (7*7*3*8 values); give it another size,
     // as a model whose parameters were registered in another order would.

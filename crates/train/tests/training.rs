@@ -1,6 +1,7 @@
 //! The library's training loop ([`train::fit`]) and its callbacks, on
 //! generated images: learning, exact resume through `fit`, each Keras-style
-//! callback against a hand computation, the validation split, checkpoints.
+//! callback against a hand computation, the validation split. (Checkpoint
+//! faults and old run directories: `checkpoint_faults.rs`.)
 
 mod common;
 
@@ -11,13 +12,13 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use train::data::{split_indices, Dataset};
 use train::fit::{
-    fit, Callback, EarlyStopping, EndReason, EpochLogs, FitConfig, FitData, FitSummary, Metric,
-    MetricsFiles, ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, TrainBegin,
+    fit, Callback, EarlyStopping, EndReason, EpochLogs, FitConfig, FitData, Metric, MetricsFiles,
+    ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, TrainBegin,
 };
 use train::model_spec::ModelSpec;
 use train::optim::{Adam, AdamConfig, LrSchedule};
 use train::report::EpochRecord;
-use train::run_state::{self, Progress};
+use train::run_state::Progress;
 use train::trainer::Trainer;
 
 fn narrow_spec(classes: usize) -> ModelSpec {
@@ -601,60 +602,6 @@ fn the_validation_split_is_disjoint_complete_and_seeded() {
     assert_eq!(seen, want);
     let err = data.hold_out(50, 7).unwrap_err().to_string();
     assert!(err.contains("50 of 50"), "{err}");
-}
-
-/// Saves through `run_state` the way the `Checkpoint` callback does.
-fn summary_at(progress: Progress) -> FitSummary {
-    FitSummary {
-        reason: EndReason::Interrupted,
-        at: progress,
-        history: Vec::new(),
-        last_test: None,
-        train_images_per_s: 0.0,
-    }
-}
-
-#[test]
-fn a_half_written_checkpoint_falls_back_to_the_previous_pair() {
-    let dir = tmp_dir("half_written");
-    let mut t = trainer(1e-3);
-    let mut ckpt = train::fit::Checkpoint::new(&dir);
-    let first = Progress::default();
-    ckpt.on_train_end(&mut t, &summary_at(first)).unwrap();
-    t.global_step = 5;
-    let second = Progress {
-        global_step: 5,
-        step: 5,
-        ..first
-    };
-    ckpt.on_train_end(&mut t, &summary_at(second)).unwrap();
-    // Both pairs are there: the current one resumes at step 5.
-    assert_eq!(run_state::resume(&dir, &mut trainer(1e-3)).unwrap(), second);
-    // A third save that died after writing the model but before the state:
-    // `save` first links the current pair to *.prev (done by hand here),
-    // then the model file gets ahead of the state file.
-    for f in [run_state::MODEL_FILE, run_state::STATE_FILE] {
-        let prev = dir.join(format!("{f}.prev"));
-        std::fs::remove_file(&prev).unwrap();
-        std::fs::hard_link(dir.join(f), prev).unwrap();
-    }
-    t.global_step = 9;
-    let model = dir.join(run_state::MODEL_FILE);
-    let meta = std::collections::HashMap::from([("global_step".to_string(), "9".to_string())]);
-    nn::checkpoint::save(&t.store, &model, &meta).unwrap();
-    let resumed = run_state::resume(&dir, &mut trainer(1e-3)).unwrap();
-    assert_eq!(
-        resumed, second,
-        "falls back to the pair before the interrupted save"
-    );
-    // Without a previous pair, the mismatch is an error that says what happened.
-    for f in [run_state::MODEL_FILE, run_state::STATE_FILE] {
-        std::fs::remove_file(dir.join(format!("{f}.prev"))).unwrap();
-    }
-    let err = run_state::resume(&dir, &mut trainer(1e-3))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("between the two writes"), "{err}");
 }
 
 /// Real CIFAR-10 from `../shared`, when this machine has it.

@@ -1,7 +1,7 @@
 //! `metrics.csv`, `metrics.json` and `learning_curves.svg` in the run
 //! directory, rewritten after every epoch ([`crate::report::MetricsLog`]).
-//! Keras's `CSVLogger`, plus the JSON a resumed run reads its history from
-//! and a picture.
+//! Keras's `CSVLogger`, plus JSON for scripts and a picture. (A resumed run
+//! reads its history from its checkpoint, not from these files.)
 
 use super::{Callback, EpochLogs, TrainBegin};
 use crate::report::MetricsLog;
@@ -26,8 +26,13 @@ impl MetricsFiles {
 
 impl Callback for MetricsFiles {
     fn on_train_begin(&mut self, _: &mut Trainer, begin: &TrainBegin) -> Result<()> {
-        // A resumed run continues the log of the epochs it keeps.
+        // A resumed run continues the log of the epochs it keeps. Rewritten
+        // at once: after a kill the files may hold an epoch the checkpoint
+        // does not (it is trained again), and should agree with it.
         self.log.records = begin.history.to_vec();
+        if begin.start.global_step > 0 {
+            self.log.write_all(&self.dir)?;
+        }
         Ok(())
     }
 

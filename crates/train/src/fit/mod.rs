@@ -117,14 +117,21 @@ impl Start {
         Start::default()
     }
 
-    /// Restores `trainer` from the checkpoint in the run directory `dir`
-    /// ([`run_state::resume`]) and reads the epoch history from its
-    /// `metrics.json`: a run to be resumed trains with both a [`Checkpoint`]
-    /// and a [`MetricsFiles`] callback in `dir`.
+    /// Restores `trainer` from the newest complete checkpoint in the run
+    /// directory `dir` ([`run_state::resume_run`]), with the epoch history
+    /// saved in it (a run directory of the old layout: from its
+    /// `metrics.json`). A run to be resumed trains with a [`Checkpoint`]
+    /// callback in `dir`.
     pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Self> {
-        let progress = run_state::resume(dir, trainer)?;
-        let history = MetricsLog::read_dir(dir)?.records;
-        Ok(Start { progress, history })
+        let resumed = run_state::resume_run(dir, trainer)?;
+        let history = match resumed.history {
+            Some(h) => h,
+            None => MetricsLog::read_dir(dir)?.records,
+        };
+        Ok(Start {
+            progress: resumed.progress,
+            history,
+        })
     }
 }
 
