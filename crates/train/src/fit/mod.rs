@@ -212,8 +212,9 @@ pub struct FitSummary {
 
 /// Trains `trainer` on `data` from `start` for `config.epochs` epochs,
 /// reporting to `callbacks` in order. `stop` is checked after every step
-/// (set it from a Ctrl-C handler); the run then ends
-/// [`EndReason::Interrupted`].
+/// and between evaluation batches (set it from a Ctrl-C handler); the run
+/// then ends [`EndReason::Interrupted`] (stopped during an evaluation, at
+/// the epoch's last step: resuming evaluates the epoch).
 ///
 /// The trainer's schedule should count `config.sampler(train.len())`'s
 /// batches per epoch. Errors from a callback end the run with that error;
@@ -281,7 +282,18 @@ pub fn fit(
             }
         };
         let train_images_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let (val, test) = epochs.evaluate(trainer);
+        let Some((val, test)) = epochs.evaluate(trainer) else {
+            // Stopped during the evaluation: save the epoch's trained state
+            // without it; resuming skips the steps and evaluates.
+            let at = Progress {
+                epoch,
+                step: epochs.sampler.num_batches(),
+                global_step: trainer.global_step,
+                tally: tally(&meter),
+            };
+            return run.end(EndReason::Interrupted, at, trainer, callbacks);
+        };
+        check_evaluations(epoch, &meter, val.as_ref(), test.as_ref())?;
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: last_lr as f64,
@@ -398,7 +410,7 @@ impl Epochs<'_> {
             let stats = trainer.train_step(x, &labels);
             if !stats.loss.is_finite() {
                 bail!(
-                    "loss became {} at epoch {} step {}: lower --lr?",
+                    "loss became {} at epoch {} step {}: lower --lr? (the last checkpoint saved is kept)",
                     stats.loss,
                     epoch + 1,
                     step
@@ -436,23 +448,25 @@ impl Epochs<'_> {
         })
     }
 
-    /// The validation and test passes after an epoch.
-    fn evaluate(&self, trainer: &Trainer) -> (Option<EvalResult>, Option<EvalResult>) {
+    /// The validation and test passes after an epoch; `None` if the stop
+    /// flag was raised during them.
+    #[allow(clippy::type_complexity)]
+    fn evaluate(&self, trainer: &Trainer) -> Option<(Option<EvalResult>, Option<EvalResult>)> {
         // Training and evaluation use buffers of different sizes: hand the
         // idle ones back to the system between the phases instead of keeping
         // both sets resident (a few page faults per epoch).
         tensor::buffer_pool::clear();
         let (batch, preprocess) = (self.config.eval_batch_size, self.config.preprocess);
-        let val = self
-            .data
-            .val
-            .map(|d| trainer.evaluate(d, batch, preprocess));
-        let test = self
-            .data
-            .test
-            .map(|d| trainer.evaluate(d, batch, preprocess));
+        let pass = |d: Option<&Dataset>| match d {
+            None => Some(None),
+            Some(d) => trainer
+                .evaluate_until(d, batch, preprocess, self.stop)
+                .map(Some),
+        };
+        let val = pass(self.data.val);
+        let test = val.as_ref().and_then(|_| pass(self.data.test));
         tensor::buffer_pool::clear();
-        (val, test)
+        Some((val?, test?))
     }
 }
 
@@ -483,6 +497,37 @@ impl Run {
         }
         Ok(summary)
     }
+}
+
+/// A training loss above this has diverged (cross-entropy starts near
+/// ln(classes), a few units): warned about, as the run goes on uselessly.
+const DIVERGED_LOSS: f64 = 1e4;
+
+/// Ends the run on a non-finite validation or test loss (before the epoch's
+/// checkpoint, so the last good one is kept) and warns on a diverged one.
+fn check_evaluations(
+    epoch: usize,
+    train: &Meter,
+    val: Option<&EvalResult>,
+    test: Option<&EvalResult>,
+) -> Result<()> {
+    for (name, e) in [("validation", val), ("test", test)] {
+        if let Some(loss) = e.map(|e| e.loss).filter(|l| !l.is_finite()) {
+            bail!(
+                "{name} loss became {loss} after epoch {}: the weights diverged (lower --lr?); \
+                 the checkpoint of the previous epoch is kept",
+                epoch + 1
+            );
+        }
+    }
+    let loss = train.loss();
+    if loss > DIVERGED_LOSS {
+        eprintln!(
+            "warning: training loss {loss:.3e} at epoch {}: the run has diverged (lower --lr?)",
+            epoch + 1
+        );
+    }
+    Ok(())
 }
 
 /// The running totals a mid-epoch checkpoint keeps.
