@@ -105,8 +105,6 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
 
 /// Trains into the claimed (locked) run directory `dir`.
 fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Result<()> {
-    println!("run directory: {}", dir.display());
-
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -120,6 +118,7 @@ fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Re
             eprintln!("\ninterrupted: finishing the current step, then saving");
         });
     }
+    println!("run directory: {}", dir.display());
     let mut display = if a.quiet {
         ProgressDisplay::epochs_only()
     } else {
