@@ -307,8 +307,10 @@ fn interrupt(data: &Path, dir: &Path, signal: &str) -> String {
         .status()
         .unwrap();
     assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
-    let all = format!("{seen}{}", text(&out));
+    let all = format!("{seen}{rest}{}", text(&out));
     assert_eq!(out.status.code(), Some(130), "{signal}:\n{all}");
     all
 }
@@ -494,4 +496,69 @@ fn io_errors_print_their_cause_once() {
         "/nonexistent/model.safetensors",
     );
     assert_eq!(out.matches("No such file or directory").count(), 1, "{out}");
+}
+
+#[test]
+fn a_stop_during_the_evaluation_saves_the_trained_epoch_at_once() {
+    // One training step, then a long evaluation (10000 images, one at a
+    // time, by a network a little wider than TINY: seconds).
+    let data = tmp_dir("eval_stop_data");
+    common::write_image_folder(&data, 4, 1, 2500);
+    let dir = tmp_dir("eval_stop_run");
+    let mut child = train()
+        .args(["--depths", "1,1,1,1", "--widths", "16,16,32,32"])
+        .args(["--stem-filters", "16", "--data"])
+        .arg(&data)
+        .args([
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--eval-batch-size",
+            "1",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "ended early: {seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with("model: ") {
+            break;
+        }
+    }
+    // Well past the single step, well before the evaluation ends.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let signalled = std::time::Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let all = format!("{seen}{rest}{}", text(&out));
+    // Without the check between batches the run would finish the
+    // evaluation and, its only epoch done, exit 0 with a test accuracy.
+    assert_eq!(out.status.code(), Some(130), "{all}");
+    assert!(all.contains("saved at epoch 1 step 1;"), "{all}");
+    assert!(signalled.elapsed().as_secs() < 5, "{all}");
+    // Resuming skips the trained step and evaluates the epoch.
+    let resumed = run_ok(train().args(["--quiet", "--resume"]).arg(&dir));
+    assert!(resumed.contains("resumed at epoch 1 step 1"), "{resumed}");
+    assert!(resumed.contains("Test accuracy: "), "{resumed}");
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
 }
