@@ -111,6 +111,8 @@ fn invalid_numbers_are_refused_by_name_before_a_run_directory_exists() {
             "--val-split 8: must be less than --train-limit (8)",
         ),
         (&["--lr-schedule", "sometimes"], "--lr-schedule"),
+        // Found after the data loaded: the directory is removed again.
+        (&["--val-split", "32"], "cannot hold out 32 of 32"),
         (
             &["--depths", "1,1,1,1,1", "--widths", "8,8,8,8,8"],
             "1 to 4 stages",
@@ -342,9 +344,17 @@ fn sigterm_and_sighup_save_and_exit_130_like_ctrl_c() {
 
 /// Sets element 0 of tensor `name` in the safetensors file `path` to NaN.
 fn poison(path: &Path, name: &str) {
+    set_all(path, name, None);
+}
+
+/// Sets element 0 of tensor `name` to NaN (`None`), or every element to `value`.
+fn set_all(path: &Path, name: &str, value: Option<f32>) {
     let (mut tensors, meta) = nn::checkpoint::read_tensors(path).unwrap();
     let t = &mut tensors.iter_mut().find(|(n, _)| n == name).unwrap().1;
-    t.data_mut()[0] = f32::NAN;
+    match value {
+        None => t.data_mut()[0] = f32::NAN,
+        Some(v) => t.data_mut().fill(v),
+    }
     nn::checkpoint::write(path, tensors.iter().map(|(n, t)| (n.as_str(), t)), &meta).unwrap();
 }
 
@@ -369,6 +379,30 @@ fn nan_weights_are_refused_by_eval_and_predict_naming_the_tensor() {
             .arg(&dir)
             .arg(&image),
         "conv2_block1_2_conv/kernel",
+    );
+
+    // Finite weights whose outputs overflow to infinity and NaN.
+    let dir = tmp_dir("nan_run_huge");
+    tiny_run(&data, &dir);
+    set_all(
+        &dir.join("model.safetensors"),
+        "conv1_conv/kernel",
+        Some(3e38),
+    );
+    run_refused(
+        train()
+            .args(["eval", "--data"])
+            .arg(&data)
+            .arg("--checkpoint")
+            .arg(&dir),
+        "outputs are not finite",
+    );
+    run_refused(
+        train()
+            .args(["predict", "--checkpoint"])
+            .arg(&dir)
+            .arg(&image),
+        "outputs for",
     );
 }
 
