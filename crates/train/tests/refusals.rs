@@ -504,6 +504,20 @@ fn eval_and_predict_follow_the_runs_classes() {
     assert!(out.contains(&format!("{}: class", good.display())), "{out}");
     assert!(out.contains(&bad.display().to_string()), "{out}");
 
+    // 300 files go in two batches; a bad one in the second still leaves
+    // every good one of both printed.
+    let mut many: Vec<PathBuf> = vec![good.clone(); 299];
+    many.insert(280, bad.clone());
+    let out = run_refused(
+        train()
+            .args(["predict", "--checkpoint"])
+            .arg(&dir)
+            .args(&many),
+        "1 of 300 images could not be read",
+    );
+    let printed = format!("{}: class", good.display());
+    assert_eq!(out.matches(&printed).count(), 299, "{out}");
+
     // A classes.txt of the wrong length is an error, not CIFAR's names.
     std::fs::write(dir.join("classes.txt"), "a\nb\nc\n").unwrap();
     run_refused(
