@@ -293,7 +293,9 @@ pub fn fit(
             };
             return run.end(EndReason::Interrupted, at, trainer, callbacks);
         };
-        check_evaluations(epoch, &meter, val.as_ref(), test.as_ref())?;
+        if let Some(warning) = check_evaluations(epoch, &meter, val.as_ref(), test.as_ref())? {
+            eprintln!("warning: {warning}");
+        }
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: last_lr as f64,
@@ -504,13 +506,14 @@ impl Run {
 const DIVERGED_LOSS: f64 = 1e4;
 
 /// Ends the run on a non-finite validation or test loss (before the epoch's
-/// checkpoint, so the last good one is kept) and warns on a diverged one.
+/// checkpoint, so the last good one is kept); returns a warning for a
+/// diverged but finite training loss.
 fn check_evaluations(
     epoch: usize,
     train: &Meter,
     val: Option<&EvalResult>,
     test: Option<&EvalResult>,
-) -> Result<()> {
+) -> Result<Option<String>> {
     for (name, e) in [("validation", val), ("test", test)] {
         if let Some(loss) = e.map(|e| e.loss).filter(|l| !l.is_finite()) {
             bail!(
@@ -521,13 +524,12 @@ fn check_evaluations(
         }
     }
     let loss = train.loss();
-    if loss > DIVERGED_LOSS {
-        eprintln!(
-            "warning: training loss {loss:.3e} at epoch {}: the run has diverged (lower --lr?)",
+    Ok((loss > DIVERGED_LOSS).then(|| {
+        format!(
+            "training loss {loss:.3e} at epoch {}: the run has diverged (lower --lr?)",
             epoch + 1
-        );
-    }
-    Ok(())
+        )
+    }))
 }
 
 /// The running totals a mid-epoch checkpoint keeps.
@@ -550,4 +552,45 @@ fn check_history(history: &[EpochRecord], finished: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ConfusionMatrix;
+
+    fn eval(loss: f64) -> EvalResult {
+        EvalResult {
+            loss,
+            accuracy: 0.1,
+            confusion: ConfusionMatrix::new(&["a".to_string(), "b".to_string()]),
+            images: 2,
+            seconds: 1.0,
+        }
+    }
+
+    fn meter(loss: f64) -> Meter {
+        let mut m = Meter::new();
+        m.add_counts(loss, 1, 2);
+        m
+    }
+
+    #[test]
+    fn a_nan_evaluation_ends_the_run_and_a_huge_loss_is_warned_about() {
+        let ok = meter(2.3);
+        assert_eq!(
+            check_evaluations(0, &ok, Some(&eval(2.0)), None).unwrap(),
+            None
+        );
+        let e = check_evaluations(4, &ok, None, Some(&eval(f64::NAN)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test loss became NaN after epoch 5"), "{e}");
+        let e = check_evaluations(0, &ok, Some(&eval(f64::INFINITY)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("validation loss became inf"), "{e}");
+        let w = check_evaluations(1, &meter(1e19), None, Some(&eval(1e19))).unwrap();
+        assert!(w.is_some_and(|w| w.contains("1.000e19 at epoch 2")));
+    }
 }
