@@ -82,12 +82,6 @@ impl super::CallbackConfig {
                 self.early_stopping_min_delta
             );
         }
-        if self.early_stopping_patience == Some(0) {
-            bail!("--early-stopping-patience 0: must be at least 1");
-        }
-        if self.reduce_lr_patience == Some(0) {
-            bail!("--reduce-lr-patience 0: must be at least 1");
-        }
         Ok(())
     }
 }
