@@ -1,7 +1,9 @@
 //! The `train` command: turns the arguments into a [`RunConfig`] (or reads
-//! the run's own for `--resume`), installs the Ctrl-C handler and the
-//! progress display, and runs [`train::run::train`]. The loop, its
-//! callbacks and the run directory's files are the library's.
+//! the run's own for `--resume`) and validates all of it, claims and locks
+//! the run directory ([`train::run_dir`]), installs the signal handler
+//! (SIGINT, SIGTERM, SIGHUP) and the progress display, and runs
+//! [`train::run::train`]. The loop, its callbacks and the run directory's
+//! files are the library's.
 
 use super::setup::in_pool;
 use super::{Interrupted, TrainArgs};

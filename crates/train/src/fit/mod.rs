@@ -412,7 +412,7 @@ impl Epochs<'_> {
             let stats = trainer.train_step(x, &labels);
             if !stats.loss.is_finite() {
                 bail!(
-                    "loss became {} at epoch {} step {}: lower --lr? (the last checkpoint saved is kept)",
+                    "loss became {} at epoch {} step {}: lower --lr? (the last checkpoint saved, if any, is kept)",
                     stats.loss,
                     epoch + 1,
                     step
