@@ -108,6 +108,9 @@ pub fn claim_fresh(out: Option<&Path>, overwrite: bool) -> Result<FreshRun> {
             created: true,
         });
     };
+    if dir.as_os_str().is_empty() {
+        bail!("--out is empty: give a directory");
+    }
     let created = match std::fs::create_dir(dir) {
         Ok(()) => true,
         Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => false,

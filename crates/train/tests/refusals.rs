@@ -111,6 +111,7 @@ fn invalid_numbers_are_refused_by_name_before_a_run_directory_exists() {
             "--val-split 8: must be less than --train-limit (8)",
         ),
         (&["--lr-schedule", "sometimes"], "--lr-schedule"),
+        (&["--threads", "0"], "--threads 0: must be at least 1"),
         // Found after the data loaded: the directory is removed again.
         (&["--val-split", "32"], "cannot hold out 32 of 32"),
         (

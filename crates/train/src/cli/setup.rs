@@ -20,7 +20,7 @@ pub fn in_pool<T: Send>(
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         if n == 0 {
-            bail!("--threads must be positive");
+            bail!("--threads 0: must be at least 1");
         }
         builder = builder.num_threads(n);
     }
