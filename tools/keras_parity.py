@@ -4,6 +4,7 @@
     python tools/keras_parity.py                 # Keras side, then the Rust probes
     python tools/keras_parity.py --skip-rust     # Keras side only (writes the inputs + reference)
     python tools/keras_parity.py --keras 3       # source model and weights file from Keras 3
+    python tools/keras_parity.py --rust-reads h5 # the Rust probes read Keras's own file (no converter)
 
 The narrow fixture (tools/make_fixture.py) pins the arithmetic; this script checks the
 real thing end to end: the real ResNet50 (include_top=False + GAP ``avg_pool`` + Dense(10)
@@ -203,7 +204,7 @@ def build_keras_side(args, work, log):
                           {"keras": keras.__version__, "seed": str(args.seed)})
     log(f"reference: loss infer {float(infer['loss'][0]):.6f}, train {float(train['loss'][0]):.6f}; "
         f"written to {os.path.join(work, 'keras_reference.safetensors')}")
-    return infer, train, [k[len("grad/"):] for k in infer if k.startswith("grad/")]
+    return infer, train, [k[len("grad/"):] for k in infer if k.startswith("grad/")], src
 
 
 def main(argv=None):
@@ -224,6 +225,9 @@ def main(argv=None):
     ap.add_argument("--probe-cmd", default="cargo run -p train --release --",
                     help="command prefix of the Rust probe CLI (e.g. target/release/train)")
     ap.add_argument("--detail", action="store_true", help="list every tensor, not only the worst")
+    ap.add_argument("--rust-reads", choices=("safetensors", "h5"), default="safetensors",
+                    help="what the Rust probes load: the converter's safetensors (default) or the file Keras "
+                         "wrote, read by the Rust h5 reader (crates/nn/src/keras_h5)")
     args = ap.parse_args(argv)
     log = lambda m: print(m, flush=True)  # noqa: E731
 
@@ -234,12 +238,15 @@ def main(argv=None):
     else:
         tmp = tempfile.TemporaryDirectory(prefix="keras_parity_")
         work = tmp.name
-    infer, train, params = build_keras_side(args, work, log)
+    infer, train, params, keras_file = build_keras_side(args, work, log)
     if args.skip_rust:
         log(f"--skip-rust: Keras side done in {work}")
         return 0
 
     W, X, Y = (os.path.join(work, f) for f in ("weights.safetensors", "input.safetensors", "labels.safetensors"))
+    if args.rust_reads == "h5":
+        W = keras_file
+    log(f"the Rust probes load {W}")
     prefix = shlex.split(args.probe_cmd)
     layers = ",".join(LAYERS)
     try:

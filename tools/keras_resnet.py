@@ -58,6 +58,62 @@ def build_resnet(keras, stem=64, widths=(64, 128, 256, 512), depths=(3, 4, 6, 3)
     return keras.Model(inp, x, name="resnet")
 
 
+def block2(layers, x, filters, kernel_size=3, stride=1, conv_shortcut=False, name=None):
+    """keras.applications.resnet.residual_block_v2 (tf_keras: block2), line for line.
+
+    Pre-activation: BN + ReLU first; the shortcut is a 1x1 conv of the
+    pre-activated input (conv_shortcut) or the raw input, subsampled by an unnamed
+    1x1 max pool when the block strides; the stride sits on the 3x3 conv after an
+    explicit 1-pixel pad; _1_conv and _2_conv have no bias; no BN or ReLU after the add.
+    """
+    preact = layers.BatchNormalization(axis=3, epsilon=BN_EPSILON, name=name + "_preact_bn")(x)
+    preact = layers.Activation("relu", name=name + "_preact_relu")(preact)
+    if conv_shortcut:
+        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=name + "_0_conv")(preact)
+    else:
+        shortcut = layers.MaxPooling2D(1, strides=stride)(x) if stride > 1 else x
+    x = layers.Conv2D(filters, 1, strides=1, use_bias=False, name=name + "_1_conv")(preact)
+    x = layers.BatchNormalization(axis=3, epsilon=BN_EPSILON, name=name + "_1_bn")(x)
+    x = layers.Activation("relu", name=name + "_1_relu")(x)
+    x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name=name + "_2_pad")(x)
+    x = layers.Conv2D(filters, kernel_size, strides=stride, use_bias=False, name=name + "_2_conv")(x)
+    x = layers.BatchNormalization(axis=3, epsilon=BN_EPSILON, name=name + "_2_bn")(x)
+    x = layers.Activation("relu", name=name + "_2_relu")(x)
+    x = layers.Conv2D(4 * filters, 1, name=name + "_3_conv")(x)
+    return layers.Add(name=name + "_out")([shortcut, x])
+
+
+def stack2(layers, x, filters, blocks, stride1=2, name=None):
+    """keras.applications.resnet.stack_residual_blocks_v2: the stride on the LAST block."""
+    x = block2(layers, x, filters, conv_shortcut=True, name=name + "_block1")
+    for i in range(2, blocks):
+        x = block2(layers, x, filters, name=name + "_block" + str(i))
+    return block2(layers, x, filters, stride=stride1, name=name + "_block" + str(blocks))
+
+
+def build_resnet_v2(keras, stem=64, widths=(64, 128, 256, 512), depths=(3, 4, 6, 3),
+                    input_shape=(224, 224, 3), classes=10):
+    """keras.applications.ResNet50V2(include_top=False) + GAP ``avg_pool`` + Dense ``predictions``.
+
+    resnet.ResNet(preact=True): no conv1_bn/conv1_relu, post_bn + post_relu after the
+    stacks; every stack but the last has stride 2 (on its last block).
+    """
+    L = keras.layers
+    inp = L.Input(shape=input_shape)
+    x = L.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(inp)
+    x = L.Conv2D(stem, 7, strides=2, use_bias=True, name="conv1_conv")(x)
+    x = L.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+    x = L.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    for s, (w, d) in enumerate(zip(widths, depths)):
+        x = stack2(L, x, w, d, stride1=1 if s + 1 == len(depths) else 2, name=f"conv{s + 2}")
+    x = L.BatchNormalization(axis=3, epsilon=BN_EPSILON, name="post_bn")(x)
+    x = L.Activation("relu", name="post_relu")(x)
+    if classes is not None:
+        x = L.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = L.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inp, x, name="resnet_v2")
+
+
 def applications_resnet50_with_head(keras, input_shape=(32, 32, 3), classes=10):
     """The real keras.applications.ResNet50 (no top) with the same head, as one flat model."""
     base = keras.applications.ResNet50(weights=None, include_top=False, input_shape=input_shape)

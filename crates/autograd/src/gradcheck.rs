@@ -188,3 +188,104 @@ impl GradCheck {
         Ok(report)
     }
 }
+
+/// Checks one op the way every op here is checked: its forward output
+/// (without a tape) against `reference`, a naive computation on the
+/// inputs (usually a [`tensor::reference`] function), to `atol` + `rtol`
+/// relative; then its backward against finite differences with `check`.
+/// Panics with the first values and the largest difference on a mismatch.
+pub fn check_op(
+    what: &str,
+    check: GradCheck,
+    inputs: &[Tensor],
+    op: impl Fn(&mut Graph, &[Var]) -> Var,
+    reference: impl Fn(&[Tensor]) -> Vec<f32>,
+    (atol, rtol): (f32, f32),
+) {
+    let params = ParamStore::new();
+    let mode = Mode {
+        record: false,
+        training: check.training,
+        layer_outputs: false,
+    };
+    let mut g = Graph::new(&params, mode);
+    let vars: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), false)).collect();
+    let out = op(&mut g, &vars);
+    let want = reference(inputs);
+    tensor::testing::check_tensor(
+        &format!("{what} forward"),
+        g.value(out).data(),
+        &want,
+        atol,
+        rtol,
+    );
+    if let Err(e) = check.run(&params, inputs, op) {
+        panic!("{what} backward: gradient check failed: {e}");
+    }
+}
+
+/// What one run of a function under a tape produced: its output and the
+/// gradient of every input for a fixed output gradient.
+fn output_and_gradients(
+    mode: Mode,
+    inputs: &[Tensor],
+    f: &dyn Fn(&mut Graph, &[Var]) -> Var,
+) -> (Tensor, Vec<Tensor>) {
+    let params = ParamStore::new();
+    let mut g = Graph::new(&params, mode);
+    let vars: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), true)).collect();
+    let out = f(&mut g, &vars);
+    let value = g.value(out).clone();
+    let seed = Tensor::from_vec(value.shape(), random_values(value.numel(), 9)).unwrap();
+    let grads = g.backward_with(out, seed);
+    let d = vars
+        .iter()
+        .zip(inputs)
+        .map(|(v, x)| {
+            grads
+                .leaf(*v)
+                .cloned()
+                .unwrap_or_else(|| Tensor::zeros(x.shape()))
+        })
+        .collect();
+    (value, d)
+}
+
+/// Asserts that a fused op computes what the ops it stands for compute
+/// one by one: the same output bit for bit (a fused op does each f32
+/// operation of its parts, in their order), and the same input gradients
+/// to `grad_tol` (its backward may sum in another order). Runs under a tape
+/// in `mode` (with `mode.record` forced on).
+pub fn assert_fused_equals_composed(
+    what: &str,
+    mode: Mode,
+    inputs: &[Tensor],
+    fused: impl Fn(&mut Graph, &[Var]) -> Var,
+    composed: impl Fn(&mut Graph, &[Var]) -> Var,
+    grad_tol: f32,
+) {
+    tensor::buffer_pool::poison_recycled(true);
+    let mode = Mode {
+        record: true,
+        ..mode
+    };
+    let (y_fused, d_fused) = output_and_gradients(mode, inputs, &fused);
+    let (y_parts, d_parts) = output_and_gradients(mode, inputs, &composed);
+    assert_eq!(y_fused.shape(), y_parts.shape(), "{what}: output shapes");
+    tensor::testing::check_tensor(
+        &format!("{what}: output"),
+        y_fused.data(),
+        y_parts.data(),
+        0.0,
+        0.0,
+    );
+    for (i, (a, b)) in d_fused.iter().zip(&d_parts).enumerate() {
+        tensor::testing::check_tensor(
+            &format!("{what}: gradient of input {i}"),
+            a.data(),
+            b.data(),
+            grad_tol,
+            0.0,
+        );
+    }
+}

@@ -1,13 +1,19 @@
 //! Every op's backward against central finite differences (see
 //! `autograd::gradcheck` for the step and tolerances), over random shapes.
 
-use autograd::gradcheck::GradCheck;
+use autograd::gradcheck::{assert_fused_equals_composed, check_op, GradCheck};
 use autograd::ops;
 use autograd::{Backward, BackwardCtx, Graph, OpInfo, ParamStore, Var};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tensor::{Padding, Tensor};
+use tensor::{reference, Padding, PoolGeometry, Tensor, Trans};
+
+/// `batch_norm_infer`'s reference on inputs (x, gamma, beta, mean, var).
+fn infer_reference(t: &[Tensor]) -> Vec<f32> {
+    let d: Vec<&[f32]> = t.iter().map(|t| t.data()).collect();
+    reference::batch_norm_infer(d[0], d[1], d[2], d[3], d[4], 1.001e-5)
+}
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -97,7 +103,13 @@ proptest! {
         prop_assume!(h + pads[0] + pads[1] >= k && w + pads[2] + pads[3] >= k);
         let mut inputs = vec![random(&[n, h, w, cin], seed), random(&[k, k, cin, cout], seed + 1)];
         if bias { inputs.push(random(&[cout], seed + 2)); }
-        check(&inputs, |g, v| ops::conv2d(g, v[0], v[1], v.get(2).copied(), stride, padding));
+        check_op("conv2d", GradCheck::default(), &inputs,
+            |g, v| ops::conv2d(g, v[0], v[1], v.get(2).copied(), stride, padding),
+            |t| {
+                let geom = autograd::ops::conv2d::geometry(&t[0], &t[1], stride, padding);
+                reference::conv2d_forward(&geom, t[0].data(), t[1].data(), t.get(2).map(|b| b.data()))
+            },
+            (1e-5, 1e-5));
     }
 
     #[test]
@@ -110,7 +122,10 @@ proptest! {
         let mut x = distinct(&[n, hw, hw, c], seed);
         x.data_mut().iter_mut().for_each(|v| *v *= 5.0);
         let inputs = [x, random(&[c], seed + 1), random(&[c], seed + 2)];
-        check(&inputs, |g, v| ops::batch_norm_train(g, v[0], v[1], v[2], 1.001e-5).0);
+        check_op("batch_norm_train", GradCheck::default(), &inputs,
+            |g, v| ops::batch_norm_train(g, v[0], v[1], v[2], 1.001e-5).0,
+            |t| reference::batch_norm_train(t[0].data(), t[1].data(), t[2].data(), 1.001e-5),
+            (1e-5, 1e-5));
     }
 
     #[test]
@@ -120,7 +135,10 @@ proptest! {
         let inputs = [random(&[n, hw, hw, c], seed), random(&[c], seed + 1), random(&[c], seed + 2),
                       random(&[c], seed + 3), var];
         let c = GradCheck { training: false, ..GradCheck::default() };
-        check_with(c, &inputs, |g, v| ops::batch_norm_infer(g, v[0], v[1], v[2], v[3], v[4], 1.001e-5));
+        check_op("batch_norm_infer", c, &inputs,
+            |g, v| ops::batch_norm_infer(g, v[0], v[1], v[2], v[3], v[4], 1.001e-5),
+            infer_reference,
+            (1e-5, 1e-5));
     }
 
     #[test]
@@ -133,7 +151,10 @@ proptest! {
         let inputs = [x, random(&[c], seed + 1), random(&[c], seed + 2)];
         prop_assume!(clear_of_the_kink(&inputs, true));
         let check = GradCheck { step: 1e-3, ..GradCheck::default() };
-        check_with(check, &inputs, |g, v| ops::batch_norm_relu_train(g, v[0], v[1], v[2], 1.001e-5).0);
+        check_op("batch_norm_relu_train", check, &inputs,
+            |g, v| ops::batch_norm_relu_train(g, v[0], v[1], v[2], 1.001e-5).0,
+            |t| reference::relu(&reference::batch_norm_train(t[0].data(), t[1].data(), t[2].data(), 1.001e-5)),
+            (1e-5, 1e-5));
     }
 
     #[test]
@@ -144,9 +165,13 @@ proptest! {
         let inputs = [x, random(&[c], seed + 1), random(&[c], seed + 2), random(&[n, hw, hw, c], seed + 3)];
         prop_assume!(residual_sum_clear_of_the_kink(&inputs));
         let check = GradCheck { step: 1e-3, ..GradCheck::default() };
-        check_with(check, &inputs, |g, v| {
-            ops::batch_norm_add_relu_train(g, v[0], v[1], v[2], v[3], 1.001e-5).0
-        });
+        check_op("batch_norm_add_relu_train", check, &inputs,
+            |g, v| ops::batch_norm_add_relu_train(g, v[0], v[1], v[2], v[3], 1.001e-5).0,
+            |t| {
+                let b = reference::batch_norm_train(t[0].data(), t[1].data(), t[2].data(), 1.001e-5);
+                reference::relu(&reference::add(t[3].data(), &b))
+            },
+            (1e-5, 1e-5));
     }
 
     #[test]
@@ -157,13 +182,17 @@ proptest! {
                       random(&[c], seed + 3), var];
         prop_assume!(clear_of_the_kink(&inputs, false));
         let c = GradCheck { training: false, step: 1e-3, ..GradCheck::default() };
-        check_with(c, &inputs, |g, v| ops::batch_norm_relu_infer(g, v[0], v[1], v[2], v[3], v[4], 1.001e-5));
+        check_op("batch_norm_relu_infer", c, &inputs,
+            |g, v| ops::batch_norm_relu_infer(g, v[0], v[1], v[2], v[3], v[4], 1.001e-5),
+            |t| reference::relu(&infer_reference(t)),
+            (1e-5, 1e-5));
     }
 
     #[test]
     fn relu(n in 1usize..40, seed in any::<u64>()) {
         // Inputs keep clear of the kink, so nothing may be skipped here.
-        check(&[away_from_zero(&[n, 3], seed)], |g, v| ops::relu(g, v[0]));
+        check_op("relu", GradCheck::default(), &[away_from_zero(&[n, 3], seed)],
+            |g, v| ops::relu(g, v[0]), |t| reference::relu(t[0].data()), (0.0, 0.0));
     }
 
     #[test]
@@ -185,18 +214,33 @@ proptest! {
     #[test]
     fn max_pool(n in 1usize..3, h in 3usize..7, w in 3usize..7, c in 1usize..3,
                 k in 2usize..4, stride in 1usize..3, pad in 0usize..2, seed in any::<u64>()) {
-        check(&[distinct(&[n, h, w, c], seed)], |g, v| ops::max_pool(g, v[0], k, stride, Padding::uniform(pad)));
+        let padding = Padding::uniform(pad);
+        let geom = PoolGeometry { batch: n, in_h: h, in_w: w, channels: c, kernel: k, stride, padding };
+        prop_assume!(geom.validate().is_ok());
+        check_op("max_pool", GradCheck::default(), &[distinct(&[n, h, w, c], seed)],
+            |g, v| ops::max_pool(g, v[0], k, stride, padding),
+            |t| reference::max_pool_forward(&geom, t[0].data()).0, (0.0, 0.0));
     }
 
     #[test]
     fn global_avg_pool(n in 1usize..3, h in 1usize..4, w in 1usize..4, c in 1usize..4, seed in any::<u64>()) {
-        check(&[random(&[n, h, w, c], seed)], |g, v| ops::global_avg_pool(g, v[0]));
+        check_op("global_avg_pool", GradCheck::default(), &[random(&[n, h, w, c], seed)],
+            |g, v| ops::global_avg_pool(g, v[0]),
+            |t| reference::global_avg_pool_forward(t[0].data(), n, h * w, c), (1e-6, 1e-6));
     }
 
     #[test]
     fn dense(n in 1usize..4, fin in 1usize..6, fout in 1usize..6, seed in any::<u64>()) {
         let inputs = [random(&[n, fin], seed), random(&[fin, fout], seed + 1), random(&[fout], seed + 2)];
-        check(&inputs, |g, v| ops::dense(g, v[0], v[1], v[2]));
+        check_op("dense", GradCheck::default(), &inputs,
+            |g, v| ops::dense(g, v[0], v[1], v[2]),
+            |t| {
+                // y = x w + b: the bias broadcast into C first, then the product added.
+                let mut y: Vec<f32> = (0..n).flat_map(|_| t[2].data().to_vec()).collect();
+                reference::gemm(n, fout, fin, 1.0, t[0].data(), Trans::N, t[1].data(), Trans::N, 1.0, &mut y);
+                y
+            },
+            (1e-5, 1e-5));
     }
 
     #[test]
@@ -301,109 +345,92 @@ fn the_check_catches_a_wrong_backward() {
 /// do, forward and backward, in both modes.
 #[test]
 fn fused_batch_norm_relu_equals_the_two_ops() {
+    let mut var = random(&[5], 5);
+    var.data_mut().iter_mut().for_each(|v| *v = 0.5 + v.abs());
     let inputs = [
         random(&[3, 4, 4, 5], 1),
         random(&[5], 2),
         random(&[5], 3),
         random(&[5], 4),
+        var,
     ];
-    let mut var = random(&[5], 5);
-    var.data_mut().iter_mut().for_each(|v| *v = 0.5 + v.abs());
-    let params = ParamStore::new();
-    for training in [true, false] {
-        let mode = autograd::Mode {
-            record: true,
-            training,
-            layer_outputs: false,
-        };
-        let run = |fused: bool| {
-            let mut g = Graph::new(&params, mode);
-            let v: Vec<Var> = inputs
-                .iter()
-                .chain([&var])
-                .map(|t| g.leaf(t.clone(), true))
-                .collect();
-            let y = match (training, fused) {
-                (true, true) => ops::batch_norm_relu_train(&mut g, v[0], v[1], v[2], 1e-3).0,
-                (true, false) => {
-                    let b = ops::batch_norm_train(&mut g, v[0], v[1], v[2], 1e-3).0;
-                    ops::relu(&mut g, b)
-                }
-                (false, true) => {
-                    ops::batch_norm_relu_infer(&mut g, v[0], v[1], v[2], v[3], v[4], 1e-3)
-                }
-                (false, false) => {
-                    let b = ops::batch_norm_infer(&mut g, v[0], v[1], v[2], v[3], v[4], 1e-3);
-                    ops::relu(&mut g, b)
-                }
-            };
-            let out = g.value(y).clone();
-            let seed = random(out.shape(), 9);
-            let grads = g.backward_with(y, seed);
-            let dx: Vec<Tensor> = v
-                .iter()
-                .map(|&v| {
-                    grads
-                        .leaf(v)
-                        .cloned()
-                        .unwrap_or_else(|| Tensor::zeros(&[0]))
-                })
-                .collect();
-            (out, dx)
-        };
-        let (fused, separate) = (run(true), run(false));
-        assert_eq!(fused.0, separate.0, "forward, training {training}");
-        for (a, b) in fused.1.iter().zip(&separate.1) {
-            let diff = a
-                .data()
-                .iter()
-                .zip(b.data())
-                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(
-                diff < 1e-5,
-                "gradient differs by {diff}, training {training}"
-            );
-        }
-    }
+    assert_fused_equals_composed(
+        "batch_norm_relu_train",
+        autograd::Mode::TRAIN,
+        &inputs[..3],
+        |g, v| ops::batch_norm_relu_train(g, v[0], v[1], v[2], 1e-3).0,
+        |g, v| {
+            let b = ops::batch_norm_train(g, v[0], v[1], v[2], 1e-3).0;
+            ops::relu(g, b)
+        },
+        1e-5,
+    );
+    assert_fused_equals_composed(
+        "batch_norm_relu_infer",
+        autograd::Mode::FROZEN_BN,
+        &inputs,
+        |g, v| ops::batch_norm_relu_infer(g, v[0], v[1], v[2], v[3], v[4], 1e-3),
+        |g, v| {
+            let b = ops::batch_norm_infer(g, v[0], v[1], v[2], v[3], v[4], 1e-3);
+            ops::relu(g, b)
+        },
+        1e-5,
+    );
 }
 
 /// Batchnorm + residual add + ReLU as one training op computes exactly what
 /// the three ops do forward, and the same gradients up to rounding.
 #[test]
 fn fused_batch_norm_add_relu_equals_the_three_ops() {
-    tensor::buffer_pool::poison_recycled(true);
+    trait TrainOp: Fn(&mut Graph, &[Var]) -> (Var, ops::BatchStats) {}
+    impl<F: Fn(&mut Graph, &[Var]) -> (Var, ops::BatchStats)> TrainOp for F {}
     let inputs = [
         random(&[3, 4, 4, 5], 1),
         random(&[5], 2),
         random(&[5], 3),
         random(&[3, 4, 4, 5], 4),
     ];
+    let fused =
+        |g: &mut Graph, v: &[Var]| ops::batch_norm_add_relu_train(g, v[0], v[1], v[2], v[3], 1e-3);
+    let composed = |g: &mut Graph, v: &[Var]| {
+        let (b, stats) = ops::batch_norm_train(g, v[0], v[1], v[2], 1e-3);
+        let sum = ops::add(g, v[3], b);
+        (ops::relu(g, sum), stats)
+    };
+    assert_fused_equals_composed(
+        "batch_norm_add_relu_train",
+        autograd::Mode::TRAIN,
+        &inputs,
+        |g, v| fused(g, v).0,
+        |g, v| composed(g, v).0,
+        1e-5,
+    );
+    // The same batch statistics, and a ReLU that cut something.
     let params = ParamStore::new();
-    let run = |fused: bool| {
+    let stats_and_output = |f: &dyn TrainOp| {
         let mut g = Graph::new(&params, autograd::Mode::TRAIN);
         let v: Vec<Var> = inputs.iter().map(|t| g.leaf(t.clone(), true)).collect();
-        let (y, stats) = if fused {
-            ops::batch_norm_add_relu_train(&mut g, v[0], v[1], v[2], v[3], 1e-3)
-        } else {
-            let (b, stats) = ops::batch_norm_train(&mut g, v[0], v[1], v[2], 1e-3);
-            let sum = ops::add(&mut g, v[3], b);
-            (ops::relu(&mut g, sum), stats)
-        };
-        let out = g.value(y).clone();
-        let grads = g.backward_with(y, random(out.shape(), 9));
-        let d: Vec<Tensor> = v.iter().map(|&v| grads.leaf(v).unwrap().clone()).collect();
-        (out, stats.mean, d)
+        let (y, stats) = f(&mut g, &v);
+        (stats.mean, stats.var, g.value(y).clone())
     };
-    let (fused, separate) = (run(true), run(false));
-    assert_eq!(fused.0, separate.0, "forward");
-    assert_eq!(fused.1, separate.1, "batch statistics");
-    assert!(fused.0.data().contains(&0.0), "the ReLU cut something");
-    for (i, (a, b)) in fused.2.iter().zip(&separate.2).enumerate() {
-        let diff = a
-            .data()
-            .iter()
-            .zip(b.data())
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(diff < 1e-5, "gradient of input {i} differs by {diff}");
-    }
+    let (mean, var, y) = stats_and_output(&fused);
+    let (mean_parts, var_parts, _) = stats_and_output(&composed);
+    assert_eq!((mean, var), (mean_parts, var_parts), "batch statistics");
+    assert!(y.data().contains(&0.0), "the ReLU cut something");
+}
+
+/// `check_op` compares the forward too: a reference that disagrees fails it.
+#[test]
+fn check_op_catches_a_wrong_forward() {
+    let x = away_from_zero(&[4, 3], 3);
+    tensor::testing::assert_panics("relu forward: element", || {
+        check_op(
+            "relu",
+            GradCheck::default(),
+            &[x],
+            |g, v| ops::relu(g, v[0]),
+            |t| t[0].data().iter().map(|v| v.abs()).collect(),
+            (0.0, 0.0),
+        )
+    });
 }

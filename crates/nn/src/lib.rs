@@ -1,20 +1,26 @@
-//! Layers, residual blocks and a Keras-exact ResNet50 over `autograd`.
+//! Layers, residual blocks and Keras-exact ResNets (50, 101 and 152, V1 and
+//! V2) over `autograd`.
 //!
 //! Every parameter is stored under its Keras name (`conv1_conv/kernel`,
 //! `conv2_block1_0_bn/moving_mean`, `predictions/bias`), so weights converted
 //! from Keras load by name, and checkpoints written here load back into Keras.
 
 pub mod blocks;
+pub mod blocks_v2;
 pub mod checkpoint;
 pub mod freeze;
 pub mod init;
+pub mod keras_h5;
 pub mod layers;
 pub mod model;
 pub mod resnet;
+pub mod resnet_v2;
 
 pub use blocks::Bottleneck;
+pub use blocks_v2::PreActBottleneck;
 pub use model::{Model, ModelOutput};
 pub use resnet::{ModelError, ResNet, ResNetConfig};
+pub use resnet_v2::ResNetV2;
 
 use autograd::{ParamId, ParamKind, ParamStore};
 use layers::VarianceUpdate;

@@ -69,8 +69,9 @@ pub trait Model: Send + Sync {
         }
     }
 
-    /// Loads Keras-named weights by name (see [`checkpoint::load`]) and
-    /// adopts the batchnorm epsilon the file declares, if any.
+    /// Loads Keras-named weights by name from safetensors or a Keras `.h5`
+    /// file (see [`checkpoint::load`]) and adopts the batchnorm epsilon the
+    /// file declares or implies, if any.
     fn load_weights(
         &mut self,
         store: &mut ParamStore,

@@ -58,6 +58,50 @@ impl ResNetConfig {
         }
     }
 
+    /// Keras ResNet101 (`[3, 4, 23, 3]` blocks) at 32x32.
+    pub fn resnet101(num_classes: Option<usize>) -> Self {
+        Self::with_depths(&[3, 4, 23, 3], num_classes)
+    }
+
+    /// Keras ResNet152 (`[3, 8, 36, 3]` blocks) at 32x32.
+    pub fn resnet152(num_classes: Option<usize>) -> Self {
+        Self::with_depths(&[3, 8, 36, 3], num_classes)
+    }
+
+    /// ResNet50's widths and stem with other blocks per stage: the depths
+    /// are all that tells Keras's ResNet50, 101 and 152 apart (and their V2
+    /// counterparts, built from the same configurations by
+    /// [`crate::ResNetV2::new`]).
+    pub fn with_depths(depths: &[usize], num_classes: Option<usize>) -> Self {
+        ResNetConfig {
+            depths: depths.to_vec(),
+            ..Self::resnet50(num_classes)
+        }
+    }
+
+    /// Checks what every ResNet builder needs of a configuration.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.input_size < 32 {
+            return Err(ModelError::Config(format!(
+                "input size {} is below Keras's minimum of 32",
+                self.input_size
+            )));
+        }
+        if self.depths.len() != self.widths.len() || self.depths.is_empty() || self.depths.len() > 4
+        {
+            return Err(ModelError::Config(format!(
+                "depths {:?} and widths {:?} must name the same 1 to 4 stages",
+                self.depths, self.widths
+            )));
+        }
+        if self.depths.contains(&0) || self.widths.contains(&0) || self.stem_filters == 0 {
+            return Err(ModelError::Config(
+                "depths, widths and stem filters must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Channels of the final feature map.
     pub fn feature_channels(&self) -> usize {
         4 * self.widths.last().copied().unwrap_or(self.stem_filters / 4)
@@ -70,6 +114,15 @@ pub enum ModelError {
     Config(String),
     #[error("input batch has shape {got:?}; the model expects [N, {size}, {size}, 3] (NHWC)")]
     Input { got: Vec<usize>, size: usize },
+}
+
+/// The stage Keras's layer naming puts `param` in: `N` for `convN_*`
+/// (`conv1_*` is the stem, 1), `None` for anything else.
+pub(crate) fn keras_stage(param: &str) -> Option<usize> {
+    let rest = param.strip_prefix("conv")?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    rest[digits.len()..].starts_with('_').then_some(())?;
+    digits.parse().ok()
 }
 
 /// The stem: `conv1_pad` -> `conv1_conv` -> `conv1_bn` -> `conv1_relu` ->
@@ -115,26 +168,7 @@ pub struct ResNet {
 impl ResNet {
     /// Builds the network and a store holding its freshly initialized parameters.
     pub fn new(config: ResNetConfig) -> Result<(ResNet, ParamStore), ModelError> {
-        if config.input_size < 32 {
-            return Err(ModelError::Config(format!(
-                "input size {} is below Keras's minimum of 32",
-                config.input_size
-            )));
-        }
-        if config.depths.len() != config.widths.len()
-            || config.depths.is_empty()
-            || config.depths.len() > 4
-        {
-            return Err(ModelError::Config(format!(
-                "depths {:?} and widths {:?} must name the same 1 to 4 stages",
-                config.depths, config.widths
-            )));
-        }
-        if config.depths.contains(&0) || config.widths.contains(&0) || config.stem_filters == 0 {
-            return Err(ModelError::Config(
-                "depths, widths and stem filters must be positive".into(),
-            ));
-        }
+        config.validate()?;
         let mut ctx = BuildCtx::new(config.seed, config.variance_update);
         let stem = Stem {
             pad: ZeroPadding {
@@ -249,10 +283,7 @@ impl Model for ResNet {
 
     /// `conv1_*` is the stem (1), `convN_*` stage N; the rest is the head.
     fn stage_of(&self, param: &str) -> Option<usize> {
-        let rest = param.strip_prefix("conv")?;
-        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-        rest[digits.len()..].starts_with('_').then_some(())?;
-        digits.parse().ok()
+        keras_stage(param)
     }
 
     fn bn_epsilon(&self) -> f32 {

@@ -20,5 +20,6 @@ pub mod run_config;
 pub mod run_dir;
 pub mod run_state;
 pub mod trainer;
+pub mod weights_choice;
 
 pub use fit::fit;

@@ -18,7 +18,7 @@ use crate::trainer::Trainer;
 use anyhow::{anyhow, Result};
 use autograd::ParamStore;
 use nn::checkpoint::write_atomic;
-use nn::{Model, ResNet};
+use nn::Model;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -32,8 +32,7 @@ pub struct RunOutcome {
 
 /// Builds the network `spec` describes, with its initial weights.
 pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<(Box<dyn Model>, ParamStore)> {
-    let (model, store) = ResNet::new(spec.config(IMAGE_SIDE, seed))?;
-    Ok((Box::new(model), store))
+    Ok(spec.build(IMAGE_SIDE, seed)?)
 }
 
 /// A seeded random subset of `limit` images (all of them without a limit).
@@ -107,18 +106,24 @@ pub fn train(
         if !r.left_at_init.is_empty() {
             println!("left at initialization: {}", r.left_at_init.join(", "));
         }
-        if preprocess == Preprocess::Unit {
-            eprintln!(
-                "warning: pretrained weights with --preprocess unit; Keras's ImageNet weights expect --preprocess caffe"
-            );
-        }
     }
+    println!(
+        "preprocessing: {preprocess} ({})",
+        match preprocess {
+            Preprocess::Unit if config.weights.is_some() && !resume =>
+                "x / 255, as the tutorial does even with ImageNet weights; \
+                 --preprocess caffe is Keras's own ImageNet preprocessing",
+            Preprocess::Unit => "x / 255",
+            Preprocess::Caffe => "Keras's ImageNet preprocessing: BGR, ImageNet mean subtracted",
+        }
+    );
     let frozen = nn::freeze::apply(&mut store, model.as_ref(), freeze);
     if frozen > 0 {
         println!("frozen weights: {frozen} ({})", config.freeze);
     }
     println!(
-        "model: ResNet stages {:?} widths {:?}, {} parameters",
+        "model: {} stages {:?} widths {:?}, {} parameters",
+        spec.name(),
         spec.depths,
         spec.widths,
         store.num_scalars()

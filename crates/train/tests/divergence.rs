@@ -14,6 +14,7 @@ use train::trainer::Trainer;
 
 fn trainer(lr: f32) -> Trainer {
     let spec = ModelSpec {
+        version: train::model_spec::ResNetVersion::V1,
         stem_filters: 8,
         depths: vec![1, 1, 1, 1],
         widths: vec![8, 8, 16, 16],

@@ -22,6 +22,7 @@ fn the_example_fine_tunes_on_an_image_folder() {
         weights: None,
         epochs: 4,
         model: ModelSpec {
+            version: train::model_spec::ResNetVersion::V1,
             stem_filters: 8,
             depths: vec![1, 1, 1, 1],
             widths: vec![8, 8, 16, 16],

@@ -17,6 +17,7 @@ use train::trainer::Trainer;
 
 fn spec() -> ModelSpec {
     ModelSpec {
+        version: train::model_spec::ResNetVersion::V1,
         stem_filters: 8,
         depths: vec![1, 1],
         widths: vec![4, 8],

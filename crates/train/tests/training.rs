@@ -22,6 +22,7 @@ use train::trainer::Trainer;
 
 fn narrow_spec(classes: usize) -> ModelSpec {
     ModelSpec {
+        version: train::model_spec::ResNetVersion::V1,
         stem_filters: 8,
         depths: vec![1, 1, 1, 1],
         widths: vec![8, 8, 16, 16],

@@ -45,6 +45,10 @@ pub enum CheckpointError {
     #[error("{path}: not a valid safetensors file: {reason}")]
     Format { path: PathBuf, reason: String },
 
+    /// A Keras `.h5` file that cannot be read (see [`crate::keras_h5`]).
+    #[error("{path}: {msg}")]
+    H5 { path: PathBuf, msg: String },
+
     /// A tensor is stored in a dtype that is not widened to f32.
     #[error(
         "{path}: tensor '{tensor}' has dtype {dtype}; only F32, F16, BF16 and F64 can be read"

@@ -21,5 +21,6 @@ pub mod weights;
 
 pub use self::atomic::{write_atomic, write_atomic_with};
 pub use self::error::CheckpointError;
+pub(crate) use self::safetensors::decode_f32;
 pub use self::safetensors::{read_tensors, to_bytes, write, Metadata, NamedTensors, TensorFile};
 pub use self::weights::{load, load_from, save, LoadReport, EPSILON_KEY};

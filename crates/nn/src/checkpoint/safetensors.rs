@@ -39,12 +39,28 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Reads and decodes `path`.
+    /// Reads and decodes `path`: a safetensors file, or a Keras `.h5`
+    /// file (HDF5 signature, or an `.h5`, `.hdf5` or `.keras` name) through
+    /// [`crate::keras_h5`], whose tensors then go through the same by-name
+    /// loading as ours.
     pub fn read(path: &Path) -> Result<Self, CheckpointError> {
         let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
             path: path.into(),
             source,
         })?;
+        let h5_name = path.extension().is_some_and(|e| {
+            ["h5", "hdf5", "keras"]
+                .iter()
+                .any(|x| e.eq_ignore_ascii_case(x))
+        });
+        if h5_name || crate::keras_h5::is_hdf5(&bytes) {
+            let (tensors, metadata) = crate::keras_h5::read(path, bytes)?;
+            return Ok(TensorFile {
+                path: path.into(),
+                tensors: tensors.into_iter().collect(),
+                metadata,
+            });
+        }
         Self::from_bytes(&bytes, path)
     }
 
@@ -180,7 +196,7 @@ impl View for F32View<'_> {
 
 /// Widens a tensor's little-endian element bytes to f32 (F32, F16, BF16 and
 /// F64); `None` for any other dtype.
-fn decode_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+pub(crate) fn decode_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     Some(match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)

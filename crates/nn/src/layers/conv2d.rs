@@ -1,5 +1,8 @@
-//! Keras `Conv2D` (always with a bias in ResNet50): HWIO kernel, 'valid' or
-//! TensorFlow 'same' padding.
+//! Keras `Conv2D`: HWIO kernel, 'valid' or TensorFlow 'same' padding, with
+//! or without a bias (`use_bias`). ResNet V1 gives every conv a bias;
+//! ResNet V2 drops it from the convs a batchnorm follows (a bias there is
+//! cancelled by the batchnorm's mean), keeping it on the shortcut and the
+//! block's last conv, whose outputs are added without a batchnorm.
 
 use crate::init::glorot_uniform;
 use crate::BuildCtx;
@@ -17,7 +20,8 @@ pub enum PaddingMode {
 pub struct Conv2d {
     pub name: String,
     pub kernel: ParamId,
-    pub bias: ParamId,
+    /// `<name>/bias`, absent for `use_bias=False`.
+    pub bias: Option<ParamId>,
     pub kernel_size: usize,
     pub stride: usize,
     pub padding: PaddingMode,
@@ -34,15 +38,33 @@ impl Conv2d {
         stride: usize,
         padding: PaddingMode,
     ) -> Self {
+        Self::with_bias(ctx, name, cin, cout, k, stride, padding, true)
+    }
+
+    /// Like [`Conv2d::new`]; `use_bias = false` adds only the kernel
+    /// (Keras's `use_bias=False`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_bias(
+        ctx: &mut BuildCtx,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: PaddingMode,
+        use_bias: bool,
+    ) -> Self {
         let kernel = glorot_uniform(&[k, k, cin, cout], &mut ctx.rng);
         Conv2d {
             name: name.into(),
             kernel: ctx.add(&format!("{name}/kernel"), kernel, ParamKind::Weight),
-            bias: ctx.add(
-                &format!("{name}/bias"),
-                Tensor::zeros(&[cout]),
-                ParamKind::Weight,
-            ),
+            bias: use_bias.then(|| {
+                ctx.add(
+                    &format!("{name}/bias"),
+                    Tensor::zeros(&[cout]),
+                    ParamKind::Weight,
+                )
+            }),
             kernel_size: k,
             stride,
             padding,
@@ -67,7 +89,7 @@ impl Conv2d {
         };
         ops::ConvArgs {
             kernel: g.param(self.kernel),
-            bias: Some(g.param(self.bias)),
+            bias: self.bias.map(|b| g.param(b)),
             stride: self.stride,
             padding,
         }

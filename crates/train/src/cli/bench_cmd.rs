@@ -6,12 +6,12 @@ use super::setup::in_pool;
 use super::BenchArgs;
 use anyhow::Result;
 use autograd::{ops, Graph, Mode};
-use nn::{ResNet, ResNetConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tensor::Tensor;
+use train::model_spec::ModelSpec;
 use train::optim::{Adam, AdamConfig, LrSchedule};
 use train::trainer::Trainer;
 
@@ -56,16 +56,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
 fn run_in_pool(a: BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
-    let (model, store) = ResNet::new(ResNetConfig::resnet50(Some(10)))?;
+    let spec = ModelSpec {
+        num_classes: Some(10),
+        ..a.model.clone()
+    };
+    let (model, store) = spec.build(32, 0)?;
     let mut trainer = Trainer::new(
-        Box::new(model),
+        model,
         store,
         Box::new(Adam::new(AdamConfig::default())),
         LrSchedule::constant(1e-4),
     );
     let flops = forward_flops_per_image(&trainer);
     println!(
-        "ResNet50 (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step",
+        "{} (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step",
+        keras_display_name(&spec.name()),
         flops / 1e6,
         3.0 * flops / 1e6
     );
@@ -232,4 +237,9 @@ fn profile(trainer: &Trainer, mode: Mode, batch: usize, rng: &mut StdRng) {
             fl / f / 1e9,
         );
     }
+}
+
+/// `resnet101v2` -> `ResNet101V2`, Keras's spelling of its constructors.
+fn keras_display_name(name: &str) -> String {
+    name.replace("resnet", "ResNet").replace("v2", "V2")
 }

@@ -9,6 +9,7 @@ mod train_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use train::weights_choice::WeightsChoice;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,9 +48,12 @@ pub struct TrainArgs {
     /// [default: data/cifar10, then ../shared/data/cifar10-jpg.tar.gz].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Start from these weights (e.g. converted Keras ImageNet weights); the head may be absent.
+    /// imagenet (Keras's ImageNet weights, from Keras's cache, ours, or
+    /// downloaded and md5-checked) | none (Keras initialization) | a weights
+    /// file (.safetensors or Keras .h5/.keras; the head may be absent)
+    /// [default: imagenet when it can be had for the model, else none].
     #[arg(long)]
-    pub weights: Option<PathBuf>,
+    pub weights: Option<WeightsChoice>,
     /// Epochs to train [default: 10; with --resume, the run's own count unless given].
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -147,11 +151,15 @@ pub struct TrainArgs {
         "data", "weights", "batch_size", "eval_batch_size", "lr", "optimizer", "momentum",
         "nesterov", "weight_decay", "lr_schedule", "warmup_epochs", "augment", "freeze",
         "train_limit", "test_limit", "seed", "preprocess", "out", "depths", "widths",
-        "stem_filters", "unbiased_moving_variance", "val_split", "monitor", "save_best",
+        "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
         "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite",
     ])]
     pub resume: Option<PathBuf>,
+    /// The network: resnet50 | resnet101 | resnet152 | resnet50v2 | resnet101v2 | resnet152v2
+    /// (keras.applications' ResNets; --depths, --widths and --stem-filters then adjust it).
+    #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
+    pub model: train::model_spec::ModelSpec,
     /// Blocks per stage, for a smaller network [ResNet50: 3,4,6,3].
     #[arg(long, value_delimiter = ',')]
     pub depths: Option<Vec<usize>>,
@@ -171,7 +179,7 @@ pub struct TrainArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Run directory or model .safetensors file.
+    /// Run directory or model file (.safetensors, or a Keras .h5).
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[arg(long)]
@@ -189,7 +197,7 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// Run directory or model .safetensors file.
+    /// Run directory or model file (.safetensors, or a Keras .h5).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// 32x32 JPEG or PNG files.
@@ -257,6 +265,9 @@ pub struct BenchArgs {
     /// Time only one of the two.
     #[arg(long, value_parser = ["training", "inference"])]
     pub only: Option<String>,
+    /// The network, as for `train --model`.
+    #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
+    pub model: train::model_spec::ModelSpec,
 }
 
 /// A training run stopped by SIGINT, SIGTERM or SIGHUP after saving its

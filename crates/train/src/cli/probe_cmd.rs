@@ -6,7 +6,7 @@ use super::{ForwardArgs, GradArgs};
 use anyhow::{anyhow, bail, Result};
 use autograd::{ops, Graph, Mode};
 use nn::checkpoint::{self, read_tensors};
-use nn::{Model, ResNet};
+use nn::Model;
 use std::collections::HashMap;
 use std::path::Path;
 use tensor::Tensor;
@@ -22,11 +22,11 @@ fn read_one(path: &Path, name: &str) -> Result<Tensor> {
         .ok_or_else(|| anyhow!("{}: no tensor named '{name}'", path.display()))
 }
 
-fn load(weights: &Path, x: &Tensor) -> Result<(ResNet, autograd::ParamStore)> {
+fn load(weights: &Path, x: &Tensor) -> Result<(Box<dyn Model>, autograd::ParamStore)> {
     let (tensors, _) = read_tensors(weights)?;
     let spec = ModelSpec::infer(&tensors).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
     let size = x.shape().get(1).copied().unwrap_or(0);
-    let (mut model, mut store) = ResNet::new(spec.config(size, 0))?;
+    let (mut model, mut store) = spec.build(size, 0)?;
     model.load_weights(&mut store, weights, &[])?;
     model.check_input(x.shape())?;
     Ok((model, store))
@@ -82,7 +82,7 @@ pub fn grad(a: GradArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let (model, store) = load(&a.weights, &x)?;
-    let classes = model.config.num_classes.unwrap_or(0);
+    let classes = model.num_classes().unwrap_or(0);
     if labels.len() != x.shape()[0] {
         bail!(
             "{}: {} labels for a batch of {}",

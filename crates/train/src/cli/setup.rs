@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use autograd::ParamStore;
 use nn::checkpoint::{self, LoadReport};
-use nn::{Model, ResNet};
+use nn::Model;
 use std::path::Path;
 use train::data::Preprocess;
 use train::model_spec::ModelSpec;
@@ -52,11 +52,11 @@ pub fn load_model(
             path.display()
         );
     }
-    let (mut model, mut store) = ResNet::new(spec.config(input_size, 0))?;
+    let (mut model, mut store) = spec.build(input_size, 0)?;
     let report = model
         .load_weights(&mut store, path, &[])
         .with_context(|| "loading the checkpoint")?;
     train::evaluate::check_finite_weights(&store)
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    Ok((Box::new(model), store, report))
+    Ok((model, store, report))
 }

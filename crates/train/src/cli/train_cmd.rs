@@ -16,9 +16,13 @@ use train::model_spec::ModelSpec;
 use train::run_config::{CallbackConfig, RunConfig};
 use train::run_dir::{self, RunLock};
 use train::run_state;
+use train::weights_choice::{self, WeightsChoice};
 
 fn config_from_args(a: &TrainArgs) -> Result<RunConfig> {
-    let mut model = ModelSpec::resnet50(Some(10));
+    let mut model = ModelSpec {
+        num_classes: Some(10),
+        ..a.model.clone()
+    };
     if let Some(d) = &a.depths {
         model.depths = d.clone();
     }
@@ -52,7 +56,7 @@ fn config_from_args(a: &TrainArgs) -> Result<RunConfig> {
         val_split: a.val_split,
         seed: a.seed,
         preprocess: a.preprocess.clone(),
-        weights: a.weights.clone(),
+        weights: None,
         data,
         model,
         callbacks: CallbackConfig {
@@ -83,7 +87,16 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
             }
             c
         }
-        None => config_from_args(&a)?,
+        None => {
+            let config = config_from_args(&a)?;
+            // Checked before the weights are looked up (or fetched).
+            config.validate()?;
+            let choice = a.weights.clone().unwrap_or(WeightsChoice::Auto);
+            RunConfig {
+                weights: weights_choice::resolve(&choice, &config.model)?,
+                ..config
+            }
+        }
     };
     config.validate()?;
     match &a.resume {

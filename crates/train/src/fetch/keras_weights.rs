@@ -73,6 +73,12 @@ pub fn keras_home() -> Option<PathBuf> {
 }
 
 /// "resnet50", "ResNet50V2", "resnet_101" ... to Keras's `model_name`.
+/// Whether Keras publishes ImageNet weights for `model` (a Keras model name).
+pub fn keras_weights_known(model: &str) -> bool {
+    let name = keras_model_name(model);
+    KERAS_WEIGHTS.iter().any(|w| w.0 == name)
+}
+
 fn keras_model_name(model: &str) -> String {
     model
         .chars()

@@ -29,9 +29,9 @@ pub use cifar10::{
 pub use download::{download, fetch, Fetched, Remote};
 pub use error::FetchError;
 pub use keras_weights::{
-    keras_home, keras_weights, keras_weights_in, weights_remote, weights_remote_from, WeightsFound,
-    WeightsOrigin, IMAGENET_WEIGHTS_BASE_URL, IMAGENET_WEIGHTS_MD5_ENV, IMAGENET_WEIGHTS_URL_ENV,
-    KERAS_WEIGHTS,
+    keras_home, keras_weights, keras_weights_in, keras_weights_known, weights_remote,
+    weights_remote_from, WeightsFound, WeightsOrigin, IMAGENET_WEIGHTS_BASE_URL,
+    IMAGENET_WEIGHTS_MD5_ENV, IMAGENET_WEIGHTS_URL_ENV, KERAS_WEIGHTS,
 };
 
 /// Environment variable that moves the cache folder.
