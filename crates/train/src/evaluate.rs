@@ -6,6 +6,7 @@ use crate::data::{Dataset, Preprocess, IMAGE_SIDE};
 use crate::metrics::{ConfusionMatrix, Meter};
 use autograd::{ops, Graph, Mode, ParamStore};
 use nn::Model;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tensor::Tensor;
 
 /// What one pass over a dataset measured.
@@ -32,6 +33,23 @@ pub fn logits(model: &dyn Model, store: &ParamStore, x: Tensor) -> Tensor {
     g.take(out.logits.expect("a head"))
 }
 
+/// The first parameter holding a NaN or an infinity, as an error naming
+/// it: such weights classify garbage (every logit NaN still "predicts"
+/// class 0), so `eval` and `predict` refuse them.
+pub fn check_finite_weights(store: &ParamStore) -> Result<(), String> {
+    for (_, p) in store.iter() {
+        if let Some(i) = p.value.data().iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "tensor {} holds a non-finite value ({} at index {i}): the weights are corrupt \
+                 or the training diverged",
+                p.name,
+                p.value.data()[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Loss, accuracy and confusion matrix over `data`, in inference mode, in
 /// batches of `batch_size`.
 pub fn evaluate(
@@ -41,6 +59,27 @@ pub fn evaluate(
     batch_size: usize,
     preprocess: Preprocess,
 ) -> EvalResult {
+    evaluate_until(
+        model,
+        store,
+        data,
+        batch_size,
+        preprocess,
+        &AtomicBool::new(false),
+    )
+    .expect("never stopped")
+}
+
+/// [`evaluate`], checking `stop` between batches: `None` if it was raised,
+/// so a Ctrl-C or SIGTERM during a long evaluation is honoured at once.
+pub fn evaluate_until(
+    model: &dyn Model,
+    store: &ParamStore,
+    data: &Dataset,
+    batch_size: usize,
+    preprocess: Preprocess,
+    stop: &AtomicBool,
+) -> Option<EvalResult> {
     let started = std::time::Instant::now();
     let mut meter = Meter::new();
     let mut confusion = ConfusionMatrix::new(&data.classes);
@@ -48,6 +87,9 @@ pub fn evaluate(
     let mut labels = Vec::new();
     assert!(batch_size > 0, "evaluate: batch size must be positive");
     for chunk in indices.chunks(batch_size) {
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
         let mut x = Tensor::for_overwrite(&[chunk.len(), IMAGE_SIDE, IMAGE_SIDE, 3]);
         labels.resize(chunk.len(), 0);
         data.fill_batch(chunk, preprocess, None, x.data_mut());
@@ -57,11 +99,11 @@ pub fn evaluate(
         meter.update(loss, logits.data(), &labels);
         confusion.add_batch(logits.data(), &labels);
     }
-    EvalResult {
+    Some(EvalResult {
         loss: meter.loss(),
         accuracy: meter.accuracy(),
         confusion,
         images: data.len(),
         seconds: started.elapsed().as_secs_f64(),
-    }
+    })
 }

@@ -17,6 +17,7 @@ pub mod optim;
 pub mod report;
 pub mod run;
 pub mod run_config;
+pub mod run_dir;
 pub mod run_state;
 pub mod trainer;
 pub mod weights_choice;

@@ -13,6 +13,11 @@ use nn::freeze::Freeze;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+pub mod memory;
+mod validate;
+
+pub use validate::validate_model;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
     pub epochs: usize,

@@ -112,6 +112,24 @@ impl Trainer {
 
     /// Loss, accuracy and confusion matrix over `data`
     /// ([`evaluate::evaluate`]).
+    /// [`Trainer::evaluate`], returning `None` as soon as `stop` is raised.
+    pub fn evaluate_until(
+        &self,
+        data: &Dataset,
+        batch_size: usize,
+        preprocess: Preprocess,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Option<EvalResult> {
+        evaluate::evaluate_until(
+            self.model.as_ref(),
+            &self.store,
+            data,
+            batch_size,
+            preprocess,
+            stop,
+        )
+    }
+
     pub fn evaluate(
         &self,
         data: &Dataset,

@@ -3,7 +3,7 @@
 
 use super::setup::{in_pool, load_model, parse_preprocess, subset};
 use super::EvalArgs;
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
 use train::data::{self, IMAGE_SIDE};
 use train::evaluate::evaluate;
 use train::run_state;
@@ -28,28 +28,59 @@ pub fn run(a: EvalArgs) -> Result<()> {
 }
 
 fn run_in_pool(a: EvalArgs) -> Result<()> {
+    if a.batch_size == 0 {
+        bail!("--batch-size 0: must be at least 1");
+    }
     let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
     let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
     let (cifar, report) = data::load(a.data.as_deref(), Some(&data::default_cache_dir()))?;
     println!("{report}");
-    if a.batch_size == 0 {
-        anyhow::bail!("--batch-size must be positive");
-    }
     let classes = model.num_classes().unwrap_or(0);
-    if cifar.test.classes.len() != classes {
-        anyhow::bail!(
+    let mut cifar_test = cifar.test;
+    match run_state::read_classes(&a.checkpoint) {
+        // A run directory: labels follow its classes.txt by name.
+        Some(names) => {
+            if names.len() != classes {
+                bail!(
+                    "{}: {} lists {} classes but the model classifies {classes}",
+                    a.checkpoint.display(),
+                    run_state::CLASSES_FILE,
+                    names.len()
+                );
+            }
+            let missing = data::remap_to(&mut cifar_test, &names)
+                .map_err(|e| anyhow!("{}: {e}", a.checkpoint.display()))?;
+            if !missing.is_empty() {
+                eprintln!(
+                    "warning: the test data has no images of class {}",
+                    missing.join(", ")
+                );
+            }
+        }
+        None if cifar_test.classes.len() != classes => bail!(
             "{}: the model classifies {classes} classes but the data has {} ({})",
             a.checkpoint.display(),
-            cifar.test.classes.len(),
-            cifar.test.classes.join(", ")
-        );
+            cifar_test.classes.len(),
+            cifar_test.classes.join(", ")
+        ),
+        None => {}
     }
     // The same subset the run evaluated on (train_cmd picks it with seed ^ 1).
     let seed = run_state::read_config(&a.checkpoint)
         .map(|c| c.seed)
         .unwrap_or(0);
-    let test = subset(cifar.test, a.test_limit, seed ^ 1);
+    if a.test_limit == Some(0) {
+        bail!("--test-limit 0: must be at least 1");
+    }
+    let test = subset(cifar_test, a.test_limit, seed ^ 1);
     let eval = evaluate(model.as_ref(), &store, &test, a.batch_size, preprocess);
+    if !eval.loss.is_finite() {
+        bail!(
+            "{}: the test loss is {}: the model's outputs are not finite",
+            a.checkpoint.display(),
+            eval.loss
+        );
+    }
     println!("{}", eval.confusion.render());
     println!(
         "evaluation: {} images, {:.1} images/s",

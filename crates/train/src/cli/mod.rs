@@ -137,9 +137,13 @@ pub struct TrainArgs {
     /// unit (x / 255, the recipe) | caffe (Keras ImageNet preprocessing: BGR, mean-subtracted)
     #[arg(long, default_value = "unit")]
     pub preprocess: String,
-    /// Run directory [default: runs/<time>].
+    /// Run directory [default: runs/run-<UTC time>-<pid> under the current
+    /// directory]. One that already holds a run is refused unless --overwrite.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the run already in --out (its checkpoints and metrics are deleted).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Continue the run in this directory where it stopped, with its own
     /// config.json; only --epochs (to extend it), --threads and --quiet may
     /// be given with it (any other run option is an error, not ignored).
@@ -149,7 +153,7 @@ pub struct TrainArgs {
         "train_limit", "test_limit", "seed", "preprocess", "out", "depths", "widths",
         "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
-        "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr",
+        "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite",
     ])]
     pub resume: Option<PathBuf>,
     /// The network: resnet50 | resnet101 | resnet152 | resnet50v2 | resnet101v2 | resnet152v2
@@ -265,6 +269,28 @@ pub struct BenchArgs {
     #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
     pub model: train::model_spec::ModelSpec,
 }
+
+/// A training run stopped by SIGINT, SIGTERM or SIGHUP after saving its
+/// checkpoint: resumable, but not finished, so the process exits with
+/// [`Interrupted::EXIT_CODE`] rather than 0.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub resume_hint: String,
+}
+
+impl Interrupted {
+    /// 128 + SIGINT, whichever of the three signals arrived (the shell's
+    /// convention for a job stopped by Ctrl-C).
+    pub const EXIT_CODE: u8 = 130;
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.resume_hint)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -20,7 +20,7 @@ pub fn in_pool<T: Send>(
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         if n == 0 {
-            bail!("--threads must be positive");
+            bail!("--threads 0: must be at least 1");
         }
         builder = builder.num_threads(n);
     }
@@ -38,7 +38,8 @@ pub fn parse_preprocess(s: &str) -> Result<Preprocess> {
 pub use train::run::subset;
 
 /// Builds the model a weights file describes and loads it (the head must be
-/// in the file).
+/// in the file); weights holding a NaN or infinity are refused, naming the
+/// first such tensor.
 pub fn load_model(
     path: &Path,
     input_size: usize,
@@ -55,5 +56,7 @@ pub fn load_model(
     let report = model
         .load_weights(&mut store, path, &[])
         .with_context(|| "loading the checkpoint")?;
+    train::evaluate::check_finite_weights(&store)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok((model, store, report))
 }

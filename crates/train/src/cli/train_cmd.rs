@@ -1,22 +1,24 @@
 //! The `train` command: turns the arguments into a [`RunConfig`] (or reads
-//! the run's own for `--resume`), installs the Ctrl-C handler and the
-//! progress display, and runs [`train::run::train`]. The loop, its
-//! callbacks and the run directory's files are the library's.
+//! the run's own for `--resume`) and validates all of it, claims and locks
+//! the run directory ([`train::run_dir`]), installs the signal handler
+//! (SIGINT, SIGTERM, SIGHUP) and the progress display, and runs
+//! [`train::run::train`]. The loop, its callbacks and the run directory's
+//! files are the library's.
 
 use super::setup::in_pool;
-use super::TrainArgs;
+use super::{Interrupted, TrainArgs};
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use train::data;
 use train::fit::ProgressDisplay;
 use train::model_spec::ModelSpec;
 use train::run_config::{CallbackConfig, RunConfig};
+use train::run_dir::{self, RunLock};
 use train::run_state;
 use train::weights_choice::{self, WeightsChoice};
 
-fn config_from_args(a: &TrainArgs) -> RunConfig {
+fn config_from_args(a: &TrainArgs) -> Result<RunConfig> {
     let mut model = ModelSpec {
         num_classes: Some(10),
         ..a.model.clone()
@@ -31,7 +33,12 @@ fn config_from_args(a: &TrainArgs) -> RunConfig {
         model.stem_filters = s;
     }
     model.unbiased_moving_variance = a.unbiased_moving_variance;
-    RunConfig {
+    // Stored absolute, so `--resume` works from any directory.
+    let data = match &a.data {
+        Some(d) => Some(std::path::absolute(d).with_context(|| format!("--data {}", d.display()))?),
+        None => None,
+    };
+    Ok(RunConfig {
         epochs: a.epochs.unwrap_or(10),
         batch_size: a.batch_size,
         eval_batch_size: a.eval_batch_size,
@@ -50,7 +57,7 @@ fn config_from_args(a: &TrainArgs) -> RunConfig {
         seed: a.seed,
         preprocess: a.preprocess.clone(),
         weights: None,
-        data: a.data.clone(),
+        data,
         model,
         callbacks: CallbackConfig {
             monitor: a.monitor.clone(),
@@ -63,17 +70,7 @@ fn config_from_args(a: &TrainArgs) -> RunConfig {
             reduce_lr_min_lr: a.reduce_lr_min_lr,
             ..CallbackConfig::default()
         },
-    }
-}
-
-fn default_run_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    data::workspace_root()
-        .join("runs")
-        .join(format!("run-{secs}"))
+    })
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -81,54 +78,81 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 fn run_in_pool(a: TrainArgs) -> Result<()> {
-    let (dir, config) = match &a.resume {
+    // Every option is checked before a directory is created or data loaded.
+    let config = match &a.resume {
         Some(dir) => {
             let mut c = run_state::read_config(dir)?;
             if let Some(e) = a.epochs {
                 c.epochs = e;
             }
-            (dir.clone(), c)
+            c
         }
         None => {
-            let mut config = config_from_args(&a);
+            let config = config_from_args(&a)?;
+            // Checked before the weights are looked up (or fetched).
+            config.validate()?;
             let choice = a.weights.clone().unwrap_or(WeightsChoice::Auto);
-            config.weights = weights_choice::resolve(&choice, &config.model)?;
-            (a.out.clone().unwrap_or_else(default_run_dir), config)
+            RunConfig {
+                weights: weights_choice::resolve(&choice, &config.model)?,
+                ..config
+            }
         }
     };
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating run directory {}", dir.display()))?;
-    run_state::write_config(&dir, &config)?;
-    println!("run directory: {}", dir.display());
+    config.validate()?;
+    match &a.resume {
+        Some(dir) => {
+            let _lock = RunLock::acquire(dir)?;
+            run_state::write_config(dir, &config)?;
+            train_into(&a, dir, &config, true)
+        }
+        None => {
+            let run = run_dir::claim_fresh(a.out.as_deref(), a.overwrite)?;
+            let result = run_state::write_config(&run.dir, &config)
+                .and_then(|()| train_into(&a, &run.dir, &config, false));
+            if result.as_ref().is_err_and(|e| !e.is::<Interrupted>()) {
+                // A run refused before its first checkpoint leaves nothing.
+                run.discard_if_unused(&[run_state::CONFIG_FILE, run_state::CLASSES_FILE]);
+            }
+            result
+        }
+    }
+}
 
+/// Trains into the claimed (locked) run directory `dir`.
+fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        // Ctrl-C finishes the current step, saves and exits; a second one kills.
+        // Ctrl-C, SIGTERM (docker stop, systemd, SLURM) and SIGHUP finish
+        // the current step (or evaluation batch), save and exit 130; a
+        // second one exits at once (the last saved checkpoint stays).
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
+                std::process::exit(i32::from(Interrupted::EXIT_CODE));
             }
             eprintln!("\ninterrupted: finishing the current step, then saving");
         });
     }
+    println!("run directory: {}", dir.display());
     let mut display = if a.quiet {
         ProgressDisplay::epochs_only()
     } else {
         ProgressDisplay::auto()
     };
 
-    let outcome = train::run::train(&dir, &config, a.resume.is_some(), &mut display, &stop)?;
+    let outcome = train::run::train(dir, config, resume, &mut display, &stop)?;
     let summary = &outcome.summary;
     // No final evaluation means the run was interrupted, to be resumed.
     let Some(eval) = outcome.final_test else {
-        println!(
-            "saved at epoch {} step {}; continue with --resume {}",
-            summary.at.epoch + 1,
-            summary.at.step,
-            dir.display()
-        );
-        return Ok(());
+        return Err(Interrupted {
+            resume_hint: format!(
+                "saved at epoch {} step {}; continue with --resume {}",
+                summary.at.epoch + 1,
+                summary.at.step,
+                dir.display()
+            ),
+        }
+        .into());
     };
     println!("\n{}", eval.confusion.render());
     println!(

@@ -43,9 +43,57 @@ pub(crate) fn resolve_classes<'a>(
     }
 }
 
+/// Relabels `data` to a model's class list `classes` (a run's
+/// `classes.txt`) by *name*: a data folder whose classes are ordered or
+/// numbered differently from the run's would otherwise shift every label
+/// silently. A class of the data the model does not know is an error
+/// naming it; returns the model's classes the data has no images of.
+pub fn remap_to(data: &mut super::Dataset, classes: &[String]) -> Result<Vec<String>, String> {
+    let mut index = Vec::with_capacity(data.classes.len());
+    for name in &data.classes {
+        match classes.iter().position(|c| c == name) {
+            Some(i) if i <= usize::from(u8::MAX) => index.push(i as u8),
+            _ => {
+                return Err(format!(
+                    "the data has class '{name}', which the model does not know (its classes: {})",
+                    classes.join(", ")
+                ))
+            }
+        }
+    }
+    let mut present = vec![false; classes.len()];
+    for l in data.labels.iter_mut() {
+        *l = index[usize::from(*l)];
+        present[usize::from(*l)] = true;
+    }
+    data.classes = classes.to_vec();
+    Ok(classes
+        .iter()
+        .zip(present)
+        .filter(|(_, p)| !p)
+        .map(|(c, _)| c.clone())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remapping_follows_names_and_names_strangers() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut data = super::super::Dataset {
+            images: vec![0; 3 * super::super::IMAGE_BYTES],
+            labels: vec![0, 1, 1],
+            classes: names(&["b", "a"]),
+        };
+        let missing = remap_to(&mut data, &names(&["a", "b", "c"])).unwrap();
+        assert_eq!(data.labels, [1, 0, 0]);
+        assert_eq!(data.classes, ["a", "b", "c"]);
+        assert_eq!(missing, ["c"]);
+        let e = remap_to(&mut data, &names(&["a", "c"])).unwrap_err();
+        assert!(e.contains("'b'"), "{e}");
+    }
 
     #[test]
     fn cifar_folders_get_official_order_regardless_of_listing_order() {

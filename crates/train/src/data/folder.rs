@@ -232,6 +232,23 @@ fn build(mut members: Vec<Member>) -> Result<Cifar10, DataError> {
         });
     }
 
+    let test_folders: BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.split == 1)
+        .map(|m| m.class.as_str())
+        .collect();
+    let untested: Vec<&str> = classes
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !test_folders.contains(c))
+        .collect();
+    if !test_folders.is_empty() && !untested.is_empty() {
+        // Not an error (a small custom set may lack one), but never silent.
+        eprintln!(
+            "warning: test/ has no images of class {}: its accuracy is not measured",
+            untested.join(", ")
+        );
+    }
     let mut images = vec![0u8; members.len() * IMAGE_BYTES];
     let failure = images
         .par_chunks_mut(IMAGE_BYTES)

@@ -65,9 +65,11 @@ pub fn workspace_root() -> PathBuf {
     }
 }
 
-/// Default cache folder: `<workspace root>/data/cache` (git-ignored).
+/// Default cache of decoded datasets: `decoded/` in the user's download
+/// cache ([`crate::fetch::cache_dir`]), never inside the tree the binary
+/// was compiled in.
 pub fn default_cache_dir() -> PathBuf {
-    workspace_root().join("data/cache")
+    crate::fetch::cache_dir().join("decoded")
 }
 
 fn is_archive_name(p: &Path) -> bool {

@@ -5,7 +5,7 @@
 //! as a `.tar.gz`; when none is found, the binary release is downloaded
 //! ([`locate_or_fetch`]). Whatever the source, images end up as 32x32 RGB u8 in HWC
 //! order, the layout the network consumes (NHWC), so the per-batch work is a
-//! straight copy + scale. Decoded data is cached under `data/cache/`.
+//! straight copy + scale. Decoded data is cached under `decoded/` in the user cache (`fetch::cache_dir`).
 //!
 //! Typical use:
 //! ```no_run
@@ -43,7 +43,7 @@ pub use augment::{Augment, Transform};
 pub use batch::{Preprocess, CAFFE_MEAN_BGR};
 pub use binary::RECORD_BYTES;
 pub use cache::{cache_path, VERSION as CACHE_VERSION};
-pub use classes::CIFAR10_CLASSES;
+pub use classes::{remap_to, CIFAR10_CLASSES};
 pub use error::DataError;
 pub use locate::{
     default_cache_dir, detect, locate, locate_in, locate_or_fetch, locate_or_fetch_in,

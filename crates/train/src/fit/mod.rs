@@ -219,8 +219,9 @@ pub struct FitSummary {
 
 /// Trains `trainer` on `data` from `start` for `config.epochs` epochs,
 /// reporting to `callbacks` in order. `stop` is checked after every step
-/// (set it from a Ctrl-C handler); the run then ends
-/// [`EndReason::Interrupted`].
+/// and between evaluation batches (set it from a Ctrl-C handler); the run
+/// then ends [`EndReason::Interrupted`] (stopped during an evaluation, at
+/// the epoch's last step: resuming evaluates the epoch).
 ///
 /// The trainer's schedule should count `config.sampler(train.len())`'s
 /// batches per epoch. Errors from a callback end the run with that error;
@@ -288,7 +289,20 @@ pub fn fit(
             }
         };
         let train_images_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let (val, test) = epochs.evaluate(trainer);
+        let Some((val, test)) = epochs.evaluate(trainer) else {
+            // Stopped during the evaluation: save the epoch's trained state
+            // without it; resuming skips the steps and evaluates.
+            let at = Progress {
+                epoch,
+                step: epochs.sampler.num_batches(),
+                global_step: trainer.global_step,
+                tally: tally(&meter),
+            };
+            return run.end(EndReason::Interrupted, at, trainer, callbacks);
+        };
+        if let Some(warning) = check_evaluations(epoch, &meter, val.as_ref(), test.as_ref())? {
+            eprintln!("warning: {warning}");
+        }
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: last_lr as f64,
@@ -405,7 +419,7 @@ impl Epochs<'_> {
             let stats = trainer.train_step(x, &labels);
             if !stats.loss.is_finite() {
                 bail!(
-                    "loss became {} at epoch {} step {}: lower --lr?",
+                    "loss became {} at epoch {} step {}: lower --lr? (the last checkpoint saved, if any, is kept)",
                     stats.loss,
                     epoch + 1,
                     step
@@ -443,23 +457,25 @@ impl Epochs<'_> {
         })
     }
 
-    /// The validation and test passes after an epoch.
-    fn evaluate(&self, trainer: &Trainer) -> (Option<EvalResult>, Option<EvalResult>) {
+    /// The validation and test passes after an epoch; `None` if the stop
+    /// flag was raised during them.
+    #[allow(clippy::type_complexity)]
+    fn evaluate(&self, trainer: &Trainer) -> Option<(Option<EvalResult>, Option<EvalResult>)> {
         // Training and evaluation use buffers of different sizes: hand the
         // idle ones back to the system between the phases instead of keeping
         // both sets resident (a few page faults per epoch).
         tensor::buffer_pool::clear();
         let (batch, preprocess) = (self.config.eval_batch_size, self.config.preprocess);
-        let val = self
-            .data
-            .val
-            .map(|d| trainer.evaluate(d, batch, preprocess));
-        let test = self
-            .data
-            .test
-            .map(|d| trainer.evaluate(d, batch, preprocess));
+        let pass = |d: Option<&Dataset>| match d {
+            None => Some(None),
+            Some(d) => trainer
+                .evaluate_until(d, batch, preprocess, self.stop)
+                .map(Some),
+        };
+        let val = pass(self.data.val);
+        let test = val.as_ref().and_then(|_| pass(self.data.test));
         tensor::buffer_pool::clear();
-        (val, test)
+        Some((val?, test?))
     }
 }
 
@@ -492,6 +508,37 @@ impl Run {
     }
 }
 
+/// A training loss above this has diverged (cross-entropy starts near
+/// ln(classes), a few units): warned about, as the run goes on uselessly.
+const DIVERGED_LOSS: f64 = 1e4;
+
+/// Ends the run on a non-finite validation or test loss (before the epoch's
+/// checkpoint, so the last good one is kept); returns a warning for a
+/// diverged but finite training loss.
+fn check_evaluations(
+    epoch: usize,
+    train: &Meter,
+    val: Option<&EvalResult>,
+    test: Option<&EvalResult>,
+) -> Result<Option<String>> {
+    for (name, e) in [("validation", val), ("test", test)] {
+        if let Some(loss) = e.map(|e| e.loss).filter(|l| !l.is_finite()) {
+            bail!(
+                "{name} loss became {loss} after epoch {}: the weights diverged (lower --lr?); \
+                 the checkpoint of the previous epoch is kept",
+                epoch + 1
+            );
+        }
+    }
+    let loss = train.loss();
+    Ok((loss > DIVERGED_LOSS).then(|| {
+        format!(
+            "training loss {loss:.3e} at epoch {}: the run has diverged (lower --lr?)",
+            epoch + 1
+        )
+    }))
+}
+
 /// The running totals a mid-epoch checkpoint keeps.
 fn tally(meter: &Meter) -> EpochTally {
     EpochTally {
@@ -512,4 +559,45 @@ fn check_history(history: &[EpochRecord], finished: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ConfusionMatrix;
+
+    fn eval(loss: f64) -> EvalResult {
+        EvalResult {
+            loss,
+            accuracy: 0.1,
+            confusion: ConfusionMatrix::new(&["a".to_string(), "b".to_string()]),
+            images: 2,
+            seconds: 1.0,
+        }
+    }
+
+    fn meter(loss: f64) -> Meter {
+        let mut m = Meter::new();
+        m.add_counts(loss, 1, 2);
+        m
+    }
+
+    #[test]
+    fn a_nan_evaluation_ends_the_run_and_a_huge_loss_is_warned_about() {
+        let ok = meter(2.3);
+        assert_eq!(
+            check_evaluations(0, &ok, Some(&eval(2.0)), None).unwrap(),
+            None
+        );
+        let e = check_evaluations(4, &ok, None, Some(&eval(f64::NAN)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test loss became NaN after epoch 5"), "{e}");
+        let e = check_evaluations(0, &ok, Some(&eval(f64::INFINITY)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("validation loss became inf"), "{e}");
+        let w = check_evaluations(1, &meter(1e19), None, Some(&eval(1e19))).unwrap();
+        assert!(w.is_some_and(|w| w.contains("1.000e19 at epoch 2")));
+    }
 }

@@ -1,0 +1,93 @@
+//! A run that diverges: the loop stops with a clear error *before* the
+//! epoch's checkpoint, so the last good one stays and the run resumes from
+//! it (with a lower learning rate, say).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use train::fit::{fit, Checkpoint, FitConfig, FitData, MetricsFiles, Start};
+use train::model_spec::ModelSpec;
+use train::optim::{Adam, AdamConfig, LrSchedule};
+use train::run_state;
+use train::trainer::Trainer;
+
+fn trainer(lr: f32) -> Trainer {
+    let spec = ModelSpec {
+        version: train::model_spec::ResNetVersion::V1,
+        stem_filters: 8,
+        depths: vec![1, 1, 1, 1],
+        widths: vec![8, 8, 16, 16],
+        num_classes: Some(4),
+        unbiased_moving_variance: false,
+    };
+    let (model, store) = nn::ResNet::new(spec.config(32, 7)).unwrap();
+    Trainer::new(
+        Box::new(model),
+        store,
+        Box::new(Adam::new(AdamConfig::default())),
+        LrSchedule::constant(lr),
+    )
+}
+
+#[test]
+fn a_non_finite_loss_keeps_the_last_good_checkpoint() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("divergence_run");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let train_set = common::dataset(32, 4, 1);
+    let test_set = common::dataset(16, 4, 2);
+    let data = FitData {
+        train: &train_set,
+        val: None,
+        test: Some(&test_set),
+    };
+    let config = |epochs| FitConfig {
+        epochs,
+        batch_size: 8,
+        eval_batch_size: 16,
+        seed: 3,
+        ..FitConfig::default()
+    };
+    let stop = AtomicBool::new(false);
+    // One good epoch, checkpointed.
+    let mut good = trainer(1e-3);
+    let (mut metrics, mut ckpt) = (MetricsFiles::new(&dir), Checkpoint::new(&dir));
+    fit(
+        &mut good,
+        &data,
+        &config(1),
+        Start::fresh(),
+        &mut [&mut metrics, &mut ckpt],
+        &stop,
+    )
+    .unwrap();
+    let saved = std::fs::read(dir.join(run_state::MODEL_FILE)).unwrap();
+
+    // Resumed with an absurd learning rate: the loss becomes non-finite.
+    let mut wild = trainer(1e30);
+    let start = Start::resume(&dir, &mut wild).unwrap();
+    let (mut metrics, mut ckpt) = (MetricsFiles::new(&dir), Checkpoint::new(&dir));
+    let err = fit(
+        &mut wild,
+        &data,
+        &config(3),
+        start,
+        &mut [&mut metrics, &mut ckpt],
+        &stop,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("became") && err.contains("lower --lr"),
+        "{err}"
+    );
+    // Nothing of the diverged epoch was saved: the good checkpoint resumes.
+    assert_eq!(
+        std::fs::read(dir.join(run_state::MODEL_FILE)).unwrap(),
+        saved
+    );
+    let mut again = trainer(1e-3);
+    let p = Start::resume(&dir, &mut again).unwrap().progress;
+    assert_eq!((p.epoch, p.step), (1, 0));
+}
