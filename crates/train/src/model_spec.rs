@@ -140,8 +140,7 @@ impl ModelSpec {
                 )),
             }
         };
-        let stem =
-            shape("conv1_conv/kernel", 4)?.ok_or("no conv1_conv/kernel: not a Keras ResNet")?;
+        shape("conv1_conv/kernel", 4)?.ok_or("no conv1_conv/kernel: not a Keras ResNet")?;
         let mut depths = Vec::new();
         let mut widths = Vec::new();
         for stage in 2..=5 {
@@ -164,9 +163,13 @@ impl ModelSpec {
         } else {
             ResNetVersion::V1
         };
+        // The stem's width as its consumer, conv2_block1_1_conv, reads it:
+        // a conv1 kernel of the wrong shape is then reported as itself,
+        // with both shapes, by the loader (not as a mismatch further on).
+        let stem_filters = shape("conv2_block1_1_conv/kernel", 4)?.map_or(0, |k| k[2]);
         Ok(ModelSpec {
             version,
-            stem_filters: stem[3],
+            stem_filters,
             depths,
             widths,
             num_classes: shape("predictions/kernel", 2)?.map(|s| s[1]),
@@ -230,5 +233,43 @@ mod tests {
                 .collect();
             assert_eq!(ModelSpec::infer(&tensors).unwrap(), spec);
         }
+    }
+
+    /// A conv1 kernel of the wrong width is reported as itself, with both
+    /// shapes (the stem's width is read where it is consumed).
+    #[test]
+    fn a_wrong_conv1_kernel_is_blamed_on_itself() {
+        let spec = ModelSpec {
+            stem_filters: 8,
+            depths: vec![1, 1, 1, 1],
+            widths: vec![4, 4, 8, 8],
+            ..ModelSpec::resnet50(Some(3))
+        };
+        let (_, store) = spec.build(32, 0).unwrap();
+        let mut tensors: Vec<(String, Tensor)> = store
+            .iter()
+            .map(|(_, p)| (p.name.clone(), p.value.clone()))
+            .collect();
+        for (name, t) in tensors.iter_mut() {
+            if name == "conv1_conv/kernel" {
+                *t = Tensor::zeros(&[7, 7, 3, 9]);
+            }
+        }
+        let inferred = ModelSpec::infer(&tensors).unwrap();
+        assert_eq!(inferred, spec);
+        let (_, mut target) = inferred.build(32, 0).unwrap();
+        let file = nn::checkpoint::TensorFile {
+            path: "w.safetensors".into(),
+            tensors: tensors.into_iter().collect(),
+            metadata: Default::default(),
+        };
+        let err = nn::checkpoint::load_from(&mut target, file, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("conv1_conv/kernel"), "{err}");
+        assert!(
+            err.contains("[7, 7, 3, 9]") && err.contains("[7, 7, 3, 8]"),
+            "{err}"
+        );
     }
 }

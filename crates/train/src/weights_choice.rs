@@ -54,7 +54,8 @@ fn keras_architecture(spec: &ModelSpec) -> Option<String> {
 pub fn resolve(choice: &WeightsChoice, spec: &ModelSpec) -> Result<Option<PathBuf>> {
     let file = match choice {
         WeightsChoice::None => None,
-        WeightsChoice::File(path) => Some(path.clone()),
+        // Absolute, so config.json names the file from any directory.
+        WeightsChoice::File(path) => Some(std::path::absolute(path).unwrap_or(path.clone())),
         WeightsChoice::ImageNet => {
             let Some(name) = keras_architecture(spec) else {
                 bail!(

@@ -42,6 +42,12 @@ fn auto_takes_imagenet_weights_when_they_can_be_had_and_falls_back_when_not() {
         resolve(&choice(file.to_str().unwrap()), &resnet50).unwrap(),
         Some(file)
     );
+    // A relative file is stored absolute (config.json is read from anywhere).
+    let relative = resolve(&choice("w.safetensors"), &resnet50).unwrap();
+    assert_eq!(
+        relative,
+        Some(std::env::current_dir().unwrap().join("w.safetensors"))
+    );
 
     // With a mirror: auto downloads, verifies and caches, once.
     let weights = payload(10_000, 3);
