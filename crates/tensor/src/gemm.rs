@@ -48,14 +48,18 @@ pub enum Kernel {
     MatrixMultiply,
     /// Our packed 6x16 AVX2+FMA kernel (`src/microkernel.rs`).
     Avx2Fma,
+    /// The same packing with 6x32 AVX-512F tiles (`src/microkernel.rs`).
+    Avx512,
 }
 
 impl Kernel {
     /// Every kernel this CPU can run, the portable fallback first.
     pub fn available() -> Vec<Kernel> {
         let mut v = vec![Kernel::MatrixMultiply];
-        if Kernel::Avx2Fma.is_supported() {
-            v.push(Kernel::Avx2Fma);
+        for kernel in [Kernel::Avx2Fma, Kernel::Avx512] {
+            if kernel.is_supported() {
+                v.push(kernel);
+            }
         }
         v
     }
@@ -68,8 +72,12 @@ impl Kernel {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                Kernel::Avx2Fma.is_supported() && std::arch::is_x86_feature_detected!("avx512f")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma => false,
+            Kernel::Avx2Fma | Kernel::Avx512 => false,
         }
     }
 
@@ -77,21 +85,45 @@ impl Kernel {
         match self {
             Kernel::MatrixMultiply => "matrixmultiply",
             Kernel::Avx2Fma => "avx2+fma 6x16",
+            Kernel::Avx512 => "avx512f 6x32",
         }
     }
 
-    /// The fastest supported kernel, unless `TENSOR_GEMM_KERNEL=matrixmultiply`
-    /// asks for the portable one. Decided once per process.
+    /// The fastest supported kernel, unless `TENSOR_GEMM_KERNEL` names one
+    /// (`matrixmultiply`, `avx2` or `avx512`; an unsupported or unknown name
+    /// is ignored with a message on stderr). Decided once per process.
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
         *BEST.get_or_init(|| {
             let forced = std::env::var("TENSOR_GEMM_KERNEL").ok();
-            if forced.as_deref() == Some("matrixmultiply") || !Kernel::Avx2Fma.is_supported() {
-                Kernel::MatrixMultiply
-            } else {
-                Kernel::Avx2Fma
+            let named = match forced.as_deref() {
+                None => None,
+                Some("matrixmultiply") => Some(Kernel::MatrixMultiply),
+                Some("avx2") => Some(Kernel::Avx2Fma),
+                Some("avx512") => Some(Kernel::Avx512),
+                Some(other) => {
+                    eprintln!("TENSOR_GEMM_KERNEL={other:?} is not a kernel (matrixmultiply, avx2, avx512); ignored");
+                    None
+                }
+            };
+            match named {
+                Some(kernel) if kernel.is_supported() => return kernel,
+                Some(kernel) => eprintln!("TENSOR_GEMM_KERNEL: {kernel:?} is not supported by this CPU; ignored"),
+                None => {}
             }
+            Kernel::default_for_cpu()
         })
+    }
+
+    /// The kernel used when none is forced.
+    fn default_for_cpu() -> Kernel {
+        if Kernel::Avx512.is_supported() {
+            Kernel::Avx512
+        } else if Kernel::Avx2Fma.is_supported() {
+            Kernel::Avx2Fma
+        } else {
+            Kernel::MatrixMultiply
+        }
     }
 }
 
@@ -110,7 +142,7 @@ impl Kernel {
     /// every kernel's tile width).
     fn split_align(self, along_m: bool) -> usize {
         match (self, along_m) {
-            (Kernel::Avx2Fma, true) => 6,
+            (Kernel::Avx2Fma | Kernel::Avx512, true) => 6,
             (_, true) => 8,
             (_, false) => 16,
         }
@@ -435,8 +467,11 @@ unsafe fn block(
     };
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2Fma => unsafe {
-            crate::microkernel::sgemm(m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc)
+        Kernel::Avx2Fma | Kernel::Avx512 => unsafe {
+            let wide = kernel == Kernel::Avx512;
+            crate::microkernel::sgemm(
+                m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc, wide,
+            )
         },
         _ => unsafe {
             if let Some(row) = row {

@@ -31,9 +31,14 @@ const NC: usize = 2048;
 /// and C with unit column stride; with a `row` (`n` values), `C = alpha *
 /// A * B + row` broadcast over the rows instead, C's old contents unread.
 ///
+/// With `wide`, the tiles are 6x32 (two B panels side by side, 12 zmm
+/// accumulators) computed by the AVX-512 kernel `kernel_avx512`; the
+/// packing is the same either way.
+///
 /// # Safety
-/// The CPU must support AVX2 and FMA; the operands must be valid for their
-/// strides, and nobody else may access C meanwhile.
+/// The CPU must support AVX2 and FMA, and AVX-512F when `wide`; the
+/// operands must be valid for their strides, and nobody else may access C
+/// meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
     m: usize,
@@ -50,6 +55,7 @@ pub(crate) unsafe fn sgemm(
     row: Option<&[f32]>,
     c: *mut f32,
     rsc: isize,
+    wide: bool,
 ) {
     let (kcb, mcb, ncb) = (KC, MC, NC);
     // Split each dimension into equal blocks no bigger than the maximum, so
@@ -94,8 +100,10 @@ pub(crate) unsafe fn sgemm(
                     let mc = mcb.min(m - ic);
                     let a_block = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
                     unsafe { pack_a(mc, kc, a_block, rsa, csa, apack) };
-                    for jr in (0..nc).step_by(NR) {
-                        let nr = NR.min(nc - jr);
+                    // Columns per tile: one B panel, or two adjacent ones.
+                    let step = if wide { 2 * NR } else { NR };
+                    for jr in (0..nc).step_by(step) {
+                        let nr = step.min(nc - jr);
                         let bp = unsafe { bpack.as_ptr().add(jr * kc) };
                         for ir in (0..mc).step_by(MR) {
                             let mr = MR.min(mc - ir);
@@ -103,7 +111,18 @@ pub(crate) unsafe fn sgemm(
                                 let ap = apack.as_ptr().add(ir * kc);
                                 let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
                                 let rp = row.map(|r| r.add(jr));
-                                kernel_6x16(kc, ap, bp, cp, rsc, alpha, beta, rp, mr, nr);
+                                if !wide {
+                                    kernel_6x16(kc, ap, bp, cp, rsc, alpha, beta, rp, mr, nr);
+                                } else if nr > NR {
+                                    kernel_avx512::<2>(
+                                        kc, ap, bp, cp, rsc, alpha, beta, rp, mr, nr,
+                                    );
+                                } else {
+                                    // The last, single B panel of this block.
+                                    kernel_avx512::<1>(
+                                        kc, ap, bp, cp, rsc, alpha, beta, rp, mr, nr,
+                                    );
+                                }
                             }
                         }
                     }
@@ -416,6 +435,97 @@ unsafe fn kernel_6x16(
         for (i, t) in tile.iter().enumerate().take(mr) {
             let cp = c.offset(i as isize * rsc);
             for (j, &v) in t.iter().enumerate().take(nr) {
+                let old = match row {
+                    Some(r) => *r.add(j),
+                    None if beta == 0.0 => 0.0,
+                    None => beta * *cp.add(j),
+                };
+                *cp.add(j) = alpha * v + old;
+            }
+        }
+    }
+}
+
+/// One AVX-512 tile of 6 rows by `P` B panels (`P * 16` columns, one zmm
+/// per row and panel): `C[..mr, ..nr] = alpha * Ap * Bp + beta * C` over
+/// depth `kc`, or `+ row[..nr]` instead of `beta * C`, exactly as in
+/// `kernel_6x16`. Panel `p` of B starts `p * NR * kc` floats after `b`
+/// (packed panels are stored back to back). With `P = 2` the 12
+/// accumulators cover the FMA latency as the AVX2 kernel's 12 ymm do;
+/// `P = 1` covers the odd last panel of a block.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512<const P: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: isize,
+    alpha: f32,
+    beta: f32,
+    row: Option<*const f32>,
+    mr: usize,
+    nr: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); P]; MR];
+    unsafe {
+        for i in 0..mr {
+            let cp = c.offset(i as isize * rsc) as *const i8;
+            for p in 0..P {
+                // wrapping_add: see `kernel_6x16`.
+                _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64 * p));
+            }
+        }
+        let panels: [*const f32; P] = std::array::from_fn(|p| b.wrapping_add(p * NR * kc));
+        let mut a = a;
+        let mut kk = 0;
+        let step = |a: &mut *const f32, kk: &mut usize, acc: &mut [[__m512; P]; MR]| {
+            let bv: [__m512; P] = std::array::from_fn(|p| _mm512_loadu_ps(panels[p].add(*kk * NR)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                for p in 0..P {
+                    row[p] = _mm512_fmadd_ps(ai, bv[p], row[p]);
+                }
+            }
+            *a = a.add(MR);
+            *kk += 1;
+        };
+        for _ in 0..kc / 4 {
+            step(&mut a, &mut kk, &mut acc);
+            step(&mut a, &mut kk, &mut acc);
+            step(&mut a, &mut kk, &mut acc);
+            step(&mut a, &mut kk, &mut acc);
+        }
+        for _ in 0..kc % 4 {
+            step(&mut a, &mut kk, &mut acc);
+        }
+        let va = _mm512_set1_ps(alpha);
+        if mr == MR && nr == P * NR {
+            for (i, acc_row) in acc.iter().enumerate() {
+                let cp = c.offset(i as isize * rsc);
+                for (p, &acc) in acc_row.iter().enumerate() {
+                    let mut r = _mm512_mul_ps(acc, va);
+                    if let Some(bias) = row {
+                        r = _mm512_add_ps(_mm512_loadu_ps(bias.add(p * NR)), r);
+                    } else if beta != 0.0 {
+                        let vb = _mm512_set1_ps(beta);
+                        r = _mm512_fmadd_ps(_mm512_loadu_ps(cp.add(p * NR)), vb, r);
+                    }
+                    _mm512_storeu_ps(cp.add(p * NR), r);
+                }
+            }
+            return;
+        }
+        // Edge tile: spill and write the valid part.
+        let mut tile = [[[0.0f32; NR]; P]; MR];
+        for (t, acc_row) in tile.iter_mut().zip(&acc) {
+            for p in 0..P {
+                _mm512_storeu_ps(t[p].as_mut_ptr(), acc_row[p]);
+            }
+        }
+        for (i, t) in tile.iter().enumerate().take(mr) {
+            let cp = c.offset(i as isize * rsc);
+            for (j, &v) in t.as_flattened().iter().enumerate().take(nr) {
                 let old = match row {
                     Some(r) => *r.add(j),
                     None if beta == 0.0 => 0.0,

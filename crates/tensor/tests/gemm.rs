@@ -4,9 +4,11 @@
 //! (including beta = 0 over a NaN-filled C), k = 0, sizes that take the serial
 //! path and both threaded splits, and sizes across the kernel's blocking
 //! (edge tiles, several k blocks). Tolerance: see `tensor::testing::SUM_RTOL`.
+//! The AVX-512 kernel is also run by name, over its own tile edges, so a
+//! machine that has it cannot pass without exercising it.
 
 use proptest::prelude::*;
-use tensor::gemm::sgemm_with;
+use tensor::gemm::{sgemm_bias_with, sgemm_with};
 use tensor::testing::{abs, assert_close, data, SUM_RTOL};
 use tensor::{reference, sgemm, sgemm_serial, Kernel, Trans};
 
@@ -136,4 +138,80 @@ fn oversized_buffers_are_fine() {
     let bound = vec![4.0; 6];
     assert_close("oversized", &c[..6], &want, &bound, SUM_RTOL);
     assert_eq!(&c[6..], &[7.0; 3], "sgemm wrote past m*n");
+}
+
+/// The AVX-512 kernel by name (skipped, saying so, on a CPU without
+/// AVX-512F): its 6x32 tiles split into full, ragged (17..31 columns) and
+/// single-panel (<= 16 columns) ones, ragged rows, several k blocks, beta
+/// 0 / 1 / other, every transpose, and the bias row of `sgemm_bias`.
+#[test]
+fn avx512_kernel_matches_reference() {
+    let kernel = Kernel::Avx512;
+    if !kernel.is_supported() {
+        println!("SKIPPED avx512_kernel_matches_reference: this CPU has no AVX-512F");
+        return;
+    }
+    let shapes = [
+        (6, 32, 8),
+        (12, 64, 33),
+        (5, 31, 7),
+        (7, 17, 3),
+        (13, 48, 321),
+        (1, 1, 1),
+        (6, 16, 5),
+        (23, 80, 700),
+        (145, 3075, 5),
+        (300, 250, 64),
+    ];
+    for (m, n, k) in shapes {
+        for ta in [Trans::N, Trans::T] {
+            for tb in [Trans::N, Trans::T] {
+                for (alpha, beta) in [(1.0f32, 0.0f32), (-0.5, 1.0), (2.0, -0.75)] {
+                    let seed = (m * 31 + n * 7 + k) as u64;
+                    let a = data(m * k, seed);
+                    let b = data(k * n, seed + 1);
+                    let c0 = if beta == 0.0 {
+                        vec![f32::NAN; m * n]
+                    } else {
+                        data(m * n, seed + 2)
+                    };
+                    let mut want = c0.clone();
+                    reference::gemm(m, n, k, alpha, &a, ta, &b, tb, beta, &mut want);
+                    let mut bound = abs(&c0);
+                    let (abs_a, abs_b) = (abs(&a), abs(&b));
+                    let abs_alpha = alpha.abs();
+                    reference::gemm(
+                        m,
+                        n,
+                        k,
+                        abs_alpha,
+                        &abs_a,
+                        ta,
+                        &abs_b,
+                        tb,
+                        beta.abs(),
+                        &mut bound,
+                    );
+                    let what = format!("Avx512 {m}x{n}x{k} {ta:?}{tb:?} alpha {alpha} beta {beta}");
+                    let mut c = c0.clone();
+                    sgemm_with(kernel, m, n, k, alpha, &a, ta, &b, tb, beta, &mut c);
+                    assert_close(&what, &c, &want, &bound, SUM_RTOL);
+                }
+                // The bias row: the reference with every row of C set to
+                // it and beta = 1.
+                let a = data(m * k, 5);
+                let b = data(k * n, 6);
+                let bias = data(n, 7);
+                let c0: Vec<f32> = (0..m).flat_map(|_| bias.iter().copied()).collect();
+                let mut want = c0.clone();
+                reference::gemm(m, n, k, 0.5, &a, ta, &b, tb, 1.0, &mut want);
+                let mut bound = abs(&c0);
+                reference::gemm(m, n, k, 0.5, &abs(&a), ta, &abs(&b), tb, 1.0, &mut bound);
+                let mut c = vec![f32::NAN; m * n];
+                sgemm_bias_with(kernel, m, n, k, 0.5, &a, ta, &b, tb, &bias, &mut c);
+                let what = format!("Avx512 bias {m}x{n}x{k} {ta:?}{tb:?}");
+                assert_close(&what, &c, &want, &bound, SUM_RTOL);
+            }
+        }
+    }
 }
