@@ -4,8 +4,15 @@
 //! the operands blocked so a B micro-panel stays in L1, the packed A block in
 //! L2 and the packed B block in L3.
 //!
-//! Only used after runtime detection of AVX2 and FMA (see `gemm::Kernel`);
-//! everything here is single-threaded (the callers split C across threads).
+//! With AVX-512F the same packed panels feed 6x32 tiles instead (two
+//! adjacent 16-column B panels, 12 zmm accumulators, `kernel_avx512`): the
+//! packing and blocking are shared, only the register tile changes. (KC, MC
+//! and NC were tuned for the AVX2 tile; the 6x32 tile's pair of B
+//! micro-panels is 40 KiB at KC = 320, so a retune may pay off.)
+//!
+//! Only used after runtime detection of AVX2 and FMA, and of AVX-512F for
+//! the wide tile (see `gemm::Kernel`); everything here is single-threaded
+//! (the callers split C across threads).
 
 #![cfg(target_arch = "x86_64")]
 

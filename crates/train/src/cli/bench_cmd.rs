@@ -69,10 +69,11 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
     );
     let flops = forward_flops_per_image(&trainer);
     println!(
-        "{} (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step",
+        "{} (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step; gemm kernel {}",
         keras_display_name(&spec.name()),
         flops / 1e6,
-        3.0 * flops / 1e6
+        3.0 * flops / 1e6,
+        tensor::gemm::kernel_name()
     );
     let mut rng = StdRng::seed_from_u64(0);
     let only = a.only.as_deref();
