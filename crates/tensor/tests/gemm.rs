@@ -215,3 +215,87 @@ fn avx512_kernel_matches_reference() {
         }
     }
 }
+
+/// The AVX-512 and AVX2 kernels share the packing and the blocking, and
+/// each element of C is the same chain of FMAs over k in both, so with
+/// beta 0 or 1 and with a bias row they agree bit for bit. (With another
+/// beta they may differ in the last bit: full tiles fuse `beta * C +
+/// alpha * acc` into one FMA, edge tiles round `beta * C` first, and the two
+/// tile widths put the edges in different columns.)
+#[test]
+fn avx512_and_avx2_kernels_agree_exactly() {
+    if !Kernel::Avx512.is_supported() {
+        println!("SKIPPED avx512_and_avx2_kernels_agree_exactly: this CPU has no AVX-512F");
+        return;
+    }
+    for (m, n, k) in [(5, 31, 7), (23, 80, 700), (64, 2048, 512), (300, 250, 64)] {
+        for (ta, tb) in [
+            (Trans::N, Trans::N),
+            (Trans::T, Trans::N),
+            (Trans::N, Trans::T),
+        ] {
+            let a = data(m * k, 1);
+            let b = data(k * n, 2);
+            let c0 = data(m * n, 3);
+            let bias = data(n, 4);
+            let mut wide = c0.clone();
+            let mut narrow = c0.clone();
+            for beta in [0.0, 1.0] {
+                sgemm_with(
+                    Kernel::Avx512,
+                    m,
+                    n,
+                    k,
+                    0.5,
+                    &a,
+                    ta,
+                    &b,
+                    tb,
+                    beta,
+                    &mut wide,
+                );
+                sgemm_with(
+                    Kernel::Avx2Fma,
+                    m,
+                    n,
+                    k,
+                    0.5,
+                    &a,
+                    ta,
+                    &b,
+                    tb,
+                    beta,
+                    &mut narrow,
+                );
+                assert_eq!(wide, narrow, "{m}x{n}x{k} {ta:?}{tb:?} beta {beta}");
+            }
+            sgemm_bias_with(
+                Kernel::Avx512,
+                m,
+                n,
+                k,
+                1.0,
+                &a,
+                ta,
+                &b,
+                tb,
+                &bias,
+                &mut wide,
+            );
+            sgemm_bias_with(
+                Kernel::Avx2Fma,
+                m,
+                n,
+                k,
+                1.0,
+                &a,
+                ta,
+                &b,
+                tb,
+                &bias,
+                &mut narrow,
+            );
+            assert_eq!(wide, narrow, "bias {m}x{n}x{k} {ta:?}{tb:?}");
+        }
+    }
+}
