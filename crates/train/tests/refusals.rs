@@ -10,6 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const TINY: [&str; 6] = [
     "--depths",
@@ -277,23 +278,26 @@ fn default_run_names_are_per_process_under_the_current_directory() {
     assert!(out.contains("Test accuracy: "), "{out}");
 }
 
-/// Starts a long tiny run in `dir`, sends `signal` once it is training, and
-/// returns the output of the process, which must have saved and exited 130.
-fn interrupt(data: &Path, dir: &Path, signal: &str) -> String {
-    let mut child = train()
-        .args(TINY)
-        .arg("--data")
-        .arg(data)
-        .args(["--epochs", "500", "--batch-size", "4", "--quiet", "--out"])
-        .arg(dir)
+/// What a run signalled while training printed and how it ended.
+struct Signalled {
+    /// stdout and stderr, in full.
+    all: String,
+    code: Option<i32>,
+    /// From the signal to the process's exit.
+    took: std::time::Duration,
+}
+
+/// Spawns `cmd`, waits until it is training (the model line is printed
+/// after the handler is installed and the data loaded, just before the
+/// first step), then `delay` more, sends `signal` once and collects the rest.
+fn signal_once_training(cmd: &mut Command, signal: &str, delay: Duration) -> Signalled {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
-    // The model line is printed after the handler is installed and the
-    // data loaded, just before the first step.
     loop {
         let mut line = String::new();
         assert!(
@@ -305,6 +309,8 @@ fn interrupt(data: &Path, dir: &Path, signal: &str) -> String {
             break;
         }
     }
+    std::thread::sleep(delay);
+    let signalled = std::time::Instant::now();
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -313,9 +319,25 @@ fn interrupt(data: &Path, dir: &Path, signal: &str) -> String {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
-    let all = format!("{seen}{rest}{}", text(&out));
-    assert_eq!(out.status.code(), Some(130), "{signal}:\n{all}");
-    all
+    Signalled {
+        all: format!("{seen}{rest}{}", text(&out)),
+        code: out.status.code(),
+        took: signalled.elapsed(),
+    }
+}
+
+/// Starts a long tiny run in `dir`, sends `signal` once it is training, and
+/// returns the output of the process, which must have saved and exited 130.
+fn interrupt(data: &Path, dir: &Path, signal: &str) -> String {
+    let mut cmd = train();
+    cmd.args(TINY)
+        .arg("--data")
+        .arg(data)
+        .args(["--epochs", "500", "--batch-size", "4", "--quiet", "--out"])
+        .arg(dir);
+    let run = signal_once_training(&mut cmd, signal, Duration::ZERO);
+    assert_eq!(run.code, Some(130), "{signal}:\n{}", run.all);
+    run.all
 }
 
 #[test]
@@ -554,8 +576,8 @@ fn a_stop_during_the_evaluation_saves_the_trained_epoch_at_once() {
     let data = tmp_dir("eval_stop_data");
     common::write_image_folder(&data, 4, 1, 2500);
     let dir = tmp_dir("eval_stop_run");
-    let mut child = train()
-        .args(["--depths", "1,1,1,1", "--widths", "16,16,32,32"])
+    let mut cmd = train();
+    cmd.args(["--depths", "1,1,1,1", "--widths", "16,16,32,32"])
         .args(["--stem-filters", "16", "--data"])
         .arg(&data)
         .args([
@@ -568,42 +590,15 @@ fn a_stop_during_the_evaluation_saves_the_trained_epoch_at_once() {
             "--quiet",
             "--out",
         ])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "ended early: {seen}"
-        );
-        seen.push_str(&line);
-        if line.starts_with("model: ") {
-            break;
-        }
-    }
+        .arg(&dir);
     // Well past the single step, well before the evaluation ends.
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let signalled = std::time::Instant::now();
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let all = format!("{seen}{rest}{}", text(&out));
+    let run = signal_once_training(&mut cmd, "-TERM", Duration::from_millis(100));
+    let all = run.all;
     // Without the check between batches the run would finish the
     // evaluation and, its only epoch done, exit 0 with a test accuracy.
-    assert_eq!(out.status.code(), Some(130), "{all}");
+    assert_eq!(run.code, Some(130), "{all}");
     assert!(all.contains("saved at epoch 1 step 1;"), "{all}");
-    assert!(signalled.elapsed().as_secs() < 5, "{all}");
+    assert!(run.took.as_secs() < 5, "{all}");
     // Resuming skips the trained step and evaluates the epoch.
     let resumed = run_ok(train().args(["--quiet", "--resume"]).arg(&dir));
     assert!(resumed.contains("resumed at epoch 1 step 1"), "{resumed}");
