@@ -6,11 +6,11 @@
 
 use super::fault;
 use super::{MODEL_FILE, STATE_FILE};
+use crate::fetch::{md5_file, md5_hex};
 use anyhow::{Context, Result};
-use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// The directory of the units, in the run directory.
@@ -53,31 +53,6 @@ pub struct Unit {
     /// Save counter: the unit with the largest is the newest.
     pub seq: u64,
     pub path: PathBuf,
-}
-
-fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn md5_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 /// `3-step120` -> 3.
