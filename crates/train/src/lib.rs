@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model_spec;
 pub mod optim;
 pub mod report;
+pub mod recipe;
 pub mod run;
 pub mod run_config;
 pub mod run_dir;

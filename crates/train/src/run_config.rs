@@ -20,6 +20,12 @@ pub use validate::validate_model;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// The `--recipe` this configuration started from (`None`: a run from
+    /// before recipes existed), and the fields the command line replaced.
+    #[serde(default)]
+    pub recipe: Option<String>,
+    #[serde(default)]
+    pub overridden: Vec<String>,
     pub epochs: usize,
     pub batch_size: usize,
     pub eval_batch_size: usize,
@@ -32,7 +38,25 @@ pub struct RunConfig {
     /// "constant", "cosine" or "step:E1,E2,..".
     pub lr_schedule: String,
     pub warmup_epochs: f32,
+    /// Random crop and horizontal flip.
     pub augment: bool,
+    /// The crop's padding: "zero" (black) or "reflect".
+    #[serde(default = "zero_padding")]
+    pub pad_mode: String,
+    /// Side of the cutout square (0 = none).
+    #[serde(default)]
+    pub cutout: usize,
+    /// "epoch" (reshuffle every epoch), "once" (one order for all epochs)
+    /// or "none" (dataset order).
+    #[serde(default = "every_epoch")]
+    pub shuffle: String,
+    /// Keras's `label_smoothing` of the training loss, in [0, 1).
+    #[serde(default)]
+    pub label_smoothing: f32,
+    /// Test-time augmentation of the evaluations: "none", "flip" or
+    /// "flip-translate".
+    #[serde(default = "no_tta")]
+    pub tta: String,
     /// "none", "base" or a stage number 1..=5 (freeze the stem and stages up to it).
     pub freeze: String,
     pub train_limit: Option<usize>,
@@ -49,6 +73,18 @@ pub struct RunConfig {
     pub model: ModelSpec,
     #[serde(default)]
     pub callbacks: CallbackConfig,
+}
+
+fn zero_padding() -> String {
+    "zero".into()
+}
+
+fn every_epoch() -> String {
+    "epoch".into()
+}
+
+fn no_tta() -> String {
+    "none".into()
 }
 
 /// The Keras-style callbacks of a run ([`mod@crate::fit`]); all off by default.

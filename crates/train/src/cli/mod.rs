@@ -54,39 +54,70 @@ pub struct TrainArgs {
     /// [default: imagenet when it can be had for the model, else none].
     #[arg(long)]
     pub weights: Option<WeightsChoice>,
-    /// Epochs to train [default: 10; with --resume, the run's own count unless given].
+    /// The recipe the run starts from: keras-tutorial (the tutorial's
+    /// fine-tuning: ImageNet weights, Adam 1e-4, batch 64, 10 epochs) or
+    /// scratch (Keras initialization to the tutorial's accuracy: Nesterov
+    /// SGD, crop + flip, label smoothing, weight EMA, flip TTA). Every
+    /// option below replaces the recipe's value; the whole configuration is
+    /// printed at the start and saved in config.json.
+    #[arg(long, default_value = "keras-tutorial")]
+    pub recipe: train::recipe::Recipe,
+    /// Epochs to train [default: the recipe's; with --resume, the run's own count unless given].
     #[arg(long)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 256)]
-    pub eval_batch_size: usize,
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f32,
-    /// adam | sgd
-    #[arg(long, default_value = "adam")]
-    pub optimizer: String,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f32,
-    /// SGD with Nesterov momentum.
+    /// [default: the recipe's]
     #[arg(long)]
-    pub nesterov: bool,
-    /// Weight decay (decoupled for Adam, L2 for SGD); biases and BN are exempt.
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f32,
-    /// constant | cosine | step:E1,E2 (x0.1 at those epochs)
-    #[arg(long, default_value = "constant")]
-    pub lr_schedule: String,
-    /// Linear warm-up length, in epochs (may be fractional).
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup_epochs: f32,
-    /// Random crop (4-pixel zero padding) and horizontal flip.
+    pub batch_size: Option<usize>,
+    /// [default: the recipe's]
     #[arg(long)]
-    pub augment: bool,
+    pub eval_batch_size: Option<usize>,
+    /// Learning rate at --batch-size [default: the recipe's, scaled
+    /// linearly with --batch-size under the scratch recipe].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// adam | sgd [default: the recipe's]
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// SGD momentum [default: the recipe's].
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// SGD with Nesterov momentum (`--nesterov false` turns a recipe's off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub nesterov: Option<bool>,
+    /// Weight decay (decoupled for Adam, L2 for SGD); biases and BN are exempt [default: the recipe's].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// constant | cosine | linear (to 0 after the warm-up) | one-cycle[:PCT] |
+    /// step:E1,E2 (x0.1 at those epochs) [default: the recipe's]
+    #[arg(long)]
+    pub lr_schedule: Option<String>,
+    /// Linear warm-up length, in epochs (may be fractional) [default: the recipe's].
+    #[arg(long)]
+    pub warmup_epochs: Option<f32>,
+    /// Random crop (4-pixel padding) and horizontal flip (`--augment false` turns a recipe's off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub augment: Option<bool>,
+    /// The crop's padding: zero (black) | reflect [default: the recipe's].
+    #[arg(long)]
+    pub pad_mode: Option<String>,
+    /// Cutout square side in pixels, 0 for none [default: the recipe's].
+    #[arg(long)]
+    pub cutout: Option<usize>,
+    /// epoch (a new order every epoch, Keras's shuffle=True) | once (one
+    /// order for every epoch, what seeded Keras 3.15 does) | none (dataset
+    /// order, shuffle=False) [default: the recipe's].
+    #[arg(long)]
+    pub shuffle: Option<String>,
+    /// Keras's label_smoothing of the training loss, in [0, 1) [default: the recipe's].
+    #[arg(long)]
+    pub label_smoothing: Option<f32>,
+    /// Test-time augmentation of every evaluation: none | flip |
+    /// flip-translate [default: the recipe's].
+    #[arg(long)]
+    pub tta: Option<String>,
     /// none | base (feature extraction: train the head only) | 1..5 (freeze the stem and stages up to N)
-    #[arg(long, default_value = "none")]
-    pub freeze: String,
+    #[arg(long)]
+    pub freeze: Option<String>,
     /// Train on a seeded random subset of this many images.
     #[arg(long)]
     pub train_limit: Option<usize>,
@@ -96,8 +127,8 @@ pub struct TrainArgs {
     /// Hold this many training images out (chosen by --seed, after
     /// --train-limit) and evaluate on them after every epoch as val_loss /
     /// val_accuracy, the metrics the callbacks below monitor.
-    #[arg(long, default_value_t = 0)]
-    pub val_split: usize,
+    #[arg(long)]
+    pub val_split: Option<usize>,
     /// Metric for --save-best, --early-stopping-patience and
     /// --reduce-lr-patience: val_loss | val_accuracy | loss | accuracy
     /// (losses are minimized, accuracies maximized).
@@ -129,14 +160,14 @@ pub struct TrainArgs {
     /// Learning rate floor for --reduce-lr-patience.
     #[arg(long, default_value_t = 0.0)]
     pub reduce_lr_min_lr: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Worker threads [default: all cores, or RAYON_NUM_THREADS].
     #[arg(long)]
     pub threads: Option<usize>,
     /// unit (x / 255, the recipe) | caffe (Keras ImageNet preprocessing: BGR, mean-subtracted)
-    #[arg(long, default_value = "unit")]
-    pub preprocess: String,
+    #[arg(long)]
+    pub preprocess: Option<String>,
     /// Run directory [default: runs/run-<UTC time>-<pid> under the current
     /// directory]. One that already holds a run is refused unless --overwrite.
     #[arg(long)]
@@ -153,13 +184,14 @@ pub struct TrainArgs {
         "train_limit", "test_limit", "seed", "preprocess", "out", "depths", "widths",
         "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
-        "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite",
+        "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite", "recipe",
+        "pad_mode", "cutout", "shuffle", "label_smoothing", "tta",
     ])]
     pub resume: Option<PathBuf>,
     /// The network: resnet50 | resnet101 | resnet152 | resnet50v2 | resnet101v2 | resnet152v2
     /// (keras.applications' ResNets; --depths, --widths and --stem-filters then adjust it).
-    #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
-    pub model: train::model_spec::ModelSpec,
+    #[arg(long, value_parser = train::model_spec::ModelSpec::keras)]
+    pub model: Option<train::model_spec::ModelSpec>,
     /// Blocks per stage, for a smaller network [ResNet50: 3,4,6,3].
     #[arg(long, value_delimiter = ',')]
     pub depths: Option<Vec<usize>>,

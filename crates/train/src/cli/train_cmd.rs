@@ -12,65 +12,74 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use train::fit::ProgressDisplay;
-use train::model_spec::ModelSpec;
+use train::recipe::{self, Overrides};
 use train::run_config::{CallbackConfig, RunConfig};
 use train::run_dir::{self, RunLock};
 use train::run_state;
 use train::weights_choice::{self, WeightsChoice};
 
-fn config_from_args(a: &TrainArgs) -> Result<RunConfig> {
-    let mut model = ModelSpec {
-        num_classes: Some(10),
-        ..a.model.clone()
-    };
-    if let Some(d) = &a.depths {
-        model.depths = d.clone();
+/// The recipe's configuration with every option given on the command line
+/// in place of its value ([`Overrides`]), and the weights to start from.
+fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
+    let recipe = a.recipe;
+    let mut c = recipe.config();
+    let mut o = Overrides { config: &mut c };
+    o.set("epochs", |c| &mut c.epochs, a.epochs);
+    o.set("batch_size", |c| &mut c.batch_size, a.batch_size);
+    // The recipe's rate at the batch size given (scaled, for SGD recipes).
+    let lr = a
+        .lr
+        .or_else(|| a.batch_size.map(|b| recipe.lr_at_batch(b)));
+    o.set("lr", |c| &mut c.lr, lr);
+    if a.lr.is_none() {
+        o.config.overridden.retain(|f| f != "lr");
     }
-    if let Some(w) = &a.widths {
-        model.widths = w.clone();
-    }
-    if let Some(s) = a.stem_filters {
-        model.stem_filters = s;
-    }
-    model.unbiased_moving_variance = a.unbiased_moving_variance;
+    o.set("eval_batch_size", |c| &mut c.eval_batch_size, a.eval_batch_size);
+    o.set("optimizer", |c| &mut c.optimizer, a.optimizer.clone());
+    o.set("momentum", |c| &mut c.momentum, a.momentum);
+    o.set("nesterov", |c| &mut c.nesterov, a.nesterov);
+    o.set("weight_decay", |c| &mut c.weight_decay, a.weight_decay);
+    o.set("lr_schedule", |c| &mut c.lr_schedule, a.lr_schedule.clone());
+    o.set("warmup_epochs", |c| &mut c.warmup_epochs, a.warmup_epochs);
+    o.set("augment", |c| &mut c.augment, a.augment);
+    o.set("pad_mode", |c| &mut c.pad_mode, a.pad_mode.clone());
+    o.set("cutout", |c| &mut c.cutout, a.cutout);
+    o.set("shuffle", |c| &mut c.shuffle, a.shuffle.clone());
+    o.set("label_smoothing", |c| &mut c.label_smoothing, a.label_smoothing);
+    o.set("tta", |c| &mut c.tta, a.tta.clone());
+    o.set("freeze", |c| &mut c.freeze, a.freeze.clone());
+    o.set("train_limit", |c| &mut c.train_limit, a.train_limit.map(Some));
+    o.set("test_limit", |c| &mut c.test_limit, a.test_limit.map(Some));
+    o.set("val_split", |c| &mut c.val_split, a.val_split);
+    o.set("seed", |c| &mut c.seed, a.seed);
+    o.set("preprocess", |c| &mut c.preprocess, a.preprocess.clone());
     // Stored absolute, so `--resume` works from any directory.
     let data = match &a.data {
         Some(d) => Some(std::path::absolute(d).with_context(|| format!("--data {}", d.display()))?),
         None => None,
     };
-    Ok(RunConfig {
-        epochs: a.epochs.unwrap_or(10),
-        batch_size: a.batch_size,
-        eval_batch_size: a.eval_batch_size,
-        lr: a.lr,
-        optimizer: a.optimizer.clone(),
-        momentum: a.momentum,
-        nesterov: a.nesterov,
-        weight_decay: a.weight_decay,
-        lr_schedule: a.lr_schedule.clone(),
-        warmup_epochs: a.warmup_epochs,
-        augment: a.augment,
-        freeze: a.freeze.clone(),
-        train_limit: a.train_limit,
-        test_limit: a.test_limit,
-        val_split: a.val_split,
-        seed: a.seed,
-        preprocess: a.preprocess.clone(),
-        weights: None,
-        data,
-        model,
-        callbacks: CallbackConfig {
-            monitor: a.monitor.clone(),
-            save_best: a.save_best,
-            early_stopping_patience: a.early_stopping_patience,
-            early_stopping_min_delta: a.early_stopping_min_delta,
-            restore_best_weights: a.restore_best_weights,
-            reduce_lr_patience: a.reduce_lr_patience,
-            reduce_lr_factor: a.reduce_lr_factor,
-            reduce_lr_min_lr: a.reduce_lr_min_lr,
-            ..CallbackConfig::default()
-        },
-    })
+    o.set("data", |c| &mut c.data, data.map(Some));
+    o.set("model", |c| &mut c.model, a.model.clone());
+    o.set("model", |c| &mut c.model.depths, a.depths.clone());
+    o.set("model", |c| &mut c.model.widths, a.widths.clone());
+    o.set("model", |c| &mut c.model.stem_filters, a.stem_filters);
+    let unbiased = a.unbiased_moving_variance.then_some(true);
+    o.set("model", |c| &mut c.model.unbiased_moving_variance, unbiased);
+    c.overridden.dedup();
+    c.model.num_classes = Some(10);
+    c.callbacks = CallbackConfig {
+        monitor: a.monitor.clone(),
+        save_best: a.save_best,
+        early_stopping_patience: a.early_stopping_patience,
+        early_stopping_min_delta: a.early_stopping_min_delta,
+        restore_best_weights: a.restore_best_weights,
+        reduce_lr_patience: a.reduce_lr_patience,
+        reduce_lr_factor: a.reduce_lr_factor,
+        reduce_lr_min_lr: a.reduce_lr_min_lr,
+        ..CallbackConfig::default()
+    };
+    let weights = a.weights.clone().unwrap_or(recipe.weights());
+    Ok((c, weights))
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -88,10 +97,11 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
             c
         }
         None => {
-            let config = config_from_args(&a)?;
+            let (config, choice) = config_from_args(&a)?;
             // Checked before the weights are looked up (or fetched).
             config.validate()?;
-            let choice = a.weights.clone().unwrap_or(WeightsChoice::Auto);
+            print!("{}", recipe::describe(&config));
+            println!("{}", a.recipe.lr_statement(config.lr, config.batch_size));
             RunConfig {
                 weights: weights_choice::resolve(&choice, &config.model)?,
                 ..config

@@ -8,6 +8,7 @@
 //! size) stay where the data is (`Dataset::hold_out`).
 
 use super::RunConfig;
+use crate::data::IMAGE_SIDE;
 use crate::fit::Metric;
 use crate::model_spec::ModelSpec;
 use crate::optim::ScheduleKind;
@@ -51,6 +52,18 @@ impl RunConfig {
                     self.val_split
                 );
             }
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!(
+                "--label-smoothing {}: must be in [0, 1)",
+                self.label_smoothing
+            );
+        }
+        if self.cutout > IMAGE_SIDE {
+            bail!(
+                "--cutout {}: must be at most the image side ({IMAGE_SIDE})",
+                self.cutout
+            );
         }
         self.lr_schedule
             .parse::<ScheduleKind>()

@@ -1,0 +1,251 @@
+//! Named, complete training recipes: `--recipe keras-tutorial` (the
+//! default: the tutorial's fine-tuning recipe, exactly) and `--recipe
+//! scratch` (ResNet50 from Keras initialization to the tutorial's accuracy
+//! without ImageNet weights).
+//!
+//! A recipe is a whole [`RunConfig`], not a set of defaults scattered over
+//! the argument parser: the command line starts from it and every option
+//! given replaces its field ([`Overrides`]); the result, recipe name and
+//! overridden fields included, is printed at the start of the run and saved
+//! in `config.json`.
+//!
+//! Learning rates are stated for the recipe's batch size. Under a recipe
+//! with [`LrScaling::Linear`] (SGD), `--batch-size` without `--lr` scales the
+//! rate linearly with the batch (Goyal et al. 2017, "Accurate, Large
+//! Minibatch SGD"), so that the rate per image stays the recipe's; Adam's
+//! tutorial rate stays as Keras would leave it.
+
+use crate::model_spec::ModelSpec;
+use crate::run_config::{CallbackConfig, RunConfig};
+use crate::weights_choice::WeightsChoice;
+use std::fmt;
+use std::str::FromStr;
+
+/// The recipes `--recipe` names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recipe {
+    /// The tutorial's fine-tuning recipe: ImageNet weights, Adam 1e-4,
+    /// batch 64, 10 epochs, no augmentation, inputs x / 255.
+    #[default]
+    KerasTutorial,
+    /// From scratch (Keras initialization): Nesterov SGD with weight decay,
+    /// warm-up then linear decay, crop + flip, label smoothing, BN momentum
+    /// 0.9, an EMA of the weights and flip test-time augmentation.
+    Scratch,
+}
+
+/// How a recipe's learning rate follows `--batch-size`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LrScaling {
+    /// The rate does not change with the batch size.
+    Fixed,
+    /// The rate is proportional to the batch size (stated per 64 images).
+    Linear,
+}
+
+impl Recipe {
+    pub const ALL: [Recipe; 2] = [Recipe::KerasTutorial, Recipe::Scratch];
+
+    /// The recipe's complete run configuration (its `weights` unresolved:
+    /// see [`Recipe::weights`]).
+    pub fn config(self) -> RunConfig {
+        let tutorial = RunConfig {
+            recipe: Some(self.to_string()),
+            overridden: Vec::new(),
+            epochs: 10,
+            batch_size: 64,
+            eval_batch_size: 256,
+            lr: 1e-4,
+            optimizer: "adam".into(),
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            lr_schedule: "constant".into(),
+            warmup_epochs: 0.0,
+            augment: false,
+            pad_mode: "zero".into(),
+            cutout: 0,
+            shuffle: "epoch".into(),
+            label_smoothing: 0.0,
+            tta: "none".into(),
+            freeze: "none".into(),
+            train_limit: None,
+            test_limit: None,
+            val_split: 0,
+            seed: 0,
+            preprocess: "unit".into(),
+            weights: None,
+            data: None,
+            model: ModelSpec::resnet50(Some(10)),
+            callbacks: CallbackConfig::default(),
+        };
+        match self {
+            Recipe::KerasTutorial => tutorial,
+            Recipe::Scratch => RunConfig {
+                epochs: 50,
+                batch_size: 128,
+                lr: 0.1,
+                optimizer: "sgd".into(),
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 5e-4,
+                lr_schedule: "linear".into(),
+                warmup_epochs: 2.0,
+                augment: true,
+                pad_mode: "reflect".into(),
+                label_smoothing: 0.1,
+                tta: "flip".into(),
+                ..tutorial
+            },
+        }
+    }
+
+    /// Where the recipe's weights come from.
+    pub fn weights(self) -> WeightsChoice {
+        match self {
+            Recipe::KerasTutorial => WeightsChoice::Auto,
+            Recipe::Scratch => WeightsChoice::None,
+        }
+    }
+
+    pub fn lr_scaling(self) -> LrScaling {
+        match self {
+            Recipe::KerasTutorial => LrScaling::Fixed,
+            Recipe::Scratch => LrScaling::Linear,
+        }
+    }
+
+    /// The recipe's learning rate at `batch_size`.
+    pub fn lr_at_batch(self, batch_size: usize) -> f32 {
+        let c = self.config();
+        match self.lr_scaling() {
+            LrScaling::Fixed => c.lr,
+            LrScaling::Linear => c.lr * batch_size as f32 / c.batch_size as f32,
+        }
+    }
+
+    /// One line on how the learning rate relates to the batch size.
+    pub fn lr_statement(self, lr: f32, batch_size: usize) -> String {
+        match self.lr_scaling() {
+            LrScaling::Fixed => format!("lr {lr} at batch {batch_size} (not scaled with the batch size)"),
+            LrScaling::Linear => format!(
+                "lr {lr} at batch {batch_size} = {} per 64 images (scaled linearly with --batch-size unless --lr is given)",
+                lr * 64.0 / batch_size as f32
+            ),
+        }
+    }
+}
+
+impl FromStr for Recipe {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Recipe::ALL
+            .into_iter()
+            .find(|r| r.to_string() == s)
+            .ok_or_else(|| format!("unknown recipe '{s}': use keras-tutorial or scratch"))
+    }
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Recipe::KerasTutorial => "keras-tutorial",
+            Recipe::Scratch => "scratch",
+        })
+    }
+}
+
+/// Replaces fields of a recipe's configuration with the options given on
+/// the command line, recording each one's name in
+/// [`RunConfig::overridden`].
+pub struct Overrides<'a> {
+    pub config: &'a mut RunConfig,
+}
+
+impl Overrides<'_> {
+    /// Sets `field` (the run configuration's field called `name`) to
+    /// `value` when the option was given.
+    pub fn set<T>(&mut self, name: &str, field: impl FnOnce(&mut RunConfig) -> &mut T, value: Option<T>) {
+        if let Some(v) = value {
+            *field(self.config) = v;
+            self.config.overridden.push(name.to_string());
+        }
+    }
+}
+
+/// The configuration as `name = value` lines, overridden fields marked, for
+/// the start of a run.
+pub fn describe(config: &RunConfig) -> String {
+    let json = serde_json::to_value(config).expect("a RunConfig serializes");
+    let mut out = match &config.recipe {
+        Some(r) if config.overridden.is_empty() => format!("recipe {r}:\n"),
+        Some(r) => format!("recipe {r}, overridden: {}:\n", config.overridden.join(", ")),
+        None => "configuration:\n".to_string(),
+    };
+    let serde_json::Value::Object(fields) = json else {
+        unreachable!("a struct serializes to an object")
+    };
+    for (k, v) in fields {
+        if k == "recipe" || k == "overridden" {
+            continue;
+        }
+        let mark = if config.overridden.iter().any(|o| *o == k) {
+            "  (given)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("  {k} = {v}{mark}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_recipe_is_valid_and_named() {
+        for r in Recipe::ALL {
+            let c = r.config();
+            c.validate().unwrap_or_else(|e| panic!("recipe {r}: {e}"));
+            assert_eq!(c.recipe.as_deref(), Some(r.to_string().as_str()));
+            assert_eq!(r.to_string().parse::<Recipe>(), Ok(r));
+        }
+        assert!("fast".parse::<Recipe>().unwrap_err().contains("keras-tutorial or scratch"));
+    }
+
+    #[test]
+    fn the_tutorial_recipe_is_the_tutorials() {
+        let c = Recipe::KerasTutorial.config();
+        assert_eq!((c.epochs, c.batch_size, c.lr), (10, 64, 1e-4));
+        assert_eq!((c.optimizer.as_str(), c.augment), ("adam", false));
+        assert_eq!(Recipe::KerasTutorial.weights(), WeightsChoice::Auto);
+        assert_eq!(Recipe::KerasTutorial.lr_at_batch(256), 1e-4);
+    }
+
+    #[test]
+    fn the_scratch_rate_scales_with_the_batch() {
+        let r = Recipe::Scratch;
+        assert_eq!(r.weights(), WeightsChoice::None);
+        assert_eq!(r.lr_at_batch(128), 0.1);
+        assert!((r.lr_at_batch(256) - 0.2).abs() < 1e-7);
+        assert!((r.lr_at_batch(64) - 0.05).abs() < 1e-7);
+        assert!(r.lr_statement(0.1, 128).contains("0.05 per 64 images"));
+    }
+
+    #[test]
+    fn overrides_replace_fields_and_are_recorded() {
+        let mut c = Recipe::Scratch.config();
+        let mut o = Overrides { config: &mut c };
+        o.set("epochs", |c| &mut c.epochs, Some(3));
+        o.set("lr", |c| &mut c.lr, None);
+        assert_eq!(c.epochs, 3);
+        assert_eq!(c.lr, 0.1);
+        assert_eq!(c.overridden, vec!["epochs".to_string()]);
+        let text = describe(&c);
+        assert!(text.starts_with("recipe scratch, overridden: epochs:"), "{text}");
+        assert!(text.contains("  epochs = 3  (given)\n"), "{text}");
+        assert!(text.contains("  label_smoothing = 0.1\n"), "{text}");
+    }
+}
