@@ -174,28 +174,23 @@ impl Overrides<'_> {
     }
 }
 
-/// The configuration as `name = value` lines, overridden fields marked, for
-/// the start of a run.
+/// The configuration as it will be saved in `config.json` (field order,
+/// numbers as written), fields the command line gave marked `<- given`,
+/// for the start of a run.
 pub fn describe(config: &RunConfig) -> String {
-    let json = serde_json::to_value(config).expect("a RunConfig serializes");
+    let json = serde_json::to_string_pretty(config).expect("a RunConfig serializes");
     let mut out = match &config.recipe {
-        Some(r) if config.overridden.is_empty() => format!("recipe {r}:\n"),
-        Some(r) => format!("recipe {r}, overridden: {}:\n", config.overridden.join(", ")),
+        Some(r) => format!("recipe {r}:\n"),
         None => "configuration:\n".to_string(),
     };
-    let serde_json::Value::Object(fields) = json else {
-        unreachable!("a struct serializes to an object")
-    };
-    for (k, v) in fields {
-        if k == "recipe" || k == "overridden" {
-            continue;
-        }
-        let mark = if config.overridden.iter().any(|o| *o == k) {
-            "  (given)"
-        } else {
-            ""
-        };
-        out.push_str(&format!("  {k} = {v}{mark}\n"));
+    for line in json.lines() {
+        // Top-level fields are the lines indented by exactly two spaces.
+        let given = line
+            .strip_prefix("  \"")
+            .and_then(|rest| rest.split_once('"'))
+            .is_some_and(|(name, _)| config.overridden.iter().any(|o| o == name));
+        out.push_str(line);
+        out.push_str(if given { "   <- given\n" } else { "\n" });
     }
     out
 }
@@ -244,8 +239,9 @@ mod tests {
         assert_eq!(c.lr, 0.1);
         assert_eq!(c.overridden, vec!["epochs".to_string()]);
         let text = describe(&c);
-        assert!(text.starts_with("recipe scratch, overridden: epochs:"), "{text}");
-        assert!(text.contains("  epochs = 3  (given)\n"), "{text}");
-        assert!(text.contains("  label_smoothing = 0.1\n"), "{text}");
+        assert!(text.starts_with("recipe scratch:\n{\n"), "{text}");
+        assert!(text.contains("\n  \"epochs\": 3,   <- given\n"), "{text}");
+        assert!(text.contains("\n  \"label_smoothing\": 0.1,\n"), "{text}");
+        assert!(text.contains("\n  \"lr\": 0.1,\n"), "{text}");
     }
 }

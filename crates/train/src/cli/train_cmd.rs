@@ -100,12 +100,13 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
             let (config, choice) = config_from_args(&a)?;
             // Checked before the weights are looked up (or fetched).
             config.validate()?;
-            print!("{}", recipe::describe(&config));
-            println!("{}", a.recipe.lr_statement(config.lr, config.batch_size));
-            RunConfig {
+            let config = RunConfig {
                 weights: weights_choice::resolve(&choice, &config.model)?,
                 ..config
-            }
+            };
+            print!("{}", recipe::describe(&config));
+            println!("{}", a.recipe.lr_statement(config.lr, config.batch_size));
+            config
         }
     };
     config.validate()?;
