@@ -45,7 +45,7 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// CIFAR-10 location: binary release dir, image-folder tree, or .tar.gz
-    /// [default: data/cifar10, then ../shared/data/cifar10-jpg.tar.gz].
+    /// [default: data/cifar10, then ../shared/data/cifar10-jpg.tar.gz, in the current directory].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// imagenet (Keras's ImageNet weights, from Keras's cache, ours, or

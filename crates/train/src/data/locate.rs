@@ -49,13 +49,15 @@ impl Source {
     }
 }
 
-/// The shared archive's path relative to the project root.
+/// The shared archive's path relative to the current directory (the checkout root when run as the README says).
 pub const SHARED_ARCHIVE: &str = "../shared/data/cifar10-jpg.tar.gz";
-/// Default data folder relative to the project root.
+/// Default data folder relative to the current directory.
 pub const DEFAULT_DATA_DIR: &str = "data/cifar10";
 
 /// The workspace root: the one this crate was compiled in if it still
-/// exists, else the current directory.
+/// exists, else the current directory. For tests that look for the real
+/// data next to the checkout; the default search ([`locate`]) never looks
+/// in the tree the binary was compiled in, only in the current directory.
 pub fn workspace_root() -> PathBuf {
     let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     if compiled.join("Cargo.toml").is_file() {
@@ -141,8 +143,9 @@ pub fn detect(path: &Path) -> Result<Source, DataError> {
 }
 
 /// Finds the data: `explicit` if given (and it must be valid), else
-/// `<root>/data/cifar10`, else `<root>/../shared/data/cifar10-jpg.tar.gz`,
-/// where `<root>` is the workspace root and then the current directory.
+/// `data/cifar10`, else `../shared/data/cifar10-jpg.tar.gz`, both relative
+/// to the current directory (a binary copied elsewhere, or run from
+/// another directory, does not reach back into the tree it was built in).
 pub fn locate(explicit: Option<&Path>) -> Result<Source, DataError> {
     if let Some(p) = explicit {
         return detect(p);
@@ -171,7 +174,7 @@ const BY_HAND: &str = "  - pass its path explicitly: the official binary release
      cifar-10-binary.tar.gz, or the extracted cifar-10-batches-bin/ with data_batch_1..5.bin \
      and test_batch.bin), a .tar.gz of train/<class>/*.jpg|png and test/<class>/..., or a \
      folder with that layout;\n  \
-     - or place one of those at data/cifar10/ in the project root \
+     - or place one of those at data/cifar10/ in the current directory \
      (extracted, or the .tar.gz itself inside that folder).";
 
 /// The search behind [`locate`], over explicit candidates (testable).
@@ -185,22 +188,14 @@ pub fn locate_in(candidates: &[PathBuf]) -> Result<Source, DataError> {
     })
 }
 
-/// The default search places of [`locate`], in order.
+/// The default search places of [`locate`], in order: relative to the
+/// current directory.
 fn default_candidates() -> Vec<PathBuf> {
-    let mut roots = vec![workspace_root()];
-    if let Ok(cwd) = std::env::current_dir() {
-        let cwd = cwd.canonicalize().unwrap_or(cwd);
-        if !roots.contains(&cwd) {
-            roots.push(cwd);
-        }
-    }
-    let mut candidates = Vec::new();
-    for rel in [DEFAULT_DATA_DIR, SHARED_ARCHIVE] {
-        for r in &roots {
-            candidates.push(r.join(rel));
-        }
-    }
-    candidates
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    [DEFAULT_DATA_DIR, SHARED_ARCHIVE]
+        .iter()
+        .map(|rel| cwd.join(rel))
+        .collect()
 }
 
 /// Where the data was found and, if it had to be fetched, how.
@@ -271,7 +266,7 @@ pub fn locate_or_fetch_in(
          and could not download it to {}:\n  - {failure}\n\
          Provide it in one of these ways:\n  \
          - download {} (md5 {}) by hand and put it at {} or in data/cifar10/ in the \
-         project root ({} moves the download cache);\n  \
+         current directory ({} moves the download cache);\n  \
          - set {} to a mirror of that file ({} too, if the file differs);\n{BY_HAND}",
         looked.join("\n"),
         target.display(),
