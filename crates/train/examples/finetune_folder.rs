@@ -16,7 +16,7 @@
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use train::data::{self, Preprocess};
+use train::data::{self, AugmentConfig, Preprocess};
 use train::evaluate::EvalResult;
 use train::fit::{
     fit, EarlyStopping, FitConfig, FitData, FitSummary, Metric, ModelCheckpoint, Monitor,
@@ -63,7 +63,7 @@ pub fn finetune(o: &Options) -> Result<(FitSummary, EvalResult)> {
     let config = FitConfig {
         epochs: o.epochs,
         batch_size: 32,
-        augment: true,
+        augment: Some(AugmentConfig::STANDARD),
         preprocess,
         ..FitConfig::default()
     };

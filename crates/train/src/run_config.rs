@@ -4,7 +4,7 @@
 //! Fields added after the first release carry serde defaults, so the
 //! `config.json` of an older run still loads (and resumes as it ran).
 
-use crate::data::Preprocess;
+use crate::data::{AugmentConfig, Preprocess, Shuffle};
 use crate::fit::FitConfig;
 use crate::model_spec::ModelSpec;
 use crate::optim::{Adam, AdamConfig, LrSchedule, Optimizer, ScheduleKind, Sgd, SgdConfig};
@@ -184,7 +184,8 @@ impl RunConfig {
             batch_size: self.batch_size,
             eval_batch_size: self.eval_batch_size,
             seed: self.seed,
-            augment: self.augment,
+            augment: self.augment.then_some(AugmentConfig::STANDARD),
+            shuffle: Shuffle::Epoch,
             preprocess: self.preprocess()?,
         })
     }

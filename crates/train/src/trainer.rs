@@ -2,7 +2,7 @@
 //! evaluation pass, independent of where batches come from.
 
 use crate::data::{Dataset, Preprocess};
-use crate::evaluate::{self, EvalResult};
+use crate::evaluate::{self, EvalResult, Tta};
 use crate::metrics::count_correct;
 use crate::optim::{LrSchedule, Optimizer};
 use autograd::{ops, Graph, Mode, ParamKind, ParamStore};
@@ -110,8 +110,6 @@ impl Trainer {
         evaluate::logits(self.model.as_ref(), &self.store, x)
     }
 
-    /// Loss, accuracy and confusion matrix over `data`
-    /// ([`evaluate::evaluate`]).
     /// [`Trainer::evaluate`], returning `None` as soon as `stop` is raised.
     pub fn evaluate_until(
         &self,
@@ -130,6 +128,30 @@ impl Trainer {
         )
     }
 
+    /// Loss, accuracy and confusion matrix over `data` under test-time
+    /// augmentation `tta` ([`evaluate::evaluate_tta`]); `None` as soon as
+    /// `stop` is raised.
+    pub fn evaluate_tta(
+        &self,
+        data: &Dataset,
+        batch_size: usize,
+        preprocess: Preprocess,
+        tta: Tta,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Option<EvalResult> {
+        evaluate::evaluate_tta(
+            self.model.as_ref(),
+            &self.store,
+            data,
+            batch_size,
+            preprocess,
+            tta,
+            stop,
+        )
+    }
+
+    /// Loss, accuracy and confusion matrix over `data`
+    /// ([`evaluate::evaluate`]).
     pub fn evaluate(
         &self,
         data: &Dataset,

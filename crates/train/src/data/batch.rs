@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::augment::Augment;
+use super::augment::{Augment, Transform};
 use super::{Dataset, IMAGE_BYTES};
 
 /// ImageNet channel means in B, G, R order, as Keras' 'caffe' mode uses them.
@@ -107,6 +107,36 @@ impl Dataset {
         }
     }
 
+    /// [`Dataset::fill_batch`] with the same `view` of every image (e.g. a
+    /// test-time augmentation view) instead of random augmentation.
+    ///
+    /// # Panics
+    /// If `out` has the wrong length or an index is out of range.
+    pub fn fill_batch_view(
+        &self,
+        indices: &[usize],
+        preprocess: Preprocess,
+        view: &Transform,
+        out: &mut [f32],
+    ) {
+        if *view == Transform::IDENTITY {
+            return self.fill_batch(indices, preprocess, None, out);
+        }
+        assert_eq!(
+            out.len(),
+            indices.len() * IMAGE_BYTES,
+            "batch buffer holds {} floats but {} images need {}",
+            out.len(),
+            indices.len(),
+            indices.len() * IMAGE_BYTES
+        );
+        let mut scratch = [0u8; IMAGE_BYTES];
+        for (&i, dst) in indices.iter().zip(out.chunks_exact_mut(IMAGE_BYTES)) {
+            view.apply(self.image(i), &mut scratch);
+            preprocess.apply(&scratch, dst);
+        }
+    }
+
     /// Writes the labels of `indices` into `out` (same length).
     pub fn fill_labels(&self, indices: &[usize], out: &mut [usize]) {
         assert_eq!(out.len(), indices.len(), "label buffer length");
@@ -184,6 +214,33 @@ mod tests {
         let mut caffe = vec![0.0; IMAGE_BYTES];
         d.fill_batch(&[0], Preprocess::Caffe, Some(&aug), &mut caffe);
         assert_eq!(&caffe[..3], &[-103.939, -116.779, -123.68]);
+    }
+
+    #[test]
+    fn a_view_is_applied_to_every_image_before_preprocessing() {
+        let mut d = dataset();
+        // Image 1's left column black: the mirror moves it to the right.
+        for y in 0..32 {
+            d.images[IMAGE_BYTES + y * 96..][..3].fill(0);
+        }
+        let mirror = Transform {
+            flip: true,
+            ..Transform::IDENTITY
+        };
+        let mut out = vec![f32::NAN; 2 * IMAGE_BYTES];
+        d.fill_batch_view(&[1, 0], Preprocess::Unit, &mirror, &mut out);
+        let (a, b) = out.split_at(IMAGE_BYTES);
+        assert_eq!(
+            &a[93..96],
+            &[0.0; 3],
+            "right column of the mirrored image 1"
+        );
+        assert_eq!(&a[..3], &[11.0 / 255.0, 100.0 / 255.0, 250.0 / 255.0]);
+        assert!(b.iter().step_by(3).all(|&v| v == 10.0 / 255.0));
+        let mut plain = vec![0.0; 2 * IMAGE_BYTES];
+        d.fill_batch(&[1, 0], Preprocess::Caffe, None, &mut plain);
+        d.fill_batch_view(&[1, 0], Preprocess::Caffe, &Transform::IDENTITY, &mut out);
+        assert_eq!(out, plain);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use augment::{Augment, Transform};
+pub use augment::{Augment, AugmentConfig, Cutout, PadMode, Transform};
 pub use batch::{Preprocess, CAFFE_MEAN_BGR};
 pub use binary::RECORD_BYTES;
 pub use cache::{cache_path, VERSION as CACHE_VERSION};
@@ -49,7 +49,7 @@ pub use locate::{
     default_cache_dir, detect, locate, locate_in, locate_or_fetch, locate_or_fetch_in,
     workspace_root, Located, Source, DEFAULT_DATA_DIR, SHARED_ARCHIVE,
 };
-pub use sampler::{epoch_permutation, Sampler};
+pub use sampler::{epoch_permutation, Sampler, Shuffle};
 pub use split::split_indices;
 
 /// Image height and width.

@@ -44,7 +44,7 @@ pub use monitor::{Metric, Mode, Monitor};
 pub use progress::ProgressDisplay;
 pub use reduce_lr::ReduceLrOnPlateau;
 
-use crate::data::{Augment, Dataset, Preprocess, Sampler, IMAGE_SIDE};
+use crate::data::{AugmentConfig, Dataset, Preprocess, Sampler, Shuffle, IMAGE_SIDE};
 use crate::evaluate::EvalResult;
 use crate::metrics::Meter;
 use crate::report::{EpochRecord, MetricsLog};
@@ -65,20 +65,26 @@ pub struct FitConfig {
     pub eval_batch_size: usize,
     /// Seeds the shuffle and the augmentation.
     pub seed: u64,
-    /// Random crop and horizontal flip ([`Augment::standard`]).
-    pub augment: bool,
+    /// Training-set augmentation (crop, flip, cutout), seeded by `seed`
+    /// and the epoch; `None` for none. `Some(AugmentConfig::STANDARD)` is
+    /// the classic 4-pixel zero-padding crop + flip.
+    pub augment: Option<AugmentConfig>,
+    /// The order of the training set each epoch.
+    pub shuffle: Shuffle,
     pub preprocess: Preprocess,
 }
 
 impl Default for FitConfig {
-    /// The recipe's: 10 epochs of batch 64, inputs in [0, 1], no augmentation.
+    /// The recipe's: 10 epochs of batch 64, inputs in [0, 1], no
+    /// augmentation, a new order each epoch.
     fn default() -> Self {
         FitConfig {
             epochs: 10,
             batch_size: 64,
             eval_batch_size: 256,
             seed: 0,
-            augment: false,
+            augment: None,
+            shuffle: Shuffle::Epoch,
             preprocess: Preprocess::Unit,
         }
     }
@@ -88,7 +94,10 @@ impl FitConfig {
     /// The sampler of the training set (what the schedule's
     /// `steps_per_epoch` must agree with).
     pub fn sampler(&self, train_len: usize) -> Sampler {
-        Sampler::new(train_len, self.batch_size, self.seed)
+        Sampler {
+            shuffle: self.shuffle,
+            ..Sampler::new(train_len, self.batch_size, self.seed)
+        }
     }
 }
 
@@ -386,7 +395,7 @@ impl Epochs<'_> {
         let batches = self.sampler.batches(epoch as u64);
         let augment = config
             .augment
-            .then(|| Augment::standard(config.seed).with_epoch(epoch as u64));
+            .map(|a| a.seeded(config.seed).with_epoch(epoch as u64));
         let first_step = resumed.map_or(0, |p| p.step);
         let begin = EpochBegin {
             epoch,
@@ -580,6 +589,25 @@ mod tests {
         let mut m = Meter::new();
         m.add_counts(loss, 1, 2);
         m
+    }
+
+    #[test]
+    fn the_sampler_follows_the_shuffle_setting() {
+        let config = |shuffle| FitConfig {
+            batch_size: 4,
+            seed: 6,
+            shuffle,
+            ..FitConfig::default()
+        };
+        let epoch = config(Shuffle::Epoch).sampler(30);
+        assert_eq!(epoch, Sampler::new(30, 4, 6), "the default is unchanged");
+        assert_ne!(epoch.batches(2), epoch.batches(0));
+        let once = config(Shuffle::Once).sampler(30);
+        assert_eq!(once.batches(2), epoch.batches(0));
+        let none = config(Shuffle::None).sampler(30);
+        assert_eq!(none.batches(2)[0], [0, 1, 2, 3]);
+        assert_eq!(FitConfig::default().shuffle, Shuffle::Epoch);
+        assert_eq!(FitConfig::default().augment, None);
     }
 
     #[test]
