@@ -6,7 +6,7 @@
 //! `examples/finetune_folder.rs`).
 
 use crate::data::{self, Dataset, Preprocess, IMAGE_SIDE};
-use crate::evaluate::EvalResult;
+use crate::evaluate::{EvalResult, Tta};
 use crate::fit::{
     fit, Callback, Checkpoint, EarlyStopping, EndReason, FitData, FitSummary, Metric, MetricsFiles,
     ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, BEST_FILE,
@@ -28,6 +28,8 @@ pub struct RunOutcome {
     /// The test evaluation of the final weights; `None` when the run was
     /// interrupted (it is to be resumed, not judged).
     pub final_test: Option<EvalResult>,
+    /// The test-time augmentation `final_test` was evaluated with.
+    pub tta: Tta,
 }
 
 /// Builds the network `spec` describes, with its initial weights.
@@ -73,6 +75,7 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<RunOutcome> {
     let preprocess = config.preprocess()?;
+    let tta = config.tta()?;
     let freeze = config.freeze()?;
     let fit_config = config.fit_config()?;
     let (cifar, report) = data::load(config.data.as_deref(), Some(&data::default_cache_dir()))?;
@@ -170,14 +173,31 @@ pub fn train(
         return Ok(RunOutcome {
             summary,
             final_test: None,
+            tta,
         });
     }
-    // Restored best weights are new weights: evaluate them again.
+    // Restored best weights are new weights: evaluate them again; so does
+    // test-time augmentation, which the per-epoch evaluations leave out
+    // (it multiplies their cost by its number of views).
     let restored =
         config.callbacks.restore_best_weights && config.callbacks.early_stopping_patience.is_some();
-    let eval = match (&summary.last_test, restored) {
-        (Some(e), false) => e.clone(),
-        _ => trainer.evaluate(&test_set, config.eval_batch_size, preprocess),
+    let eval = match (&summary.last_test, restored, tta) {
+        (Some(e), false, Tta::None) => e.clone(),
+        _ => {
+            let batch = config.eval_batch_size;
+            match trainer.evaluate_tta(&test_set, batch, preprocess, tta, stop) {
+                Some(e) => e,
+                // Stopped during the final evaluation: the trained state is
+                // saved; resuming evaluates again.
+                None => {
+                    return Ok(RunOutcome {
+                        summary,
+                        final_test: None,
+                        tta,
+                    })
+                }
+            }
+        }
     };
     write_atomic(
         &dir.join("confusion.txt"),
@@ -186,6 +206,7 @@ pub fn train(
     Ok(RunOutcome {
         summary,
         final_test: Some(eval),
+        tta,
     })
 }
 

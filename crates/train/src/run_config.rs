@@ -4,7 +4,8 @@
 //! Fields added after the first release carry serde defaults, so the
 //! `config.json` of an older run still loads (and resumes as it ran).
 
-use crate::data::{AugmentConfig, Preprocess, Shuffle};
+use crate::data::{AugmentConfig, PadMode, Preprocess, Shuffle};
+use crate::evaluate::Tta;
 use crate::fit::FitConfig;
 use crate::model_spec::ModelSpec;
 use crate::optim::{Adam, AdamConfig, LrSchedule, Optimizer, ScheduleKind, Sgd, SgdConfig};
@@ -184,10 +185,31 @@ impl RunConfig {
             batch_size: self.batch_size,
             eval_batch_size: self.eval_batch_size,
             seed: self.seed,
-            augment: self.augment.then_some(AugmentConfig::STANDARD),
-            shuffle: Shuffle::Epoch,
+            augment: match self.augment {
+                false => None,
+                true => Some(AugmentConfig {
+                    pad_mode: self.pad_mode()?,
+                    cutout: self.cutout,
+                    ..AugmentConfig::STANDARD
+                }),
+            },
+            shuffle: self.shuffle()?,
             preprocess: self.preprocess()?,
         })
+    }
+
+    pub fn pad_mode(&self) -> Result<PadMode> {
+        self.pad_mode
+            .parse()
+            .map_err(|e| anyhow!("--pad-mode: {e}"))
+    }
+
+    pub fn shuffle(&self) -> Result<Shuffle> {
+        self.shuffle.parse().map_err(|e| anyhow!("--shuffle: {e}"))
+    }
+
+    pub fn tta(&self) -> Result<Tta> {
+        self.tta.parse().map_err(|e| anyhow!("--tta: {e}"))
     }
 }
 

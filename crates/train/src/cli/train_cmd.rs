@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use train::evaluate::Tta;
 use train::fit::ProgressDisplay;
 use train::recipe::{self, Overrides};
 use train::run_config::{CallbackConfig, RunConfig};
@@ -171,7 +172,11 @@ fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Re
         summary.train_images_per_s,
         eval.images as f64 / eval.seconds.max(1e-9)
     );
-    println!("Test loss: {:.4}", eval.loss);
-    println!("Test accuracy: {:.4}", eval.accuracy);
+    let with = match outcome.tta {
+        Tta::None => String::new(),
+        tta => format!(" ({tta} test-time augmentation)"),
+    };
+    println!("Test loss: {:.4}{with}", eval.loss);
+    println!("Test accuracy: {:.4}{with}", eval.accuracy);
     Ok(())
 }

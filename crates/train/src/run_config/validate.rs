@@ -69,6 +69,8 @@ impl RunConfig {
             .parse::<ScheduleKind>()
             .map_err(|e| anyhow!("--lr-schedule: {e}"))?;
         self.preprocess()?;
+        self.fit_config()?;
+        self.tta()?;
         self.freeze()?;
         self.optimizer()?;
         self.callbacks.validate()?;
