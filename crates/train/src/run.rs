@@ -28,6 +28,10 @@ pub struct RunOutcome {
     /// The test evaluation of the final weights; `None` when the run was
     /// interrupted (it is to be resumed, not judged).
     pub final_test: Option<EvalResult>,
+    /// That of the final moving average of the weights (written to
+    /// `ema.safetensors`), when the configuration keeps one; `None` also
+    /// when interrupted.
+    pub final_ema_test: Option<EvalResult>,
 }
 
 /// Builds the network `spec` describes, with its initial weights.
@@ -132,6 +136,11 @@ pub fn train(
     let steps_per_epoch = fit_config.sampler(train_set.len()).num_batches();
     let schedule = config.schedule(steps_per_epoch)?;
     let mut trainer = Trainer::new(model, store, config.optimizer()?, schedule);
+    if let Some(ema) = config.ema {
+        // From the initial (or `--weights`, frozen) parameters; a resume
+        // replaces it by the checkpoint's average.
+        trainer.enable_ema(ema)?;
+    }
     let start = if resume {
         let start = Start::resume(dir, &mut trainer)?;
         let p = start.progress;
@@ -170,6 +179,7 @@ pub fn train(
         return Ok(RunOutcome {
             summary,
             final_test: None,
+            final_ema_test: None,
         });
     }
     // Restored best weights are new weights: evaluate them again.
@@ -183,9 +193,26 @@ pub fn train(
         &dir.join("confusion.txt"),
         eval.confusion.render().as_bytes(),
     )?;
+    // The average is not touched by restored best weights: the last
+    // epoch's evaluation of it stands (evaluated here if no epoch was left
+    // to train).
+    let ema_eval = trainer
+        .ema_store()
+        .map(|store| match &summary.last_ema_test {
+            Some(e) => e.clone(),
+            None => crate::evaluate::evaluate(
+                trainer.model.as_ref(),
+                store,
+                &test_set,
+                config.eval_batch_size,
+                preprocess,
+            ),
+        });
+    run_state::write_ema(&dir.join(run_state::EMA_FILE), &trainer, summary.at)?;
     Ok(RunOutcome {
         summary,
         final_test: Some(eval),
+        final_ema_test: ema_eval,
     })
 }
 

@@ -319,6 +319,10 @@ fn record(epoch: usize, val_loss: f64) -> EpochRecord {
         test_loss: None,
         test_acc: None,
         seconds: 1.0,
+        ema_val_loss: None,
+        ema_val_acc: None,
+        ema_test_loss: None,
+        ema_test_acc: None,
     }
 }
 
@@ -328,6 +332,8 @@ fn logs(epoch: usize, val_loss: f64) -> EpochLogs {
         epochs: 100,
         val: None,
         test: None,
+        ema_val: None,
+        ema_test: None,
         train_images_per_s: 0.0,
         next: Progress {
             epoch,

@@ -70,6 +70,7 @@ fn config_from_args(a: &TrainArgs) -> Result<RunConfig> {
             reduce_lr_min_lr: a.reduce_lr_min_lr,
             ..CallbackConfig::default()
         },
+        ema: None,
     })
 }
 
