@@ -8,6 +8,7 @@
 //! configured run directory through [`run::train`].
 
 pub mod data;
+pub mod ema;
 pub mod evaluate;
 pub mod fetch;
 pub mod fit;

@@ -15,6 +15,7 @@
 //! Minibatch SGD"), so that the rate per image stays the recipe's; Adam's
 //! tutorial rate stays as Keras would leave it.
 
+use crate::ema::EmaConfig;
 use crate::model_spec::ModelSpec;
 use crate::run_config::{CallbackConfig, RunConfig};
 use crate::weights_choice::WeightsChoice;
@@ -68,6 +69,7 @@ impl Recipe {
             shuffle: "epoch".into(),
             label_smoothing: 0.0,
             tta: "none".into(),
+            ema: None,
             freeze: "none".into(),
             train_limit: None,
             test_limit: None,
@@ -95,6 +97,10 @@ impl Recipe {
                 pad_mode: "reflect".into(),
                 label_smoothing: 0.1,
                 tta: "flip".into(),
+                ema: Some(EmaConfig {
+                    decay: 0.999,
+                    every: 1,
+                }),
                 ..tutorial
             },
         }

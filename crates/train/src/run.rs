@@ -6,7 +6,7 @@
 //! `examples/finetune_folder.rs`).
 
 use crate::data::{self, Dataset, Preprocess, IMAGE_SIDE};
-use crate::evaluate::{EvalResult, Tta};
+use crate::evaluate::{self, EvalResult, Tta};
 use crate::fit::{
     fit, Callback, Checkpoint, EarlyStopping, EndReason, FitData, FitSummary, Metric, MetricsFiles,
     ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, BEST_FILE,
@@ -30,6 +30,10 @@ pub struct RunOutcome {
     pub final_test: Option<EvalResult>,
     /// The test-time augmentation `final_test` was evaluated with.
     pub tta: Tta,
+    /// That of the final moving average of the weights (written to
+    /// `ema.safetensors`), when the configuration keeps one; `None` also
+    /// when interrupted.
+    pub final_ema_test: Option<EvalResult>,
 }
 
 /// Builds the network `spec` describes, with its initial weights.
@@ -135,6 +139,11 @@ pub fn train(
     let steps_per_epoch = fit_config.sampler(train_set.len()).num_batches();
     let schedule = config.schedule(steps_per_epoch)?;
     let mut trainer = Trainer::new(model, store, config.optimizer()?, schedule);
+    if let Some(ema) = config.ema {
+        // From the initial (or `--weights`, frozen) parameters; a resume
+        // replaces it by the checkpoint's average.
+        trainer.enable_ema(ema)?;
+    }
     let start = if resume {
         let start = Start::resume(dir, &mut trainer)?;
         let p = start.progress;
@@ -174,40 +183,70 @@ pub fn train(
             summary,
             final_test: None,
             tta,
+            final_ema_test: None,
         });
     }
-    // Restored best weights are new weights: evaluate them again; so does
-    // test-time augmentation, which the per-epoch evaluations leave out
-    // (it multiplies their cost by its number of views).
-    let restored =
-        config.callbacks.restore_best_weights && config.callbacks.early_stopping_patience.is_some();
-    let eval = match (&summary.last_test, restored, tta) {
-        (Some(e), false, Tta::None) => e.clone(),
-        _ => {
-            let batch = config.eval_batch_size;
-            match trainer.evaluate_tta(&test_set, batch, preprocess, tta, stop) {
-                Some(e) => e,
-                // Stopped during the final evaluation: the trained state is
-                // saved; resuming evaluates again.
-                None => {
-                    return Ok(RunOutcome {
-                        summary,
-                        final_test: None,
-                        tta,
-                    })
-                }
-            }
-        }
+    let Some((eval, ema_eval)) = final_evaluations(&trainer, &summary, &test_set, config, stop)?
+    else {
+        // Stopped during the final evaluation: the trained state is saved;
+        // resuming evaluates again.
+        return Ok(RunOutcome {
+            summary,
+            final_test: None,
+            tta,
+            final_ema_test: None,
+        });
     };
     write_atomic(
         &dir.join("confusion.txt"),
         eval.confusion.render().as_bytes(),
     )?;
+    run_state::write_ema(&dir.join(run_state::EMA_FILE), &trainer, summary.at)?;
     Ok(RunOutcome {
         summary,
         final_test: Some(eval),
         tta,
+        final_ema_test: ema_eval,
     })
+}
+
+/// The test evaluations of the final weights and of their moving average
+/// (if kept): the last epoch's where they stand, else evaluated now;
+/// `None` if `stop` was raised meanwhile.
+///
+/// Evaluated again: restored best weights (new weights) and any test-time
+/// augmentation, which the per-epoch evaluations leave out because it
+/// multiplies their cost by its number of views. The average is not
+/// touched by restored best weights.
+fn final_evaluations(
+    trainer: &Trainer,
+    summary: &FitSummary,
+    test: &Dataset,
+    config: &RunConfig,
+    stop: &AtomicBool,
+) -> Result<Option<(EvalResult, Option<EvalResult>)>> {
+    let (tta, preprocess, batch) = (config.tta()?, config.preprocess()?, config.eval_batch_size);
+    let restored =
+        config.callbacks.restore_best_weights && config.callbacks.early_stopping_patience.is_some();
+    let eval = match (&summary.last_test, restored, tta) {
+        (Some(e), false, Tta::None) => e.clone(),
+        _ => match trainer.evaluate_tta(test, batch, preprocess, tta, stop) {
+            Some(e) => e,
+            None => return Ok(None),
+        },
+    };
+    let model = trainer.model.as_ref();
+    let ema = match (trainer.ema_store(), &summary.last_ema_test, tta) {
+        (None, _, _) => None,
+        (Some(_), Some(e), Tta::None) => Some(e.clone()),
+        (Some(store), _, _) => {
+            match evaluate::evaluate_tta(model, store, test, batch, preprocess, tta, stop) {
+                Some(e) => Some(e),
+                None => return Ok(None),
+            }
+        }
+    };
+    Ok(Some((eval, ema)))
 }
 
 /// ModelCheckpoint, EarlyStopping and ReduceLROnPlateau, as configured.

@@ -74,6 +74,10 @@ pub struct RunConfig {
     pub model: ModelSpec,
     #[serde(default)]
     pub callbacks: CallbackConfig,
+    /// Keep an exponential moving average of the weights, evaluated after
+    /// every epoch and saved as `ema.safetensors`; `None`: off.
+    #[serde(default)]
+    pub ema: Option<crate::ema::EmaConfig>,
 }
 
 fn zero_padding() -> String {

@@ -2,6 +2,7 @@
 //! evaluation pass, independent of where batches come from.
 
 use crate::data::{Dataset, Preprocess};
+use crate::ema::{Ema, EmaConfig};
 use crate::evaluate::{self, EvalResult, Tta};
 use crate::metrics::count_correct;
 use crate::optim::{LrSchedule, Optimizer};
@@ -21,6 +22,11 @@ pub struct Trainer {
     /// [`crate::fit::ReduceLrOnPlateau`] lowered it). A factor on top of the
     /// schedule, not a replacement of it, so warm-up and decay still apply.
     pub lr_scale: f32,
+    /// The moving average of the parameters, updated after each optimizer
+    /// update ([`Ema::after_step`]); `None` unless enabled
+    /// ([`Trainer::enable_ema`]). Saved in and restored from the
+    /// checkpoint like the parameters.
+    pub ema: Option<Ema>,
 }
 
 /// What one training step measured.
@@ -30,7 +36,8 @@ pub struct StepStats {
     pub correct: usize,
     pub lr: f32,
     /// Wall time of forward + backward (the graph) and of applying the
-    /// batchnorm statistics and the optimizer update, for the profile.
+    /// batchnorm statistics, the optimizer update and the EMA update, for
+    /// the profile.
     pub graph_time: Duration,
     pub update_time: Duration,
 }
@@ -49,6 +56,7 @@ impl Trainer {
             schedule,
             global_step: 0,
             lr_scale: 1.0,
+            ema: None,
         };
         // No weight decay on biases and batchnorm parameters (the usual
         // practice; Keras decays whatever it is told to, everything by default).
@@ -90,6 +98,9 @@ impl Trainer {
                 .update(id.0, self.store.value_mut(id).data_mut(), grad.data());
         }
         self.global_step += 1;
+        if let Some(ema) = &mut self.ema {
+            ema.after_step(&self.store, self.global_step);
+        }
         StepStats {
             loss,
             correct,
@@ -97,6 +108,22 @@ impl Trainer {
             graph_time,
             update_time: started.elapsed(),
         }
+    }
+
+    /// Starts averaging the parameters from their current values (call it
+    /// after loading `--weights` and freezing; a resume then replaces the
+    /// average by the checkpoint's).
+    pub fn enable_ema(&mut self, config: EmaConfig) -> anyhow::Result<()> {
+        self.ema = Some(Ema::new(config, &self.store)?);
+        Ok(())
+    }
+
+    /// The averaged parameters, if the trainer keeps an average: a store
+    /// for [`evaluate::evaluate`] with [`Trainer::model`], or to save by
+    /// name. Borrowed, not built: the average already is a store shaped like
+    /// [`Trainer::store`], so evaluating or saving it copies nothing.
+    pub fn ema_store(&self) -> Option<&ParamStore> {
+        self.ema.as_ref().map(Ema::store)
     }
 
     /// The learning rate of 0-based global `step`: the schedule's, times

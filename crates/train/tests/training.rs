@@ -11,6 +11,7 @@ use nn::ResNetConfig;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use train::data::{split_indices, Dataset};
+use train::ema::EmaConfig;
 use train::fit::{
     fit, Callback, EarlyStopping, EndReason, EpochLogs, FitConfig, FitData, Metric, MetricsFiles,
     ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, TrainBegin,
@@ -147,6 +148,18 @@ fn always_reduce() -> ReduceLrOnPlateau {
     ReduceLrOnPlateau::new(Monitor::new(Metric::ValLoss).min_delta(10.0), 1).factor(0.5)
 }
 
+/// Averaged every third step, so the run is interrupted (after step 10)
+/// between two updates and the resumed run must count them on the global
+/// step.
+const EMA: EmaConfig = EmaConfig {
+    decay: 0.9,
+    every: 3,
+};
+
+fn ema_bits(t: &Trainer) -> Vec<(String, Vec<u32>)> {
+    params_bits(t.ema_store().expect("the trainer keeps an average"))
+}
+
 #[test]
 fn resume_through_fit_gives_the_same_parameters_as_a_straight_run() {
     let all = common::dataset(72, 4, 21);
@@ -164,6 +177,7 @@ fn resume_through_fit_gives_the_same_parameters_as_a_straight_run() {
 
     let mut straight = trainer(1e-3);
     straight.schedule = schedule.clone();
+    straight.enable_ema(EMA).unwrap();
     let mut reduce = always_reduce();
     let full = fit(
         &mut straight,
@@ -181,6 +195,7 @@ fn resume_through_fit_gives_the_same_parameters_as_a_straight_run() {
     let dir = tmp_dir("fit_resume");
     let mut first = trainer(1e-3);
     first.schedule = schedule.clone();
+    first.enable_ema(EMA).unwrap();
     let mut reduce = always_reduce();
     let mut metrics = MetricsFiles::new(&dir);
     let mut stopper = StopAtStep(10, false);
@@ -204,6 +219,7 @@ fn resume_through_fit_gives_the_same_parameters_as_a_straight_run() {
     // A differently seeded model: everything must come from the run directory.
     let mut resumed = trainer_seeded(1e-3, 4, 99);
     resumed.schedule = schedule;
+    resumed.enable_ema(EMA).unwrap();
     let start = Start::resume(&dir, &mut resumed).unwrap();
     assert_eq!(start.progress, part.at);
     assert_eq!(start.history.len(), 2);
@@ -228,13 +244,122 @@ fn resume_through_fit_gives_the_same_parameters_as_a_straight_run() {
     assert_eq!(resumed.lr_scale, 0.25);
     // Same kernels, same thread count, same order of operations: bit-identical.
     assert_eq!(params_bits(&straight.store), params_bits(&resumed.store));
+    // And so is the average, updated after steps 3, 6, 9 | 12.
+    assert_eq!(straight.ema.as_ref().unwrap().updates(), 4);
+    assert_eq!(resumed.ema.as_ref().unwrap().updates(), 4);
+    assert_eq!(ema_bits(&straight), ema_bits(&resumed));
+    assert_ne!(
+        ema_bits(&straight),
+        params_bits(&straight.store),
+        "the average is not the weights"
+    );
     // The resumed epoch reports all of its steps, not only those after the resume.
     let (a, b) = (&full.history[2], &rest.history[2]);
     assert!((a.train_loss - b.train_loss).abs() < 1e-12, "{a:?} {b:?}");
     assert_eq!(a.train_acc, b.train_acc);
     assert_eq!(a.val_loss, b.val_loss);
+    for (a, b) in full.history.iter().zip(&rest.history) {
+        assert!(a.ema_val_loss.is_some() && a.ema_val_acc.is_some(), "{a:?}");
+        assert_eq!(a.test_acc, None, "no test set");
+        assert_eq!(a.ema_test_acc, None, "no test set");
+        assert_eq!(
+            (a.ema_val_loss, a.ema_val_acc),
+            (b.ema_val_loss, b.ema_val_acc)
+        );
+    }
+    assert_ne!(
+        b.ema_val_loss, b.val_loss,
+        "the average is evaluated, not the weights"
+    );
     let log = train::report::MetricsLog::read_dir(&dir).unwrap();
     assert_eq!(log.records.len(), 3);
+    assert_eq!(log.records[2].ema_val_loss, b.ema_val_loss);
+    let csv = std::fs::read_to_string(dir.join(train::report::CSV_FILE)).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",seconds,ema_val_loss,ema_val_acc,ema_test_loss,ema_test_acc"),
+        "{csv}"
+    );
+
+    // The evaluation of the average is that of a store built by hand from
+    // the averaged tensors, by name.
+    let mut by_hand = resumed.store.clone();
+    for (_, p) in resumed.ema_store().unwrap().iter() {
+        let id = by_hand.id(&p.name).unwrap();
+        by_hand.set(id, p.value.clone()).unwrap();
+    }
+    let e = train::evaluate::evaluate(resumed.model.as_ref(), &by_hand, &val, 64, cfg.preprocess);
+    assert_eq!(Some(e.loss), b.ema_val_loss);
+    assert_eq!(Some(e.accuracy), b.ema_val_acc);
+}
+
+#[test]
+fn fit_evaluates_the_average_on_validation_and_test_and_reports_it() {
+    let all = common::dataset(48, 4, 31);
+    let (train_set, val) = all.hold_out(16, 3).unwrap();
+    let test = common::dataset(24, 4, 32);
+    let data = FitData {
+        train: &train_set,
+        val: Some(&val),
+        test: Some(&test),
+    };
+    let mut t = trainer(1e-3);
+    t.enable_ema(EmaConfig {
+        decay: 0.99,
+        every: 1,
+    })
+    .unwrap();
+    struct Seen(Vec<(Option<f64>, Option<f64>)>);
+    impl Callback for Seen {
+        fn on_epoch_end(&mut self, _: &mut Trainer, logs: &EpochLogs) -> Result<()> {
+            let acc = |e: &Option<train::evaluate::EvalResult>| e.as_ref().map(|e| e.accuracy);
+            self.0.push((acc(&logs.ema_val), acc(&logs.ema_test)));
+            Ok(())
+        }
+    }
+    let mut seen = Seen(Vec::new());
+    let s = fit(
+        &mut t,
+        &data,
+        &config(2, 16),
+        Start::fresh(),
+        &mut [&mut seen],
+        &no_stop(),
+    )
+    .unwrap();
+    assert_eq!(t.ema.as_ref().unwrap().updates(), t.global_step);
+    for (r, logged) in s.history.iter().zip(&seen.0) {
+        assert_eq!((r.ema_val_acc, r.ema_test_acc), *logged);
+        assert!(
+            r.ema_val_loss.is_some() && r.ema_test_loss.is_some(),
+            "{r:?}"
+        );
+    }
+    let last = s.last_ema_test.as_ref().unwrap();
+    assert_eq!(Some(last.loss), s.history[1].ema_test_loss);
+    let direct = train::evaluate::evaluate(
+        t.model.as_ref(),
+        t.ema_store().unwrap(),
+        &test,
+        64,
+        config(2, 16).preprocess,
+    );
+    assert_eq!(direct.loss, last.loss);
+    assert_eq!(direct.accuracy, last.accuracy);
+    // Without an average nothing of it is reported.
+    let mut plain = trainer(1e-3);
+    let s = fit(
+        &mut plain,
+        &data,
+        &config(1, 16),
+        Start::fresh(),
+        &mut [],
+        &no_stop(),
+    )
+    .unwrap();
+    assert!(!s.history[0].has_ema() && s.last_ema_test.is_none());
 }
 
 #[test]
@@ -319,6 +444,10 @@ fn record(epoch: usize, val_loss: f64) -> EpochRecord {
         test_loss: None,
         test_acc: None,
         seconds: 1.0,
+        ema_val_loss: None,
+        ema_val_acc: None,
+        ema_test_loss: None,
+        ema_test_acc: None,
     }
 }
 
@@ -328,6 +457,8 @@ fn logs(epoch: usize, val_loss: f64) -> EpochLogs {
         epochs: 100,
         val: None,
         test: None,
+        ema_val: None,
+        ema_test: None,
         train_images_per_s: 0.0,
         next: Progress {
             epoch,
@@ -634,4 +765,68 @@ fn fit_on_real_cifar_beats_chance_when_available() {
     assert!(last.train_loss < 0.7 * first.train_loss, "{:#?}", s.history);
     // Chance is 0.1 on these 10 classes.
     assert!(last.train_acc > 0.3, "{:#?}", s.history);
+}
+
+#[test]
+fn a_configured_run_writes_its_average_and_judges_it() {
+    let data = tmp_dir("run_ema_data");
+    common::write_image_folder(&data, 4, 12, 6);
+    let dir = tmp_dir("run_ema");
+    let config = train::run_config::RunConfig {
+        epochs: 2,
+        batch_size: 16,
+        eval_batch_size: 32,
+        lr: 1e-3,
+        optimizer: "adam".into(),
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+        lr_schedule: "constant".into(),
+        warmup_epochs: 0.0,
+        augment: false,
+        freeze: "none".into(),
+        train_limit: None,
+        test_limit: None,
+        val_split: 0,
+        seed: 1,
+        preprocess: "unit".into(),
+        weights: None,
+        data: Some(data),
+        model: narrow_spec(4),
+        callbacks: Default::default(),
+        ema: Some(EmaConfig {
+            decay: 0.9,
+            every: 1,
+        }),
+    };
+    let mut display = train::fit::ProgressDisplay::epochs_only();
+    let outcome = train::run::train(&dir, &config, false, &mut display, &no_stop()).unwrap();
+    let ema_test = outcome.final_ema_test.expect("the average is judged");
+    assert_eq!(
+        Some(ema_test.accuracy),
+        outcome.summary.history[1].ema_test_acc
+    );
+    // ema.safetensors is a model file: loaded by name into a fresh network
+    // and evaluated, it gives the run's figure.
+    let path = dir.join(train::run_state::EMA_FILE);
+    let (model, mut store) = nn::ResNet::new(narrow(4, 5)).unwrap();
+    nn::checkpoint::load(&mut store, &path, &[]).unwrap();
+    let (tensors, meta) = nn::checkpoint::read_tensors(&path).unwrap();
+    assert_eq!(meta["global_step"], "6", "3 steps per epoch");
+    assert_eq!(meta[train::ema::UPDATES_KEY], "6");
+    assert!(meta.contains_key(nn::checkpoint::EPSILON_KEY));
+    assert_eq!(tensors.len(), store.len());
+    let (cifar, _) = train::data::load(config.data.as_deref(), None).unwrap();
+    let again = train::evaluate::evaluate(
+        &model,
+        &store,
+        &cifar.test,
+        32,
+        config.preprocess().unwrap(),
+    );
+    assert_eq!(again.loss, ema_test.loss);
+    assert_eq!(again.accuracy, ema_test.accuracy);
+    // The plain test figure is the trained weights': another network.
+    let final_test = outcome.final_test.unwrap();
+    assert_ne!(final_test.loss, ema_test.loss);
 }

@@ -111,10 +111,19 @@ pub struct TrainArgs {
     /// Keras's label_smoothing of the training loss, in [0, 1) [default: the recipe's].
     #[arg(long)]
     pub label_smoothing: Option<f32>,
-    /// Test-time augmentation of every evaluation: none | flip |
+    /// Test-time augmentation of the final evaluation: none | flip |
     /// flip-translate [default: the recipe's].
     #[arg(long)]
     pub tta: Option<String>,
+    /// Keep an exponential moving average of the weights with this decay
+    /// per update (TF's ExponentialMovingAverage, ramped up over the first
+    /// updates), evaluated after every epoch and saved as ema.safetensors;
+    /// 0 for none [default: the recipe's].
+    #[arg(long)]
+    pub ema_decay: Option<f32>,
+    /// Update the moving average every this many steps [default: the recipe's, else 1].
+    #[arg(long)]
+    pub ema_every: Option<usize>,
     /// none | base (feature extraction: train the head only) | 1..5 (freeze the stem and stages up to N)
     #[arg(long)]
     pub freeze: Option<String>,
@@ -185,7 +194,7 @@ pub struct TrainArgs {
         "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
         "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite", "recipe",
-        "pad_mode", "cutout", "shuffle", "label_smoothing", "tta",
+        "pad_mode", "cutout", "shuffle", "label_smoothing", "tta", "ema_decay", "ema_every",
     ])]
     pub resume: Option<PathBuf>,
     /// The network: resnet50 | resnet101 | resnet152 | resnet50v2 | resnet101v2 | resnet152v2

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use train::ema::EmaConfig;
 use train::evaluate::Tta;
 use train::fit::ProgressDisplay;
 use train::recipe::{self, Overrides};
@@ -48,6 +49,18 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
     o.set("shuffle", |c| &mut c.shuffle, a.shuffle.clone());
     o.set("label_smoothing", |c| &mut c.label_smoothing, a.label_smoothing);
     o.set("tta", |c| &mut c.tta, a.tta.clone());
+    let ema = match (a.ema_decay, a.ema_every) {
+        (None, None) => None,
+        (Some(d), _) if d == 0.0 => Some(None),
+        (decay, every) => {
+            let base = o.config.ema.unwrap_or_default();
+            Some(Some(EmaConfig {
+                decay: decay.unwrap_or(base.decay),
+                every: every.unwrap_or(base.every),
+            }))
+        }
+    };
+    o.set("ema", |c| &mut c.ema, ema);
     o.set("freeze", |c| &mut c.freeze, a.freeze.clone());
     o.set("train_limit", |c| &mut c.train_limit, a.train_limit.map(Some));
     o.set("test_limit", |c| &mut c.test_limit, a.test_limit.map(Some));

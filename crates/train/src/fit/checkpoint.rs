@@ -3,7 +3,8 @@
 //! stopped. Keras's `BackupAndRestore`.
 //!
 //! Each save is one unit holding the weights, the optimizer state, the
-//! progress and the epoch history, so a resumed run's callbacks rebuild
+//! moving average of the weights (if the trainer keeps one), the progress
+//! and the epoch history, so a resumed run's callbacks rebuild
 //! exactly the state the checkpoint was saved with. Put it last among the
 //! callbacks: the checkpoint then records what the others did to the epoch.
 //! The save before the first step is what makes a run killed during its

@@ -23,8 +23,13 @@
 //!
 //! Resuming is exact: data order and augmentation are functions of
 //! (seed, epoch, index), the checkpoint holds the parameters, the optimizer
-//! state and the [`Progress`], and the callbacks rebuild their state from
-//! the epoch history ([`TrainBegin::history`]).
+//! state, the moving average of the parameters (if the trainer keeps one,
+//! [`Trainer::ema`]) and the [`Progress`], and the callbacks rebuild their
+//! state from the epoch history ([`TrainBegin::history`]).
+//!
+//! A trainer with a moving average has it evaluated after every epoch too,
+//! on the same sets: [`EpochLogs::ema_val`] / [`EpochLogs::ema_test`] and
+//! the `ema_*` fields of the [`EpochRecord`].
 
 mod callbacks;
 mod checkpoint;
@@ -51,6 +56,7 @@ use crate::report::{EpochRecord, MetricsLog};
 use crate::run_state::{self, EpochTally, Progress};
 use crate::trainer::{StepStats, Trainer};
 use anyhow::{bail, Result};
+use autograd::ParamStore;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -193,6 +199,10 @@ pub struct EpochLogs {
     pub epochs: usize,
     pub val: Option<EvalResult>,
     pub test: Option<EvalResult>,
+    /// The same evaluations of the moving average of the weights, when
+    /// the trainer keeps one ([`Trainer::ema`]).
+    pub ema_val: Option<EvalResult>,
+    pub ema_test: Option<EvalResult>,
     pub train_images_per_s: f64,
     /// Where the run is now: the checkpoint to save after this epoch.
     pub next: Progress,
@@ -222,6 +232,8 @@ pub struct FitSummary {
     pub history: Vec<EpochRecord>,
     /// The test evaluation after the last epoch trained, if any.
     pub last_test: Option<EvalResult>,
+    /// That of the moving average of the weights, if the trainer keeps one.
+    pub last_ema_test: Option<EvalResult>,
     /// Training speed of the last epoch trained (0 if none was).
     pub train_images_per_s: f64,
 }
@@ -270,6 +282,7 @@ pub fn fit(
     let mut run = Run {
         history,
         last_test: None,
+        last_ema_test: None,
         train_images_per_s: 0.0,
     };
     if callbacks.iter().any(|c| c.should_stop()) {
@@ -298,7 +311,7 @@ pub fn fit(
             }
         };
         let train_images_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let Some((val, test)) = epochs.evaluate(trainer) else {
+        let Some(evals) = epochs.evaluate(trainer) else {
             // Stopped during the evaluation: save the epoch's trained state
             // without it; resuming skips the steps and evaluates.
             let at = Progress {
@@ -309,9 +322,15 @@ pub fn fit(
             };
             return run.end(EndReason::Interrupted, at, trainer, callbacks);
         };
-        if let Some(warning) = check_evaluations(epoch, &meter, val.as_ref(), test.as_ref())? {
+        if let Some(warning) = check_evaluations(epoch, &meter, &evals.named())? {
             eprintln!("warning: {warning}");
         }
+        let Evaluations {
+            val,
+            test,
+            ema_val,
+            ema_test,
+        } = evals;
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: last_lr as f64,
@@ -322,6 +341,10 @@ pub fn fit(
             test_loss: test.as_ref().map(|e| e.loss),
             test_acc: test.as_ref().map(|e| e.accuracy),
             seconds: started.elapsed().as_secs_f64(),
+            ema_val_loss: ema_val.as_ref().map(|e| e.loss),
+            ema_val_acc: ema_val.as_ref().map(|e| e.accuracy),
+            ema_test_loss: ema_test.as_ref().map(|e| e.loss),
+            ema_test_acc: ema_test.as_ref().map(|e| e.accuracy),
         };
         let next = Progress {
             epoch: epoch + 1,
@@ -335,6 +358,8 @@ pub fn fit(
             epochs: config.epochs,
             val,
             test,
+            ema_val,
+            ema_test,
             train_images_per_s,
             next,
         };
@@ -342,6 +367,7 @@ pub fn fit(
             c.on_epoch_end(trainer, &logs)?;
         }
         run.last_test = logs.test;
+        run.last_ema_test = logs.ema_test;
         run.train_images_per_s = train_images_per_s;
         if callbacks.iter().any(|c| c.should_stop()) {
             return run.end(EndReason::StoppedEarly, next, trainer, callbacks);
@@ -466,25 +492,60 @@ impl Epochs<'_> {
         })
     }
 
-    /// The validation and test passes after an epoch; `None` if the stop
-    /// flag was raised during them.
-    #[allow(clippy::type_complexity)]
-    fn evaluate(&self, trainer: &Trainer) -> Option<(Option<EvalResult>, Option<EvalResult>)> {
+    /// The validation and test passes after an epoch, of the trained
+    /// weights and then of their moving average if the trainer keeps one;
+    /// `None` if the stop flag was raised during them.
+    fn evaluate(&self, trainer: &Trainer) -> Option<Evaluations> {
         // Training and evaluation use buffers of different sizes: hand the
         // idle ones back to the system between the phases instead of keeping
         // both sets resident (a few page faults per epoch).
         tensor::buffer_pool::clear();
         let (batch, preprocess) = (self.config.eval_batch_size, self.config.preprocess);
-        let pass = |d: Option<&Dataset>| match d {
-            None => Some(None),
-            Some(d) => trainer
-                .evaluate_until(d, batch, preprocess, self.stop)
-                .map(Some),
+        let pass = |store: Option<&ParamStore>, d: Option<&Dataset>| match (store, d) {
+            (Some(store), Some(d)) => crate::evaluate::evaluate_until(
+                trainer.model.as_ref(),
+                store,
+                d,
+                batch,
+                preprocess,
+                self.stop,
+            )
+            .map(Some),
+            _ => Some(None),
         };
-        let val = pass(self.data.val);
-        let test = val.as_ref().and_then(|_| pass(self.data.test));
+        let all = || {
+            let live = Some(&trainer.store);
+            let ema = trainer.ema_store();
+            Some(Evaluations {
+                val: pass(live, self.data.val)?,
+                test: pass(live, self.data.test)?,
+                ema_val: pass(ema, self.data.val)?,
+                ema_test: pass(ema, self.data.test)?,
+            })
+        };
+        let evals = all();
         tensor::buffer_pool::clear();
-        Some((val?, test?))
+        evals
+    }
+}
+
+/// The evaluations after an epoch.
+struct Evaluations {
+    val: Option<EvalResult>,
+    test: Option<EvalResult>,
+    ema_val: Option<EvalResult>,
+    ema_test: Option<EvalResult>,
+}
+
+impl Evaluations {
+    /// Each with the name an error about it uses.
+    fn named(&self) -> [(&'static str, Option<&EvalResult>); 4] {
+        [
+            ("validation", self.val.as_ref()),
+            ("test", self.test.as_ref()),
+            ("EMA validation", self.ema_val.as_ref()),
+            ("EMA test", self.ema_test.as_ref()),
+        ]
     }
 }
 
@@ -492,6 +553,7 @@ impl Epochs<'_> {
 struct Run {
     history: Vec<EpochRecord>,
     last_test: Option<EvalResult>,
+    last_ema_test: Option<EvalResult>,
     train_images_per_s: f64,
 }
 
@@ -508,6 +570,7 @@ impl Run {
             at,
             history: self.history,
             last_test: self.last_test,
+            last_ema_test: self.last_ema_test,
             train_images_per_s: self.train_images_per_s,
         };
         for c in callbacks.iter_mut() {
@@ -521,16 +584,16 @@ impl Run {
 /// ln(classes), a few units): warned about, as the run goes on uselessly.
 const DIVERGED_LOSS: f64 = 1e4;
 
-/// Ends the run on a non-finite validation or test loss (before the epoch's
-/// checkpoint, so the last good one is kept); returns a warning for a
-/// diverged but finite training loss.
+/// Ends the run on a non-finite loss of one of the `evals` (validation,
+/// test, and those of the moving average; before the epoch's checkpoint,
+/// so the last good one is kept); returns a warning for a diverged but
+/// finite training loss.
 fn check_evaluations(
     epoch: usize,
     train: &Meter,
-    val: Option<&EvalResult>,
-    test: Option<&EvalResult>,
+    evals: &[(&str, Option<&EvalResult>)],
 ) -> Result<Option<String>> {
-    for (name, e) in [("validation", val), ("test", test)] {
+    for &(name, e) in evals {
         if let Some(loss) = e.map(|e| e.loss).filter(|l| !l.is_finite()) {
             bail!(
                 "{name} loss became {loss} after epoch {}: the weights diverged (lower --lr?); \
@@ -591,6 +654,13 @@ mod tests {
         m
     }
 
+    fn evals<'a>(
+        val: Option<&'a EvalResult>,
+        test: Option<&'a EvalResult>,
+    ) -> [(&'static str, Option<&'a EvalResult>); 2] {
+        [("validation", val), ("test", test)]
+    }
+
     #[test]
     fn the_sampler_follows_the_shuffle_setting() {
         let config = |shuffle| FitConfig {
@@ -614,18 +684,23 @@ mod tests {
     fn a_nan_evaluation_ends_the_run_and_a_huge_loss_is_warned_about() {
         let ok = meter(2.3);
         assert_eq!(
-            check_evaluations(0, &ok, Some(&eval(2.0)), None).unwrap(),
+            check_evaluations(0, &ok, &evals(Some(&eval(2.0)), None)).unwrap(),
             None
         );
-        let e = check_evaluations(4, &ok, None, Some(&eval(f64::NAN)))
+        let e = check_evaluations(4, &ok, &evals(None, Some(&eval(f64::NAN))))
             .unwrap_err()
             .to_string();
         assert!(e.contains("test loss became NaN after epoch 5"), "{e}");
-        let e = check_evaluations(0, &ok, Some(&eval(f64::INFINITY)), None)
+        let e = check_evaluations(0, &ok, &evals(Some(&eval(f64::INFINITY)), None))
             .unwrap_err()
             .to_string();
         assert!(e.contains("validation loss became inf"), "{e}");
-        let w = check_evaluations(1, &meter(1e19), None, Some(&eval(1e19))).unwrap();
+        let nan = eval(f64::NAN);
+        let e = check_evaluations(0, &ok, &[("EMA test", Some(&nan))])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EMA test loss became NaN"), "{e}");
+        let w = check_evaluations(1, &meter(1e19), &evals(None, Some(&eval(1e19)))).unwrap();
         assert!(w.is_some_and(|w| w.contains("1.000e19 at epoch 2")));
     }
 }

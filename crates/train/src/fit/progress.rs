@@ -97,7 +97,10 @@ impl Callback for ProgressDisplay {
 }
 
 /// `epoch 3/10: train loss .. acc .. | val loss .. acc .. | test loss .. acc
-/// .. | 41.2s (.. train img/s, .. eval img/s)`.
+/// .. | ema val acc .. | ema test acc .. | 41.2s (.. train img/s, .. eval
+/// img/s)`, the `ema` parts when the trainer keeps a moving average (only
+/// its accuracies: the line is long enough; the losses are in
+/// `metrics.csv`).
 pub fn epoch_line(logs: &EpochLogs) -> String {
     let r = &logs.record;
     let mut line = format!(
@@ -108,6 +111,13 @@ pub fn epoch_line(logs: &EpochLogs) -> String {
     for (name, eval) in [("val", &logs.val), ("test", &logs.test)] {
         if let Some(e) = eval {
             line += &format!(" | {name} loss {:.4} acc {:.4}", e.loss, e.accuracy);
+            images += e.images;
+            seconds += e.seconds;
+        }
+    }
+    for (name, eval) in [("val", &logs.ema_val), ("test", &logs.ema_test)] {
+        if let Some(e) = eval {
+            line += &format!(" | ema {name} acc {:.4}", e.accuracy);
             images += e.images;
             seconds += e.seconds;
         }
@@ -153,10 +163,16 @@ mod tests {
                 test_loss: Some(0.9),
                 test_acc: Some(0.7),
                 seconds: 41.25,
+                ema_val_loss: None,
+                ema_val_acc: None,
+                ema_test_loss: None,
+                ema_test_acc: None,
             },
             epochs: 10,
             val: None,
             test: Some(eval(0.9, 0.7)),
+            ema_val: None,
+            ema_test: None,
             train_images_per_s: 230.4,
             next: Progress::default(),
         };
@@ -169,8 +185,21 @@ mod tests {
             epoch_line(&logs),
             "epoch 3/10: train loss 1.2346 acc 0.5000 | val loss 1.0000 acc 0.6000 | test loss 0.9000 acc 0.7000 | 41.2s (230 train img/s, 200 eval img/s)"
         );
+        logs.ema_test = Some(eval(0.8, 0.75));
+        assert_eq!(
+            epoch_line(&logs),
+            "epoch 3/10: train loss 1.2346 acc 0.5000 | val loss 1.0000 acc 0.6000 | test loss 0.9000 acc 0.7000 | ema test acc 0.7500 | 41.2s (230 train img/s, 200 eval img/s)"
+        );
+        logs.ema_val = Some(eval(0.7, 0.625));
+        assert!(
+            epoch_line(&logs).contains("| ema val acc 0.6250 | ema test acc 0.7500 |"),
+            "{}",
+            epoch_line(&logs)
+        );
         logs.val = None;
         logs.test = None;
+        logs.ema_val = None;
+        logs.ema_test = None;
         assert_eq!(
             epoch_line(&logs),
             "epoch 3/10: train loss 1.2346 acc 0.5000 | 41.2s (230 train img/s)"

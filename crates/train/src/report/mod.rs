@@ -65,6 +65,32 @@ pub struct EpochRecord {
     pub test_acc: Option<f64>,
     #[serde(deserialize_with = "nan_if_null")]
     pub seconds: f64,
+    /// The same evaluations of the moving average of the weights
+    /// ([`crate::ema`]); `None` when the run keeps none. Left out of the
+    /// JSON when `None`, so the logs of runs without an average are what
+    /// they were (and older logs load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_val_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_val_acc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_test_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_test_acc: Option<f64>,
+}
+
+impl EpochRecord {
+    /// Whether any evaluation of the moving average is recorded.
+    pub fn has_ema(&self) -> bool {
+        [
+            self.ema_val_loss,
+            self.ema_val_acc,
+            self.ema_test_loss,
+            self.ema_test_acc,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
 }
 
 /// The log of all epochs of a run.
@@ -93,12 +119,22 @@ impl MetricsLog {
         self.records.push(record);
     }
 
+    /// The CSV; the columns of the moving average's evaluations
+    /// (`ema_val_loss,ema_val_acc,ema_test_loss,ema_test_acc`) are appended
+    /// after `seconds` only when some record has them, so the file of a run
+    /// without an average is what it was and readers by position keep
+    /// working.
     pub fn to_csv(&self) -> String {
+        let ema = self.records.iter().any(EpochRecord::has_ema);
         let mut s = String::from(
-            "epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds\n",
+            "epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds",
         );
+        if ema {
+            s += ",ema_val_loss,ema_val_acc,ema_test_loss,ema_test_acc";
+        }
+        s += "\n";
         for r in &self.records {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "{},{},{},{},{},{},{},{},{}",
                 r.epoch,
@@ -111,6 +147,17 @@ impl MetricsLog {
                 opt(r.test_acc),
                 num(r.seconds)
             );
+            if ema {
+                let _ = write!(
+                    s,
+                    ",{},{},{},{}",
+                    opt(r.ema_val_loss),
+                    opt(r.ema_val_acc),
+                    opt(r.ema_test_loss),
+                    opt(r.ema_test_acc)
+                );
+            }
+            s += "\n";
         }
         s
     }
@@ -170,6 +217,10 @@ pub(crate) mod tests {
             test_loss: Some(0.9),
             test_acc: Some(0.7),
             seconds: 12.5,
+            ema_val_loss: None,
+            ema_val_acc: None,
+            ema_test_loss: None,
+            ema_test_acc: None,
         });
         log.push(EpochRecord {
             epoch: 2,
@@ -181,6 +232,10 @@ pub(crate) mod tests {
             test_loss: None,
             test_acc: None,
             seconds: 11.0,
+            ema_val_loss: None,
+            ema_val_acc: None,
+            ema_test_loss: None,
+            ema_test_acc: None,
         });
         log
     }
@@ -220,11 +275,40 @@ pub(crate) mod tests {
         let old = MetricsLog::from_json(old, Path::new("m.json")).unwrap();
         assert_eq!(old.records[0].val_loss, None);
         assert_eq!(old.records[0].test_loss, Some(1.5));
+        assert_eq!(old.records[0].ema_test_acc, None);
+        assert!(!old.records[0].has_ema());
 
         let e = MetricsLog::from_json("{\"records\": 3}", Path::new("/r/metrics.json"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("/r/metrics.json"), "{e}");
+    }
+
+    #[test]
+    fn the_ema_columns_appear_only_when_recorded_and_round_trip() {
+        let plain = sample();
+        assert!(!plain.to_json().contains("ema_"), "{}", plain.to_json());
+        let mut log = plain.clone();
+        log.records[0].ema_val_loss = Some(0.95);
+        log.records[0].ema_val_acc = Some(0.65);
+        log.records[0].ema_test_loss = Some(0.85);
+        log.records[0].ema_test_acc = Some(0.75);
+        log.records[1].ema_test_acc = Some(0.5);
+        assert_eq!(
+            log.to_csv(),
+            "epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds,\
+             ema_val_loss,ema_val_acc,ema_test_loss,ema_test_acc\n\
+             1,0.0001,1.25,0.55,1,0.6,0.9,0.7,12.5,0.95,0.65,0.85,0.75\n\
+             2,0.00005,0.75,0.8,,,,,11,,,,0.5\n"
+        );
+        let json = log.to_json();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["records"][0]["ema_test_acc"], 0.75);
+        assert!(v["records"][1].get("ema_val_loss").is_none());
+        assert_eq!(
+            MetricsLog::from_json(&json, Path::new("m.json")).unwrap(),
+            log
+        );
     }
 
     #[test]

@@ -71,6 +71,9 @@ impl RunConfig {
         self.preprocess()?;
         self.fit_config()?;
         self.tta()?;
+        if let Some(ema) = &self.ema {
+            ema.validate()?;
+        }
         self.freeze()?;
         self.optimizer()?;
         self.callbacks.validate()?;

@@ -11,6 +11,10 @@
 //! - `train_state.safetensors`: the optimizer's moments, named after their
 //!   parameters (layout in `optim::state`), and where the run is (epoch,
 //!   step within it, global step, the epoch's running loss/accuracy);
+//! - `ema.safetensors`, when the trainer keeps a moving average of its
+//!   parameters ([`crate::ema`]): the average under the parameters' names,
+//!   and its update count (a run with EMA on refuses to resume from a unit
+//!   without it; a run with EMA off ignores it);
 //! - `history.json`: the records of the epochs finished so far, from which
 //!   a resumed run's callbacks rebuild their state;
 //! - `manifest.json`, written last: step, epoch, and each file's size and
@@ -70,6 +74,9 @@ use unit::{Manifest, HISTORY_FILE};
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const STATE_FILE: &str = "train_state.safetensors";
+/// The moving average of the parameters, in a unit (when the run keeps
+/// one) and, at the end of a run, at the top of the run directory.
+pub const EMA_FILE: &str = "ema.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 /// One class name per line, in label order.
 pub const CLASSES_FILE: &str = "classes.txt";
@@ -151,12 +158,14 @@ pub fn save(
     };
     let model = || pair::model_bytes(trainer, progress);
     let state = || pair::state_bytes(trainer, progress);
+    let ema = || pair::ema_bytes(trainer, progress).unwrap_or_default();
     let history = || log.to_json().into_bytes();
-    let files: [(&str, &dyn Fn() -> Vec<u8>); 3] = [
-        (MODEL_FILE, &model),
-        (STATE_FILE, &state),
-        (HISTORY_FILE, &history),
-    ];
+    let mut files: Vec<(&str, &dyn Fn() -> Vec<u8>)> =
+        vec![(MODEL_FILE, &model), (STATE_FILE, &state)];
+    if trainer.ema.is_some() {
+        files.push((EMA_FILE, &ema));
+    }
+    files.push((HISTORY_FILE, &history));
     let saved = unit::write(dir, head, &files)?;
     let committed = || {
         format!(
@@ -176,6 +185,18 @@ pub fn save(
     Ok(saved)
 }
 
+/// Writes `trainer`'s moving average to `path` atomically, as a unit's
+/// `ema.safetensors` at `progress` (the weights a run ends with, for
+/// `eval --checkpoint`). Returns whether there was one to write.
+pub fn write_ema(path: &Path, trainer: &Trainer, progress: Progress) -> Result<bool> {
+    let Some(bytes) = pair::ema_bytes(trainer, progress) else {
+        return Ok(false);
+    };
+    checkpoint::write_atomic(path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
 /// What [`resume_run`] restored, and from where.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resumed {
@@ -191,7 +212,8 @@ pub struct Resumed {
     pub removed: Vec<PathBuf>,
 }
 
-/// Restores parameters, optimizer state and progress from the run
+/// Restores parameters, optimizer state, the moving average (if the
+/// trainer keeps one) and progress from the run
 /// directory `dir` ([`resume_run`], for callers that need only the progress).
 pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
     Ok(resume_run(dir, trainer)?.progress)
@@ -207,6 +229,11 @@ pub fn resume(dir: &Path, trainer: &mut Trainer) -> Result<Progress> {
 /// a trained weight without its moments is an error naming it. A complete
 /// unit that does not fit the model is an error, not a reason to take an
 /// older one. The trainer changes only if the resume succeeds.
+///
+/// A trainer with an [`crate::ema::Ema`] needs the unit's `ema.safetensors`:
+/// a unit without one (saved by the run before EMA was turned on) is an
+/// error naming the file, as is an old-layout run directory. A trainer
+/// without one ignores the file.
 pub fn resume_run(dir: &Path, trainer: &mut Trainer) -> Result<Resumed> {
     let removed = unit::remove_leftovers(dir).with_context(|| {
         format!(
@@ -225,7 +252,28 @@ pub fn resume_run(dir: &Path, trainer: &mut Trainer) -> Result<Resumed> {
                 continue;
             }
         };
-        let progress = pair::restore(&u.path.join(MODEL_FILE), &u.path.join(STATE_FILE), trainer)?;
+        let has_ema = manifest.files.iter().any(|f| f.name == EMA_FILE);
+        let ema_file = u.path.join(EMA_FILE);
+        if trainer.ema.is_some() && !has_ema {
+            bail!(
+                "{}: no {EMA_FILE}, but this run keeps a moving average of the weights (ema in \
+                 its configuration): the checkpoint was saved without one; resume with ema off, \
+                 or start the run again",
+                u.path.display()
+            );
+        }
+        if trainer.ema.is_none() && has_ema {
+            eprintln!(
+                "note: {} is not restored: this run keeps no moving average (ema off)",
+                ema_file.display()
+            );
+        }
+        let progress = pair::restore(
+            &u.path.join(MODEL_FILE),
+            &u.path.join(STATE_FILE),
+            trainer.ema.is_some().then_some(ema_file.as_path()),
+            trainer,
+        )?;
         if (progress.global_step, progress.epoch, progress.step)
             != (manifest.global_step, manifest.epoch, manifest.step)
         {
@@ -268,6 +316,13 @@ pub fn resume_run(dir: &Path, trainer: &mut Trainer) -> Result<Resumed> {
     }
     if dir.join(STATE_FILE).exists() || prev(dir, STATE_FILE).exists() {
         report_skipped(&skipped);
+        if trainer.ema.is_some() {
+            bail!(
+                "{}: a run directory of the old layout, which has no {EMA_FILE}, but this run keeps \
+                 a moving average of the weights (ema in its configuration): resume with ema off",
+                dir.display()
+            );
+        }
         let (progress, source) = resume_old_layout(dir, trainer)?;
         return Ok(Resumed {
             progress,
@@ -307,7 +362,7 @@ fn prev(dir: &Path, file: &str) -> PathBuf {
 /// or inconsistent (the run died between the two writes), the `*.prev` pair.
 fn resume_old_layout(dir: &Path, trainer: &mut Trainer) -> Result<(Progress, PathBuf)> {
     let current = (dir.join(MODEL_FILE), dir.join(STATE_FILE));
-    match pair::restore(&current.0, &current.1, trainer) {
+    match pair::restore(&current.0, &current.1, None, trainer) {
         Ok(p) => Ok((p, current.0)),
         Err(e) => {
             let previous = (prev(dir, MODEL_FILE), prev(dir, STATE_FILE));
@@ -319,7 +374,7 @@ fn resume_old_layout(dir: &Path, trainer: &mut Trainer) -> Result<(Progress, Pat
                 MODEL_FILE
             );
             Ok((
-                pair::restore(&previous.0, &previous.1, trainer)?,
+                pair::restore(&previous.0, &previous.1, None, trainer)?,
                 previous.0,
             ))
         }

@@ -292,8 +292,9 @@ pub fn prune(run_dir: &Path, newest: &Path) -> io::Result<()> {
 /// temporaries (`.<file>.<random>.tmp`) are the run's own leftovers; no
 /// other hidden file is touched (`--out` may name a directory that holds
 /// more than the run).
-const RUN_FILES: [&str; 9] = [
+const RUN_FILES: [&str; 10] = [
     MODEL_FILE,
+    super::EMA_FILE,
     STATE_FILE,
     super::CONFIG_FILE,
     super::CLASSES_FILE,
