@@ -44,6 +44,7 @@ fn tiny_trainer(seed: u64) -> Trainer {
         widths: vec![4, 4, 8, 8],
         num_classes: Some(4),
         unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
     };
     let (model, store) = nn::ResNet::new(spec.config(32, seed)).unwrap();
     Trainer::new(
@@ -525,6 +526,7 @@ fn a_complete_unit_that_does_not_fit_the_model_is_an_error_not_a_fallback() {
         widths: vec![4, 4, 8, 16],
         num_classes: Some(4),
         unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
     };
     let (model, store) = nn::ResNet::new(spec.config(32, 1)).unwrap();
     let mut other = Trainer::new(

@@ -29,6 +29,7 @@ fn narrow_spec(classes: usize) -> ModelSpec {
         widths: vec![8, 8, 16, 16],
         num_classes: Some(classes),
         unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
     }
 }
 
