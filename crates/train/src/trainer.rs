@@ -21,6 +21,13 @@ pub struct Trainer {
     /// [`crate::fit::ReduceLrOnPlateau`] lowered it). A factor on top of the
     /// schedule, not a replacement of it, so warm-up and decay still apply.
     pub lr_scale: f32,
+    /// Keras's `label_smoothing` of the training loss: each target is
+    /// `onehot * (1 - s) + s / classes` ([`ops::softmax_cross_entropy_smoothed`]);
+    /// 0 (the default) is the plain cross-entropy. It shapes only the loss
+    /// that is optimized: evaluation losses stay the plain cross-entropy, so
+    /// the test loss stays comparable across recipes. Must be in `[0, 1)`
+    /// (the caller validates it; [`Trainer::train_step`] panics otherwise).
+    pub label_smoothing: f32,
 }
 
 /// What one training step measured.
@@ -49,6 +56,7 @@ impl Trainer {
             schedule,
             global_step: 0,
             lr_scale: 1.0,
+            label_smoothing: 0.0,
         };
         // No weight decay on biases and batchnorm parameters (the usual
         // practice; Keras decays whatever it is told to, everything by default).
@@ -61,7 +69,8 @@ impl Trainer {
     }
 
     /// Forward, backward and one optimizer update on the batch `x`
-    /// (`[N, H, W, 3]`), with the new batchnorm statistics applied.
+    /// (`[N, H, W, 3]`), with the new batchnorm statistics applied. The
+    /// loss optimized and reported is smoothed by [`Trainer::label_smoothing`].
     pub fn train_step(&mut self, x: Tensor, labels: &[usize]) -> StepStats {
         let lr = self.lr_at(self.global_step);
         let started = Instant::now();
@@ -74,7 +83,8 @@ impl Trainer {
                 .expect("batch shape checked by the caller");
             let logits = out.logits.expect("training needs a head");
             let correct = count_correct(g.value(logits).data(), labels);
-            let loss = ops::softmax_cross_entropy(&mut g, logits, labels);
+            let loss =
+                ops::softmax_cross_entropy_smoothed(&mut g, logits, labels, self.label_smoothing);
             let value = g.value(loss).item();
             let grads = g.backward(loss);
             (value, correct, grads, g.take_stat_updates())
