@@ -250,6 +250,14 @@ proptest! {
         logits.data_mut().iter_mut().for_each(|v| *v *= 3.0);
         check(&[logits], |g, v| ops::softmax_cross_entropy(g, v[0], &labels));
     }
+
+    #[test]
+    fn softmax_cross_entropy_smoothed(n in 1usize..5, k in 2usize..6, smoothing in 0.0f32..0.99, seed in any::<u64>()) {
+        let labels: Vec<usize> = (0..n).map(|i| (i * 7 + seed as usize) % k).collect();
+        let mut logits = random(&[n, k], seed);
+        logits.data_mut().iter_mut().for_each(|v| *v *= 3.0);
+        check(&[logits], |g, v| ops::softmax_cross_entropy_smoothed(g, v[0], &labels, smoothing));
+    }
 }
 
 /// conv - BN - ReLU - conv - BN, plus the block input, then ReLU: the

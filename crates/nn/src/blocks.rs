@@ -106,6 +106,14 @@ impl Bottleneck {
     }
 
     /// The block's batchnorms, shortcut first.
+    pub fn batch_norms(&self) -> impl Iterator<Item = &BatchNorm> {
+        self.shortcut
+            .iter()
+            .chain(self.main.iter())
+            .map(|unit| &unit.bn)
+    }
+
+    /// [`Bottleneck::batch_norms`], mutable.
     pub fn batch_norms_mut(&mut self) -> impl Iterator<Item = &mut BatchNorm> {
         let shortcut = self.shortcut.iter_mut();
         shortcut

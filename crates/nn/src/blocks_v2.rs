@@ -125,6 +125,11 @@ impl PreActBottleneck {
     }
 
     /// Every batchnorm of the block.
+    pub fn batch_norms(&self) -> [&BatchNorm; 3] {
+        [&self.preact.bn, &self.reduce.bn, &self.spatial.bn]
+    }
+
+    /// [`PreActBottleneck::batch_norms`], mutable.
     pub fn batch_norms_mut(&mut self) -> [&mut BatchNorm; 3] {
         [
             &mut self.preact.bn,

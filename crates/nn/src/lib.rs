@@ -29,19 +29,24 @@ use rand::SeedableRng;
 use tensor::Tensor;
 
 /// What layer constructors need while a model is built: the store their
-/// parameters go into and the seeded generator of the initializers.
+/// parameters go into, the seeded generator of the initializers, and the
+/// batchnorms' moving-average settings.
 pub struct BuildCtx {
     pub store: ParamStore,
     pub rng: StdRng,
     pub variance_update: VarianceUpdate,
+    /// Every batchnorm's Keras `momentum`:
+    /// `moving = momentum * moving + (1 - momentum) * batch`.
+    pub bn_momentum: f32,
 }
 
 impl BuildCtx {
-    pub fn new(seed: u64, variance_update: VarianceUpdate) -> Self {
+    pub fn new(seed: u64, variance_update: VarianceUpdate, bn_momentum: f32) -> Self {
         BuildCtx {
             store: ParamStore::new(),
             rng: StdRng::seed_from_u64(seed),
             variance_update,
+            bn_momentum,
         }
     }
 

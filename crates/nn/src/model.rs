@@ -6,6 +6,7 @@
 //! implementation of this trait, not a copy of the code above it.
 
 use crate::checkpoint::{self, CheckpointError, LoadReport, TensorFile};
+use crate::layers::BatchNorm;
 use crate::ModelError;
 use autograd::{Graph, ParamStore, Var};
 use std::path::Path;
@@ -51,6 +52,10 @@ pub trait Model: Send + Sync {
 
     /// The batchnorm epsilon all of this network's batchnorms share.
     fn bn_epsilon(&self) -> f32;
+
+    /// Every batchnorm of the network, in the order it runs them: what a
+    /// caller checks their settings (momentum, epsilon) on.
+    fn batch_norms(&self) -> Vec<&BatchNorm>;
 
     /// Sets every batchnorm's epsilon: weights trained with another one
     /// (the caffe-named Keras release used 1e-3) need theirs to compute the

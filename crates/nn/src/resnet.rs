@@ -18,6 +18,7 @@
 //! network with the same topology and naming.
 
 use crate::blocks::Bottleneck;
+use crate::layers::batch_norm::KERAS_MOMENTUM;
 use crate::layers::{
     BatchNorm, Conv2d, ConvBn, Dense, GlobalAvgPool, MaxPool, PaddingMode, VarianceUpdate,
     ZeroPadding,
@@ -40,6 +41,12 @@ pub struct ResNetConfig {
     /// Classes of the dense head; `None` builds the base only (`include_top=False`).
     pub num_classes: Option<usize>,
     pub variance_update: VarianceUpdate,
+    /// Every batchnorm's Keras `momentum` (in `[0, 1)`; Keras's default
+    /// [`KERAS_MOMENTUM`], 0.99): how much of the moving statistics each
+    /// training step keeps. Lower forgets early batches faster, which a
+    /// short from-scratch run needs for its inference statistics to catch
+    /// up with its weights.
+    pub bn_momentum: f32,
     /// Seed of the initializers.
     pub seed: u64,
 }
@@ -54,6 +61,7 @@ impl ResNetConfig {
             widths: vec![64, 128, 256, 512],
             num_classes,
             variance_update: VarianceUpdate::Biased,
+            bn_momentum: KERAS_MOMENTUM,
             seed: 0,
         }
     }
@@ -98,6 +106,12 @@ impl ResNetConfig {
             return Err(ModelError::Config(
                 "depths, widths and stem filters must be positive".into(),
             ));
+        }
+        if !(0.0..1.0).contains(&self.bn_momentum) {
+            return Err(ModelError::Config(format!(
+                "batchnorm momentum {} must be in [0, 1)",
+                self.bn_momentum
+            )));
         }
         Ok(())
     }
@@ -227,7 +241,7 @@ impl ResNet {
     /// Builds the network and a store holding its freshly initialized parameters.
     pub fn new(config: ResNetConfig) -> Result<(ResNet, ParamStore), ModelError> {
         config.validate()?;
-        let mut ctx = BuildCtx::new(config.seed, config.variance_update);
+        let mut ctx = BuildCtx::new(config.seed, config.variance_update, config.bn_momentum);
         let (pool_pad, pool) = pool1();
         let stem = Stem {
             pad: conv1_pad(),
@@ -326,5 +340,10 @@ impl Model for ResNet {
 
     fn set_bn_epsilon(&mut self, epsilon: f32) {
         self.batch_norms_mut().for_each(|bn| bn.epsilon = epsilon);
+    }
+
+    fn batch_norms(&self) -> Vec<&BatchNorm> {
+        let blocks = self.blocks.iter().flat_map(Bottleneck::batch_norms);
+        std::iter::once(&self.stem.conv1.bn).chain(blocks).collect()
     }
 }

@@ -76,7 +76,7 @@ impl ResNetV2 {
                 config.depths
             )));
         }
-        let mut ctx = BuildCtx::new(config.seed, config.variance_update);
+        let mut ctx = BuildCtx::new(config.seed, config.variance_update, config.bn_momentum);
         let (pool_pad, pool) = pool1();
         let stem = StemV2 {
             pad: conv1_pad(),
@@ -171,6 +171,11 @@ impl Model for ResNetV2 {
 
     fn bn_epsilon(&self) -> f32 {
         self.post.bn.epsilon
+    }
+
+    fn batch_norms(&self) -> Vec<&BatchNorm> {
+        let blocks = self.blocks.iter().flat_map(PreActBottleneck::batch_norms);
+        blocks.chain(std::iter::once(&self.post.bn)).collect()
     }
 
     fn set_bn_epsilon(&mut self, epsilon: f32) {

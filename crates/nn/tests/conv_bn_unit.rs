@@ -4,6 +4,7 @@
 //! values, gradients and statistic updates as the layer-by-layer ops.
 
 use autograd::{ops, Graph, Mode, ParamStore, Var};
+use nn::layers::batch_norm::KERAS_MOMENTUM;
 use nn::layers::{BatchNorm, BnRelu, Conv2d, ConvBn, Form, PaddingMode, VarianceUpdate};
 use nn::BuildCtx;
 use rand::rngs::StdRng;
@@ -36,7 +37,7 @@ const C: usize = 4;
 /// `relu(residual + bn(conv(x)))` named like the last unit of a block,
 /// and a `BnRelu`.
 fn units() -> (ConvBn, BnRelu, ParamStore) {
-    let mut ctx = BuildCtx::new(0, VarianceUpdate::Biased);
+    let mut ctx = BuildCtx::new(0, VarianceUpdate::Biased, KERAS_MOMENTUM);
     let conv = Conv2d::new(&mut ctx, "b_3_conv", 3, C, 3, 1, PaddingMode::Same);
     let bn = BatchNorm::new(&mut ctx, "b_3_bn", C);
     let unit = ConvBn::new(conv, bn).then_add("b_add").then_relu("b_out");

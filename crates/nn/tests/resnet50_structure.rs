@@ -3,7 +3,7 @@
 //! `tools/list_keras_params.py`): every name, every shape, the count.
 
 use autograd::ParamKind;
-use nn::{ResNet, ResNetConfig};
+use nn::{Model, ResNet, ResNetConfig, ResNetV2};
 use std::collections::BTreeMap;
 
 fn keras_params() -> (BTreeMap<String, Vec<usize>>, usize) {
@@ -71,4 +71,42 @@ fn rejects_bad_configs() {
     let mut c = ResNetConfig::resnet50(None);
     c.depths.pop();
     assert!(ResNet::new(c).is_err());
+}
+
+/// A configured batchnorm momentum reaches every batchnorm of ResNet50 and
+/// ResNet50V2: as many as the store has moving means (53 and 49, Keras's
+/// counts), each with momentum 0.9; the default is Keras's 0.99.
+#[test]
+fn bn_momentum_reaches_every_batchnorm() {
+    let config = ResNetConfig {
+        bn_momentum: 0.9,
+        ..ResNetConfig::resnet50(None)
+    };
+    let moving_means = |store: &autograd::ParamStore| {
+        store
+            .iter()
+            .filter(|(_, p)| p.name.ends_with("/moving_mean"))
+            .count()
+    };
+    let (v1, store) = ResNet::new(config.clone()).unwrap();
+    let (v2, store_v2) = ResNetV2::new(config).unwrap();
+    for (model, store, count) in [
+        (&v1 as &dyn Model, store, 53),
+        (&v2 as &dyn Model, store_v2, 49),
+    ] {
+        let bns = model.batch_norms();
+        assert_eq!(bns.len(), count, "{}", model.name());
+        assert_eq!(moving_means(&store), count, "{}", model.name());
+        for bn in bns {
+            assert_eq!(bn.momentum, 0.9, "{}", bn.name);
+        }
+    }
+    let (default, _) = ResNet::new(ResNetConfig::resnet50(None)).unwrap();
+    assert!(default.batch_norms().iter().all(|bn| bn.momentum == 0.99));
+    let bad = ResNetConfig {
+        bn_momentum: 1.0,
+        ..ResNetConfig::resnet50(None)
+    };
+    let err = ResNet::new(bad).unwrap_err().to_string();
+    assert!(err.contains("momentum 1 must be in [0, 1)"), "{err}");
 }

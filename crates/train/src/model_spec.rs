@@ -3,6 +3,7 @@
 //! recognizing one from a weights file.
 
 use autograd::ParamStore;
+use nn::layers::batch_norm::KERAS_MOMENTUM;
 use nn::layers::VarianceUpdate;
 use nn::{Model, ModelError, ResNet, ResNetConfig, ResNetV2};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ pub const KERAS_RESNETS: [(&str, ResNetVersion, [usize; 4]); 6] = [
 ];
 
 /// The architecture knobs a run records in its configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     /// V1 or V2 blocks; a `config.json` from before V2 existed has no such
     /// field and is V1.
@@ -44,6 +45,16 @@ pub struct ModelSpec {
     pub num_classes: Option<usize>,
     /// Keras 2's unbiased moving variance instead of Keras 3's biased one.
     pub unbiased_moving_variance: bool,
+    /// Every batchnorm's Keras `momentum`, in `[0, 1)`:
+    /// `moving = momentum * moving + (1 - momentum) * batch`. A
+    /// `config.json` from before the field existed has none and gets
+    /// Keras's 0.99 ([`KERAS_MOMENTUM`]), which every run used until then.
+    #[serde(default = "keras_momentum")]
+    pub bn_momentum: f32,
+}
+
+fn keras_momentum() -> f32 {
+    KERAS_MOMENTUM
 }
 
 impl ModelSpec {
@@ -56,6 +67,7 @@ impl ModelSpec {
             widths: c.widths,
             num_classes,
             unbiased_moving_variance: false,
+            bn_momentum: c.bn_momentum,
         }
     }
 
@@ -120,6 +132,7 @@ impl ModelSpec {
             } else {
                 VarianceUpdate::Biased
             },
+            bn_momentum: self.bn_momentum,
             seed,
         }
     }
@@ -174,6 +187,7 @@ impl ModelSpec {
             widths,
             num_classes: shape("predictions/kernel", 2)?.map(|s| s[1]),
             unbiased_moving_variance: false,
+            bn_momentum: KERAS_MOMENTUM,
         })
     }
 }
@@ -204,6 +218,7 @@ mod tests {
                       "num_classes":10,"unbiased_moving_variance":false}"#;
         let spec: ModelSpec = serde_json::from_str(old).unwrap();
         assert_eq!(spec, ModelSpec::resnet50(Some(10)));
+        assert_eq!(spec.bn_momentum, 0.99);
         let v2 = ModelSpec {
             num_classes: Some(10),
             ..ModelSpec::keras("resnet101v2").unwrap()
@@ -211,6 +226,29 @@ mod tests {
         let json = serde_json::to_string(&v2).unwrap();
         assert!(json.contains(r#""version":"v2""#), "{json}");
         assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), v2);
+    }
+
+    /// `build` gives every batchnorm of V1 and V2 the spec's momentum.
+    #[test]
+    fn build_passes_the_bn_momentum_to_every_batchnorm() {
+        for name in ["resnet50", "resnet50v2"] {
+            let spec = ModelSpec {
+                bn_momentum: 0.9,
+                ..ModelSpec::keras(name).unwrap()
+            };
+            let (model, store) = spec.build(32, 0).unwrap();
+            let bns = model.batch_norms();
+            let moving_means = store
+                .iter()
+                .filter(|(_, p)| p.name.ends_with("/moving_mean"))
+                .count();
+            assert_eq!(bns.len(), moving_means, "{name}");
+            assert_eq!(bns.len(), if name == "resnet50" { 53 } else { 49 });
+            assert!(bns.iter().all(|bn| bn.momentum == 0.9), "{name}");
+            let json = serde_json::to_string(&spec).unwrap();
+            assert!(json.contains(r#""bn_momentum":0.9"#), "{json}");
+            assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), spec);
+        }
     }
 
     /// `infer` tells the versions apart by `post_bn` and reads the rest off
@@ -225,6 +263,7 @@ mod tests {
                 widths: vec![4, 8, 8, 16],
                 num_classes: Some(7),
                 unbiased_moving_variance: false,
+                bn_momentum: KERAS_MOMENTUM,
             };
             let (_, store) = spec.build(32, 0).unwrap();
             let tensors: Vec<(String, Tensor)> = store

@@ -238,6 +238,7 @@ mod tests {
         assert_eq!(c.val_split, 0);
         assert_eq!(c.callbacks, CallbackConfig::default());
         assert_eq!(c.callbacks.early_stopping_patience, None);
+        assert_eq!(c.model.bn_momentum, 0.99);
         // And round-trips with the new fields.
         let back: RunConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);

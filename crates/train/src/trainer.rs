@@ -27,6 +27,13 @@ pub struct Trainer {
     /// ([`Trainer::enable_ema`]). Saved in and restored from the
     /// checkpoint like the parameters.
     pub ema: Option<Ema>,
+    /// Keras's `label_smoothing` of the training loss: each target is
+    /// `onehot * (1 - s) + s / classes` ([`ops::softmax_cross_entropy_smoothed`]);
+    /// 0 (the default) is the plain cross-entropy. It shapes only the loss
+    /// that is optimized: evaluation losses stay the plain cross-entropy, so
+    /// the test loss stays comparable across recipes. Must be in `[0, 1)`
+    /// (the caller validates it; [`Trainer::train_step`] panics otherwise).
+    pub label_smoothing: f32,
 }
 
 /// What one training step measured.
@@ -57,6 +64,7 @@ impl Trainer {
             global_step: 0,
             lr_scale: 1.0,
             ema: None,
+            label_smoothing: 0.0,
         };
         // No weight decay on biases and batchnorm parameters (the usual
         // practice; Keras decays whatever it is told to, everything by default).
@@ -69,7 +77,8 @@ impl Trainer {
     }
 
     /// Forward, backward and one optimizer update on the batch `x`
-    /// (`[N, H, W, 3]`), with the new batchnorm statistics applied.
+    /// (`[N, H, W, 3]`), with the new batchnorm statistics applied. The
+    /// loss optimized and reported is smoothed by [`Trainer::label_smoothing`].
     pub fn train_step(&mut self, x: Tensor, labels: &[usize]) -> StepStats {
         let lr = self.lr_at(self.global_step);
         let started = Instant::now();
@@ -82,7 +91,8 @@ impl Trainer {
                 .expect("batch shape checked by the caller");
             let logits = out.logits.expect("training needs a head");
             let correct = count_correct(g.value(logits).data(), labels);
-            let loss = ops::softmax_cross_entropy(&mut g, logits, labels);
+            let loss =
+                ops::softmax_cross_entropy_smoothed(&mut g, logits, labels, self.label_smoothing);
             let value = g.value(loss).item();
             let grads = g.backward(loss);
             (value, correct, grads, g.take_stat_updates())

@@ -72,6 +72,7 @@ fn trainer_for(ema: Averaging, seed: u64) -> Trainer {
         widths: vec![4, 4, 8, 8],
         num_classes: Some(4),
         unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
     };
     let (model, store) = nn::ResNet::new(spec.config(32, seed)).unwrap();
     let mut t = Trainer::new(
@@ -692,6 +693,7 @@ fn a_complete_unit_that_does_not_fit_the_model_is_an_error_not_a_fallback() {
         widths: vec![4, 4, 8, 16],
         num_classes: Some(4),
         unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
     };
     let (model, store) = nn::ResNet::new(spec.config(32, 1)).unwrap();
     let mut other = Trainer::new(

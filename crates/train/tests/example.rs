@@ -28,6 +28,7 @@ fn the_example_fine_tunes_on_an_image_folder() {
             widths: vec![8, 8, 16, 16],
             num_classes: None,
             unbiased_moving_variance: false,
+            bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
         },
         out: root.join("run"),
     };

@@ -23,6 +23,7 @@ fn spec() -> ModelSpec {
         widths: vec![4, 8],
         num_classes: Some(3),
         unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
     }
 }
 

@@ -30,6 +30,7 @@ fn narrow_spec(classes: usize) -> ModelSpec {
         widths: vec![8, 8, 16, 16],
         num_classes: Some(classes),
         unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
     }
 }
 
@@ -429,6 +430,39 @@ fn a_non_finite_loss_is_an_error_naming_the_step() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("loss became") && err.contains("step"), "{err}");
+}
+
+/// `Trainer::label_smoothing` is what `train_step` optimizes and reports:
+/// the smoothed cross-entropy of the batch's training-mode logits.
+#[test]
+fn train_step_optimizes_the_label_smoothed_loss() {
+    let mut t = trainer(0.01);
+    assert_eq!(t.label_smoothing, 0.0);
+    t.label_smoothing = 0.2;
+    let labels = [0, 1, 2, 3];
+    let x = tensor::Tensor::from_vec(
+        &[4, 32, 32, 3],
+        (0..4 * 32 * 32 * 3)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect(),
+    )
+    .unwrap();
+    let logits = {
+        let mut g = autograd::Graph::new(&t.store, autograd::Mode::TRAIN);
+        let xv = g.input(x.clone());
+        let out = t.model.forward(&mut g, xv).unwrap();
+        g.value(out.logits.unwrap()).clone()
+    };
+    let smoothed = autograd::ops::smoothed_cross_entropy(&logits, &labels, 0.2) as f32;
+    let plain = autograd::ops::cross_entropy(&logits, &labels) as f32;
+    assert_ne!(smoothed, plain);
+    let stats = t.train_step(x, &labels);
+    assert_eq!(
+        stats.loss.to_bits(),
+        smoothed.to_bits(),
+        "{} vs {smoothed}",
+        stats.loss
+    );
 }
 
 // ---- Callbacks against hand computations, on scripted epoch metrics ----

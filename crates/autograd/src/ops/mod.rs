@@ -21,5 +21,8 @@ pub use conv_bn::{conv_bn_infer, BatchNormArgs, ConvArgs};
 pub use dense::dense;
 pub use pool::{global_avg_pool, max_pool};
 pub use relu::relu;
-pub use softmax_cross_entropy::{cross_entropy, softmax, softmax_cross_entropy};
+pub use softmax_cross_entropy::{
+    cross_entropy, smoothed_cross_entropy, softmax, softmax_cross_entropy,
+    softmax_cross_entropy_smoothed,
+};
 pub use zero_pad::zero_pad;

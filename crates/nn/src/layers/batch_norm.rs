@@ -38,7 +38,9 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    /// Adds `<name>/{gamma, beta, moving_mean, moving_variance}`, each `[channels]`.
+    /// Adds `<name>/{gamma, beta, moving_mean, moving_variance}`, each
+    /// `[channels]`; the moving averages follow `ctx`'s momentum and
+    /// variance update.
     pub fn new(ctx: &mut BuildCtx, name: &str, channels: usize) -> Self {
         let mut add = |w: &str, v: f32, kind| {
             ctx.add(&format!("{name}/{w}"), Tensor::full(&[channels], v), kind)
@@ -50,7 +52,7 @@ impl BatchNorm {
             moving_mean: add("moving_mean", 0.0, ParamKind::Statistic),
             moving_variance: add("moving_variance", 1.0, ParamKind::Statistic),
             epsilon: RESNET_EPSILON,
-            momentum: KERAS_MOMENTUM,
+            momentum: ctx.bn_momentum,
             variance_update: ctx.variance_update,
         }
     }
@@ -112,5 +114,59 @@ impl BatchNorm {
         let var = blend(g.params().value(self.moving_variance), &stats.var, unbias);
         g.push_stat_update(self.moving_mean, mean);
         g.push_stat_update(self.moving_variance, var);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autograd::Mode;
+
+    /// One training step of a 2-channel batchnorm built with momentum 0.9
+    /// on the batch `[[1, 10], [3, 20]]` (N = 2, 1x1 images): batch means
+    /// `[2, 15]`, biased variances `[1, 25]`. From moving means `[1, -1]`
+    /// and variances `[2, 4]`:
+    /// means `0.9 * [1, -1] + 0.1 * [2, 15] = [1.1, 0.6]`,
+    /// variances `0.9 * [2, 4] + 0.1 * [1, 25] = [1.9, 6.1]`; with the
+    /// unbiased variance (`* 2 / 1`, `[2, 50]`): `[2.0, 8.6]`.
+    #[test]
+    fn a_training_step_updates_the_moving_statistics_by_the_momentum() {
+        for (update, want_var) in [
+            (VarianceUpdate::Biased, [1.9, 6.1]),
+            (VarianceUpdate::Unbiased, [2.0, 8.6]),
+        ] {
+            let mut ctx = BuildCtx::new(0, update, 0.9);
+            let bn = BatchNorm::new(&mut ctx, "bn", 2);
+            assert_eq!(bn.momentum, 0.9);
+            let mut store = ctx.store;
+            *store.value_mut(bn.moving_mean) = Tensor::from_vec(&[2], vec![1.0, -1.0]).unwrap();
+            *store.value_mut(bn.moving_variance) = Tensor::from_vec(&[2], vec![2.0, 4.0]).unwrap();
+            let updates = {
+                let mut g = Graph::new(&store, Mode::TRAIN);
+                let x =
+                    g.input(Tensor::from_vec(&[2, 1, 1, 2], vec![1.0, 10.0, 3.0, 20.0]).unwrap());
+                bn.forward(&mut g, x);
+                g.take_stat_updates()
+            };
+            store.apply_stat_updates(updates);
+            let close = |got: &Tensor, want: [f32; 2]| {
+                got.data()
+                    .iter()
+                    .zip(want)
+                    .all(|(g, w)| (g - w).abs() < 1e-6)
+            };
+            let mean = store.value(bn.moving_mean);
+            let var = store.value(bn.moving_variance);
+            assert!(
+                close(mean, [1.1, 0.6]),
+                "{update:?}: mean {:?}",
+                mean.data()
+            );
+            assert!(
+                close(var, want_var),
+                "{update:?}: variance {:?}",
+                var.data()
+            );
+        }
     }
 }

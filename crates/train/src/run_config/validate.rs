@@ -131,6 +131,9 @@ pub fn validate_model(m: &ModelSpec) -> Result<()> {
             m.stem_filters
         );
     }
+    if !(0.0..1.0).contains(&m.bn_momentum) {
+        bail!("--bn-momentum {}: must be in [0, 1)", m.bn_momentum);
+    }
     Ok(())
 }
 
