@@ -39,6 +39,7 @@ mod model_checkpoint;
 mod monitor;
 mod progress;
 mod reduce_lr;
+mod step_log;
 
 pub use callbacks::Callback;
 pub use checkpoint::Checkpoint;
@@ -48,6 +49,7 @@ pub use model_checkpoint::{ModelCheckpoint, BEST_FILE};
 pub use monitor::{Metric, Mode, Monitor};
 pub use progress::ProgressDisplay;
 pub use reduce_lr::ReduceLrOnPlateau;
+pub use step_log::{StepLog, STEPS_FILE};
 
 use crate::data::{AugmentConfig, Dataset, Preprocess, Sampler, Shuffle, IMAGE_SIDE};
 use crate::evaluate::EvalResult;
