@@ -175,6 +175,7 @@ mod tests {
             widths: vec![8, 8, 16, 16],
             num_classes: Some(10),
             unbiased_moving_variance: false,
+            bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
         };
         let (model, store) = nn::ResNet::new(spec.config(32, 3)).unwrap();
         (model, store, synthetic::cifar10(2, 1, 5).train)

@@ -96,6 +96,10 @@ impl Recipe {
                 augment: true,
                 pad_mode: "reflect".into(),
                 label_smoothing: 0.1,
+                model: ModelSpec {
+                    bn_momentum: 0.9,
+                    ..ModelSpec::resnet50(Some(10))
+                },
                 tta: "flip".into(),
                 ema: Some(EmaConfig {
                     decay: 0.999,
@@ -172,7 +176,12 @@ pub struct Overrides<'a> {
 impl Overrides<'_> {
     /// Sets `field` (the run configuration's field called `name`) to
     /// `value` when the option was given.
-    pub fn set<T>(&mut self, name: &str, field: impl FnOnce(&mut RunConfig) -> &mut T, value: Option<T>) {
+    pub fn set<T>(
+        &mut self,
+        name: &str,
+        field: impl FnOnce(&mut RunConfig) -> &mut T,
+        value: Option<T>,
+    ) {
         if let Some(v) = value {
             *field(self.config) = v;
             self.config.overridden.push(name.to_string());
@@ -194,7 +203,7 @@ pub fn describe(config: &RunConfig) -> String {
         let given = line
             .strip_prefix("  \"")
             .and_then(|rest| rest.split_once('"'))
-            .is_some_and(|(name, _)| config.overridden.iter().any(|o| o == name));
+            .is_some_and(|(name, _)| config.overridden.contains(&name.to_string()));
         out.push_str(line);
         out.push_str(if given { "   <- given\n" } else { "\n" });
     }
@@ -213,7 +222,10 @@ mod tests {
             assert_eq!(c.recipe.as_deref(), Some(r.to_string().as_str()));
             assert_eq!(r.to_string().parse::<Recipe>(), Ok(r));
         }
-        assert!("fast".parse::<Recipe>().unwrap_err().contains("keras-tutorial or scratch"));
+        assert!("fast"
+            .parse::<Recipe>()
+            .unwrap_err()
+            .contains("keras-tutorial or scratch"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::data::{self, Dataset, Preprocess, IMAGE_SIDE};
 use crate::evaluate::{self, EvalResult, Tta};
 use crate::fit::{
     fit, Callback, Checkpoint, EarlyStopping, EndReason, FitData, FitSummary, Metric, MetricsFiles,
-    ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, BEST_FILE,
+    ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, StepLog, BEST_FILE,
 };
 use crate::model_spec::ModelSpec;
 use crate::run_config::{CallbackConfig, RunConfig};
@@ -139,6 +139,7 @@ pub fn train(
     let steps_per_epoch = fit_config.sampler(train_set.len()).num_batches();
     let schedule = config.schedule(steps_per_epoch)?;
     let mut trainer = Trainer::new(model, store, config.optimizer()?, schedule);
+    trainer.label_smoothing = config.label_smoothing;
     if let Some(ema) = config.ema {
         // From the initial (or `--weights`, frozen) parameters; a resume
         // replaces it by the checkpoint's average.
@@ -160,8 +161,9 @@ pub fn train(
 
     let mut keras = keras_callbacks(dir, &config.callbacks)?;
     let mut metrics = MetricsFiles::new(dir);
+    let mut steps = StepLog::new(dir);
     let mut checkpoint = Checkpoint::new(dir);
-    let mut callbacks: Vec<&mut dyn Callback> = vec![display, &mut metrics];
+    let mut callbacks: Vec<&mut dyn Callback> = vec![display, &mut metrics, &mut steps];
     callbacks.extend(keras.iter_mut().map(|c| c.as_mut() as &mut dyn Callback));
     // Last: the checkpoint records what the others did.
     callbacks.push(&mut checkpoint);

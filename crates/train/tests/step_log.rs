@@ -19,6 +19,7 @@ fn trainer(lr: f32, seed: u64) -> Trainer {
         widths: vec![8, 8, 16, 16],
         num_classes: Some(4),
         unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
     };
     let (model, store) = nn::ResNet::new(spec.config(32, seed)).unwrap();
     Trainer::new(

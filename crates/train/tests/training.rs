@@ -811,27 +811,15 @@ fn a_configured_run_writes_its_average_and_judges_it() {
         batch_size: 16,
         eval_batch_size: 32,
         lr: 1e-3,
-        optimizer: "adam".into(),
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.0,
-        lr_schedule: "constant".into(),
-        warmup_epochs: 0.0,
-        augment: false,
-        freeze: "none".into(),
-        train_limit: None,
-        test_limit: None,
-        val_split: 0,
         seed: 1,
-        preprocess: "unit".into(),
         weights: None,
         data: Some(data),
         model: narrow_spec(4),
-        callbacks: Default::default(),
         ema: Some(EmaConfig {
             decay: 0.9,
             every: 1,
         }),
+        ..train::recipe::Recipe::KerasTutorial.config()
     };
     let mut display = train::fit::ProgressDisplay::epochs_only();
     let outcome = train::run::train(&dir, &config, false, &mut display, &no_stop()).unwrap();

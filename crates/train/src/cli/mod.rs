@@ -195,6 +195,7 @@ pub struct TrainArgs {
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
         "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite", "recipe",
         "pad_mode", "cutout", "shuffle", "label_smoothing", "tta", "ema_decay", "ema_every",
+        "bn_momentum",
     ])]
     pub resume: Option<PathBuf>,
     /// The network: resnet50 | resnet101 | resnet152 | resnet50v2 | resnet101v2 | resnet152v2
@@ -210,6 +211,10 @@ pub struct TrainArgs {
     /// Stem filters [ResNet50: 64].
     #[arg(long)]
     pub stem_filters: Option<usize>,
+    /// Keras's BatchNormalization momentum: moving = momentum * moving +
+    /// (1 - momentum) * batch, in [0, 1) [default: the recipe's; Keras's 0.99].
+    #[arg(long)]
+    pub bn_momentum: Option<f32>,
     /// Update the BN moving variance with the unbiased batch variance (Keras 2) instead of the biased one (Keras 3).
     #[arg(long)]
     pub unbiased_moving_variance: bool,

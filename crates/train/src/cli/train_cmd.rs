@@ -14,6 +14,7 @@ use std::sync::Arc;
 use train::ema::EmaConfig;
 use train::evaluate::Tta;
 use train::fit::ProgressDisplay;
+use train::model_spec::ModelSpec;
 use train::recipe::{self, Overrides};
 use train::run_config::{CallbackConfig, RunConfig};
 use train::run_dir::{self, RunLock};
@@ -29,14 +30,16 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
     o.set("epochs", |c| &mut c.epochs, a.epochs);
     o.set("batch_size", |c| &mut c.batch_size, a.batch_size);
     // The recipe's rate at the batch size given (scaled, for SGD recipes).
-    let lr = a
-        .lr
-        .or_else(|| a.batch_size.map(|b| recipe.lr_at_batch(b)));
+    let lr = a.lr.or_else(|| a.batch_size.map(|b| recipe.lr_at_batch(b)));
     o.set("lr", |c| &mut c.lr, lr);
     if a.lr.is_none() {
         o.config.overridden.retain(|f| f != "lr");
     }
-    o.set("eval_batch_size", |c| &mut c.eval_batch_size, a.eval_batch_size);
+    o.set(
+        "eval_batch_size",
+        |c| &mut c.eval_batch_size,
+        a.eval_batch_size,
+    );
     o.set("optimizer", |c| &mut c.optimizer, a.optimizer.clone());
     o.set("momentum", |c| &mut c.momentum, a.momentum);
     o.set("nesterov", |c| &mut c.nesterov, a.nesterov);
@@ -47,11 +50,15 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
     o.set("pad_mode", |c| &mut c.pad_mode, a.pad_mode.clone());
     o.set("cutout", |c| &mut c.cutout, a.cutout);
     o.set("shuffle", |c| &mut c.shuffle, a.shuffle.clone());
-    o.set("label_smoothing", |c| &mut c.label_smoothing, a.label_smoothing);
+    o.set(
+        "label_smoothing",
+        |c| &mut c.label_smoothing,
+        a.label_smoothing,
+    );
     o.set("tta", |c| &mut c.tta, a.tta.clone());
     let ema = match (a.ema_decay, a.ema_every) {
         (None, None) => None,
-        (Some(d), _) if d == 0.0 => Some(None),
+        (Some(0.0), _) => Some(None),
         (decay, every) => {
             let base = o.config.ema.unwrap_or_default();
             Some(Some(EmaConfig {
@@ -62,7 +69,11 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
     };
     o.set("ema", |c| &mut c.ema, ema);
     o.set("freeze", |c| &mut c.freeze, a.freeze.clone());
-    o.set("train_limit", |c| &mut c.train_limit, a.train_limit.map(Some));
+    o.set(
+        "train_limit",
+        |c| &mut c.train_limit,
+        a.train_limit.map(Some),
+    );
     o.set("test_limit", |c| &mut c.test_limit, a.test_limit.map(Some));
     o.set("val_split", |c| &mut c.val_split, a.val_split);
     o.set("seed", |c| &mut c.seed, a.seed);
@@ -73,10 +84,17 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
         None => None,
     };
     o.set("data", |c| &mut c.data, data.map(Some));
-    o.set("model", |c| &mut c.model, a.model.clone());
+    // Another architecture keeps the recipe's batchnorm momentum.
+    let momentum = o.config.model.bn_momentum;
+    let model = a.model.clone().map(|m| ModelSpec {
+        bn_momentum: momentum,
+        ..m
+    });
+    o.set("model", |c| &mut c.model, model);
     o.set("model", |c| &mut c.model.depths, a.depths.clone());
     o.set("model", |c| &mut c.model.widths, a.widths.clone());
     o.set("model", |c| &mut c.model.stem_filters, a.stem_filters);
+    o.set("model", |c| &mut c.model.bn_momentum, a.bn_momentum);
     let unbiased = a.unbiased_moving_variance.then_some(true);
     o.set("model", |c| &mut c.model.unbiased_moving_variance, unbiased);
     c.overridden.dedup();
@@ -189,6 +207,12 @@ fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Re
         Tta::None => String::new(),
         tta => format!(" ({tta} test-time augmentation)"),
     };
+    if let Some(ema) = &outcome.final_ema_test {
+        println!(
+            "EMA weights (ema.safetensors): test loss {:.4}, test accuracy {:.4}{with}",
+            ema.loss, ema.accuracy
+        );
+    }
     println!("Test loss: {:.4}{with}", eval.loss);
     println!("Test accuracy: {:.4}{with}", eval.accuracy);
     Ok(())

@@ -65,9 +65,18 @@ impl RunConfig {
                 self.cutout
             );
         }
-        self.lr_schedule
+        let schedule = self
+            .lr_schedule
             .parse::<ScheduleKind>()
             .map_err(|e| anyhow!("--lr-schedule: {e}"))?;
+        if self.warmup_epochs > 0.0 && !schedule.allows_warmup() {
+            bail!(
+                "--warmup-epochs {} with --lr-schedule {}: that schedule ramps up by itself; \
+                 use --warmup-epochs 0",
+                self.warmup_epochs,
+                self.lr_schedule
+            );
+        }
         self.preprocess()?;
         self.fit_config()?;
         self.tta()?;
