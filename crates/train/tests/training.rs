@@ -777,7 +777,8 @@ fn fit_on_real_cifar_beats_chance_when_available() {
         eprintln!("skipping: {} not found", path.display());
         return;
     }
-    let (cifar, _) = train::data::load(Some(&path), Some(&train::data::default_cache_dir())).unwrap();
+    let (cifar, _) =
+        train::data::load(Some(&path), Some(&train::data::default_cache_dir())).unwrap();
     let pick: Vec<usize> = (0..320).map(|i| i * (cifar.train.len() / 320)).collect();
     let data = cifar.train.subset(&pick);
     let mut t = trainer_seeded(2e-3, 10, 7);

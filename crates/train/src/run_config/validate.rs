@@ -78,7 +78,8 @@ impl RunConfig {
             );
         }
         self.preprocess()?;
-        self.fit_config()?;
+        self.pad_mode()?;
+        self.shuffle()?;
         self.tta()?;
         if let Some(ema) = &self.ema {
             ema.validate()?;
