@@ -68,9 +68,12 @@ fn read(dir: &Path, file: &str) -> Vec<u8> {
     std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
 }
 
+/// A tensor's name, shape and value bits.
+type TensorBits = (String, Vec<usize>, Vec<u32>);
+
 /// A weights file's tensors (name, shape, bits) and metadata, in name order
 /// (the file's byte layout may order its metadata differently).
-fn weights(dir: &Path, file: &str) -> (Vec<(String, Vec<usize>, Vec<u32>)>, Vec<(String, String)>) {
+fn weights(dir: &Path, file: &str) -> (Vec<TensorBits>, Vec<(String, String)>) {
     let (tensors, meta) = nn::checkpoint::read_tensors(&dir.join(file)).unwrap();
     let mut t: Vec<_> = tensors
         .into_iter()
