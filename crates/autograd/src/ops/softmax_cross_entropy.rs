@@ -36,6 +36,21 @@ pub fn softmax(logits: &Tensor) -> Tensor {
 /// Mean cross-entropy of `[N, K]` logits against integer labels, in f64:
 /// `mean_n(logsumexp(z_n) - z_n[label_n])`. Panics on a label out of range.
 pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> f64 {
+    let (n, rows) = labelled_rows(logits, labels);
+    let mut loss = 0.0f64;
+    for (row, label) in rows {
+        loss += logsumexp(row) - row[label] as f64;
+    }
+    loss / n.max(1) as f64
+}
+
+/// The rows of `[N, K]` logits with their labels, and N; panics on a shape
+/// that is not `[N, K]`, a label count other than N, or (as the rows are
+/// taken) a label not below K.
+fn labelled_rows<'a>(
+    logits: &'a Tensor,
+    labels: &'a [usize],
+) -> (usize, impl Iterator<Item = (&'a [f32], usize)>) {
     let &[n, k] = logits.shape() else {
         panic!(
             "cross-entropy: logits must be [N, K], got {:?}",
@@ -48,15 +63,18 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> f64 {
         "cross-entropy: {} labels for {n} rows of logits",
         labels.len()
     );
-    let mut loss = 0.0f64;
-    for (row, &label) in logits.data().chunks_exact(k).zip(labels) {
-        assert!(
-            label < k,
-            "cross-entropy: label {label} is not below the {k} classes"
-        );
-        loss += logsumexp(row) - row[label] as f64;
-    }
-    loss / n.max(1) as f64
+    let rows = logits
+        .data()
+        .chunks_exact(k)
+        .zip(labels)
+        .map(move |(row, &label)| {
+            assert!(
+                label < k,
+                "cross-entropy: label {label} is not below the {k} classes"
+            );
+            (row, label)
+        });
+    (n, rows)
 }
 
 /// `log(sum(exp(row)))` in f64, with the max subtracted first.
@@ -86,29 +104,14 @@ fn check_smoothing(smoothing: f32) {
 /// label out of range or a smoothing outside `[0, 1)`.
 pub fn smoothed_cross_entropy(logits: &Tensor, labels: &[usize], smoothing: f32) -> f64 {
     check_smoothing(smoothing);
-    let &[n, k] = logits.shape() else {
-        panic!(
-            "cross-entropy: logits must be [N, K], got {:?}",
-            logits.shape()
-        )
-    };
-    assert_eq!(
-        labels.len(),
-        n,
-        "cross-entropy: {} labels for {n} rows of logits",
-        labels.len()
-    );
+    let (n, rows) = labelled_rows(logits, labels);
     let s = smoothing as f64;
     let mut loss = 0.0f64;
-    for (row, &label) in logits.data().chunks_exact(k).zip(labels) {
-        assert!(
-            label < k,
-            "cross-entropy: label {label} is not below the {k} classes"
-        );
+    for (row, label) in rows {
         let sum: f64 = row.iter().map(|&v| v as f64).sum();
         // At s = 0 the last term is an exact 0 and (1 - s) an exact 1: the
         // same f64 operations as `cross_entropy`.
-        loss += logsumexp(row) - (1.0 - s) * row[label] as f64 - s / k as f64 * sum;
+        loss += logsumexp(row) - (1.0 - s) * row[label] as f64 - s / row.len() as f64 * sum;
     }
     loss / n.max(1) as f64
 }

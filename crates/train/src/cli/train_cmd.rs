@@ -29,11 +29,11 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
     let mut o = Overrides { config: &mut c };
     o.set("epochs", |c| &mut c.epochs, a.epochs);
     o.set("batch_size", |c| &mut c.batch_size, a.batch_size);
-    // The recipe's rate at the batch size given (scaled, for SGD recipes).
-    let lr = a.lr.or_else(|| a.batch_size.map(|b| recipe.lr_at_batch(b)));
-    o.set("lr", |c| &mut c.lr, lr);
-    if a.lr.is_none() {
-        o.config.overridden.retain(|f| f != "lr");
+    o.set("lr", |c| &mut c.lr, a.lr);
+    if let (None, Some(b)) = (a.lr, a.batch_size) {
+        // The recipe's rate at the batch size given (scaled, for SGD
+        // recipes): derived, not given, so not recorded as overridden.
+        o.config.lr = recipe.lr_at_batch(b);
     }
     o.set(
         "eval_batch_size",
