@@ -70,10 +70,13 @@ pub fn datasets(
 
 /// Trains per `config` in `dir` (which must exist), from its checkpoint if
 /// `resume`, showing progress through `display` and stopping (resumably)
-/// when `stop` is raised.
+/// when `stop` is raised. Decoded image folders are cached in `cache`
+/// (the command line passes [`data::default_cache_dir`]; `None` decodes
+/// every time, as tests do so as not to write into the user's cache).
 pub fn train(
     dir: &Path,
     config: &RunConfig,
+    cache: Option<&Path>,
     resume: bool,
     display: &mut dyn Callback,
     stop: &AtomicBool,
@@ -82,7 +85,7 @@ pub fn train(
     let tta = config.tta()?;
     let freeze = config.freeze()?;
     let fit_config = config.fit_config()?;
-    let (cifar, report) = data::load(config.data.as_deref(), Some(&data::default_cache_dir()))?;
+    let (cifar, report) = data::load(config.data.as_deref(), cache)?;
     println!("{report}");
     let (train_set, val_set, test_set) = datasets(cifar, config)?;
     match &val_set {

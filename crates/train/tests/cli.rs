@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn train() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_train"))
+    common::train_binary()
 }
 
 fn run_ok(cmd: &mut Command) -> String {

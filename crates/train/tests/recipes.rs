@@ -113,7 +113,7 @@ fn resume_is_bit_exact(name: &str, schedule: &str, warmup_epochs: f32) {
 
     let straight = tmp_dir(&format!("{name}_straight"));
     let mut quiet = ProgressDisplay::epochs_only();
-    let whole = train::run::train(&straight, &config, false, &mut quiet, &stop).unwrap();
+    let whole = train::run::train(&straight, &config, None, false, &mut quiet, &stop).unwrap();
     assert_eq!(whole.summary.reason, EndReason::Completed);
     assert!(whole.final_ema_test.is_some());
 
@@ -121,11 +121,11 @@ fn resume_is_bit_exact(name: &str, schedule: &str, warmup_epochs: f32) {
     // updates), then resumed in a new process's worth of state.
     let split = tmp_dir(&format!("{name}_split"));
     let mut stopper = StopAt(5, false);
-    let part = train::run::train(&split, &config, false, &mut stopper, &stop).unwrap();
+    let part = train::run::train(&split, &config, None, false, &mut stopper, &stop).unwrap();
     assert_eq!(part.summary.reason, EndReason::Interrupted);
     assert_eq!((part.summary.at.epoch, part.summary.at.step), (1, 2));
     let mut quiet = ProgressDisplay::epochs_only();
-    let rest = train::run::train(&split, &config, true, &mut quiet, &stop).unwrap();
+    let rest = train::run::train(&split, &config, None, true, &mut quiet, &stop).unwrap();
     assert_eq!(rest.summary.reason, EndReason::Completed);
 
     for file in ["model.safetensors", "ema.safetensors"] {
@@ -159,7 +159,7 @@ fn resume_is_bit_exact_with_every_feature_on_one_cycle() {
 }
 
 fn train_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_train"))
+    common::train_binary()
 }
 
 fn output(cmd: &mut Command) -> (bool, String) {
@@ -213,7 +213,7 @@ fn the_command_line_overrides_a_recipe_field_by_field() {
     let mut want = Recipe::Scratch.config();
     want.epochs = 3;
     want.batch_size = 32;
-    want.lr = 0.025;
+    want.lr = 0.01;
     want.nesterov = false;
     want.cutout = 4;
     assert_eq!(saved.lr, want.lr);

@@ -823,7 +823,7 @@ fn a_configured_run_writes_its_average_and_judges_it() {
         ..train::recipe::Recipe::KerasTutorial.config()
     };
     let mut display = train::fit::ProgressDisplay::epochs_only();
-    let outcome = train::run::train(&dir, &config, false, &mut display, &no_stop()).unwrap();
+    let outcome = train::run::train(&dir, &config, None, false, &mut display, &no_stop()).unwrap();
     let ema_test = outcome.final_ema_test.expect("the average is judged");
     assert_eq!(
         Some(ema_test.accuracy),

@@ -183,7 +183,14 @@ fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Re
         ProgressDisplay::auto()
     };
 
-    let outcome = train::run::train(dir, config, resume, &mut display, &stop)?;
+    let outcome = train::run::train(
+        dir,
+        config,
+        Some(&train::data::default_cache_dir()),
+        resume,
+        &mut display,
+        &stop,
+    )?;
     let summary = &outcome.summary;
     // No final evaluation means the run was interrupted, to be resumed.
     let Some(eval) = outcome.final_test else {

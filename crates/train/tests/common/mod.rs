@@ -80,3 +80,15 @@ pub fn write_image_folder(
         }
     }
 }
+
+/// The `train` binary with its download and decoded-data caches inside
+/// cargo's tmp dir for tests: a test run never writes to the user's cache
+/// (each generated data folder would otherwise leave a decoded copy there).
+pub fn train_binary() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_train"));
+    c.env(
+        train::fetch::CACHE_ENV,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-cache"),
+    );
+    c
+}
