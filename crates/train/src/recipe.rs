@@ -68,6 +68,7 @@ impl Recipe {
             cutout: 0,
             shuffle: "epoch".into(),
             label_smoothing: 0.0,
+            head_lr_scale: 1.0,
             tta: "none".into(),
             ema: None,
             freeze: "none".into(),

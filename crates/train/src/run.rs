@@ -143,6 +143,9 @@ pub fn train(
     let schedule = config.schedule(steps_per_epoch)?;
     let mut trainer = Trainer::new(model, store, config.optimizer()?, schedule);
     trainer.label_smoothing = config.label_smoothing;
+    if config.head_lr_scale != 1.0 {
+        trainer.scale_head_lr(config.head_lr_scale);
+    }
     if let Some(ema) = config.ema {
         // From the initial (or `--weights`, frozen) parameters; a resume
         // replaces it by the checkpoint's average.

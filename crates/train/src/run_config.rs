@@ -54,6 +54,10 @@ pub struct RunConfig {
     /// Keras's `label_smoothing` of the training loss, in [0, 1).
     #[serde(default)]
     pub label_smoothing: f32,
+    /// The classifier's learning rate as a multiple of the schedule's
+    /// ([`crate::Trainer::scale_head_lr`] says why), in (0, 1e3].
+    #[serde(default = "one")]
+    pub head_lr_scale: f32,
     /// Test-time augmentation of the evaluations: "none", "flip" or
     /// "flip-translate".
     #[serde(default = "no_tta")]
@@ -82,6 +86,10 @@ pub struct RunConfig {
 
 fn zero_padding() -> String {
     "zero".into()
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 fn every_epoch() -> String {

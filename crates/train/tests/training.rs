@@ -465,6 +465,62 @@ fn train_step_optimizes_the_label_smoothed_loss() {
     );
 }
 
+#[test]
+fn the_head_learns_at_its_scaled_rate_and_nothing_else_changes() {
+    // Plain SGD (no momentum, no decay): a step moves every parameter by
+    // -lr * grad, so with the same start and batch the head's move is
+    // exactly scaled and every other parameter's is bit-identical.
+    let sgd = |scale: Option<f32>| {
+        let (model, store) = nn::ResNet::new(narrow(4, 7)).unwrap();
+        let mut t = Trainer::new(
+            Box::new(model),
+            store,
+            Box::new(train::optim::Sgd::new(Default::default())),
+            LrSchedule::constant(0.1),
+        );
+        if let Some(s) = scale {
+            t.scale_head_lr(s);
+        }
+        t
+    };
+    let (mut plain, mut scaled) = (sgd(None), sgd(Some(0.25)));
+    let before = params_bits(&plain.store);
+    let x = tensor::Tensor::from_vec(
+        &[4, 32, 32, 3],
+        (0..4 * 32 * 32 * 3)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect(),
+    )
+    .unwrap();
+    plain.train_step(x.clone(), &[0, 1, 2, 3]);
+    scaled.train_step(x, &[0, 1, 2, 3]);
+    let mut head = 0;
+    for (((name, w0), (_, p)), (_, s)) in before
+        .iter()
+        .zip(plain.store.iter())
+        .zip(scaled.store.iter())
+    {
+        let (p, s) = (p.value.data(), s.value.data());
+        if name.starts_with("predictions/") {
+            head += 1;
+            let mut moved = false;
+            for ((&w0, &p), &s) in w0.iter().zip(p).zip(s) {
+                let w0 = f32::from_bits(w0);
+                let (dp, ds) = ((p - w0) as f64, (s - w0) as f64);
+                moved |= dp != 0.0;
+                assert!(
+                    (ds - 0.25 * dp).abs() <= 1e-6 * (w0.abs() as f64 + dp.abs()),
+                    "{name}: moved {ds} where a quarter of {dp} was due"
+                );
+            }
+            assert!(moved, "{name} did not move");
+        } else {
+            assert_eq!(p, s, "{name} changed with the head's rate");
+        }
+    }
+    assert_eq!(head, 2, "the Dense kernel and bias");
+}
+
 // ---- Callbacks against hand computations, on scripted epoch metrics ----
 
 fn record(epoch: usize, val_loss: f64) -> EpochRecord {

@@ -111,6 +111,10 @@ pub struct TrainArgs {
     /// Keras's label_smoothing of the training loss, in [0, 1) [default: the recipe's].
     #[arg(long)]
     pub label_smoothing: Option<f32>,
+    /// The classifier's learning rate as a multiple of the schedule's, in
+    /// (0, 1000] [default: the recipe's].
+    #[arg(long)]
+    pub head_lr_scale: Option<f32>,
     /// Test-time augmentation of the final evaluation: none | flip |
     /// flip-translate [default: the recipe's].
     #[arg(long)]
@@ -194,7 +198,7 @@ pub struct TrainArgs {
         "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
         "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite", "recipe",
-        "pad_mode", "cutout", "shuffle", "label_smoothing", "tta", "ema_decay", "ema_every",
+        "pad_mode", "cutout", "shuffle", "label_smoothing", "head_lr_scale", "tta", "ema_decay", "ema_every",
         "bn_momentum",
     ])]
     pub resume: Option<PathBuf>,

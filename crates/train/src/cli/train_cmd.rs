@@ -55,6 +55,7 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
         |c| &mut c.label_smoothing,
         a.label_smoothing,
     );
+    o.set("head_lr_scale", |c| &mut c.head_lr_scale, a.head_lr_scale);
     o.set("tta", |c| &mut c.tta, a.tta.clone());
     let ema = match (a.ema_decay, a.ema_every) {
         (None, None) => None,

@@ -26,7 +26,7 @@
 //! gradient, so it does not pass through the moment estimates.
 
 use super::state::{BufferKey, OptimError, OptimizerState};
-use super::{check_lengths, slot_mut, DecayExemptions, Optimizer};
+use super::{check_lengths, slot_mut, Optimizer, ParamOptions};
 use rayon::prelude::*;
 
 /// Default learning rate of this project's fine-tuning recipe
@@ -102,7 +102,7 @@ pub struct Adam {
     lr: f32,
     alpha: f32,
     slots: Vec<Option<Moments>>,
-    no_decay: DecayExemptions,
+    options: ParamOptions,
 }
 
 impl Adam {
@@ -113,7 +113,7 @@ impl Adam {
             lr: 0.0,
             alpha: 0.0,
             slots: Vec::new(),
-            no_decay: DecayExemptions::default(),
+            options: ParamOptions::default(),
         }
     }
 
@@ -149,14 +149,15 @@ impl Optimizer for Adam {
         check_lengths("adam", index, param, grad, slot.m.len());
 
         let wd = self.cfg.weight_decay;
-        let decays = wd != 0.0 && !self.no_decay.is_exempt(index);
+        let decays = wd != 0.0 && !self.options.is_exempt(index);
+        let scale = self.options.lr_scale(index);
         // As Keras: `1 - beta` in double precision, then rounded to f32.
         let step = AdamStep {
-            shrink: if decays { wd * self.lr } else { 0.0 },
+            shrink: if decays { wd * self.lr * scale } else { 0.0 },
             one_minus_b1: (1.0 - self.cfg.beta1) as f32,
             one_minus_b2: (1.0 - self.cfg.beta2) as f32,
             eps: self.cfg.epsilon,
-            alpha: self.alpha,
+            alpha: self.alpha * scale,
         };
         // Every element is independent: large parameters are split across
         // the rayon threads (same result for any split).
@@ -169,7 +170,11 @@ impl Optimizer for Adam {
     }
 
     fn exclude_from_weight_decay(&mut self, index: usize) {
-        self.no_decay.exempt(index);
+        self.options.exempt(index);
+    }
+
+    fn scale_lr(&mut self, index: usize, scale: f32) {
+        self.options.set_lr_scale(index, scale);
     }
 
     fn step(&self) -> u64 {
@@ -327,6 +332,24 @@ mod tests {
         excluded.exclude_from_weight_decay(0);
         let got = run(&mut excluded, 1e-2, &w0, &grads());
         let want = reference(1e-2, 0.0, &w0, &grads());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "got {got:?}\nwant {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_scaled_parameter_takes_the_scaled_step() {
+        // Scale 0.25 at lr 4e-2 is the formula at lr 1e-2, decoupled decay
+        // (which is scaled by the rate) included.
+        let w0 = [1.0, -0.5, 0.25, 0.0, 3.0];
+        let cfg = AdamConfig {
+            weight_decay: 0.1,
+            ..AdamConfig::default()
+        };
+        let mut scaled = Adam::new(cfg);
+        scaled.scale_lr(0, 0.25);
+        let got = run(&mut scaled, 4e-2, &w0, &grads());
+        let want = reference(1e-2, 0.1, &w0, &grads());
         for (g, w) in got.iter().zip(&want) {
             assert!((*g as f64 - w).abs() < 1e-5, "got {got:?}\nwant {want:?}");
         }

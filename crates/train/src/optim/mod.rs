@@ -26,20 +26,40 @@ pub use schedule::{LrSchedule, ScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{BufferKey, OptimError, OptimizerState};
 
-/// The parameters exempt from weight decay (biases, batchnorm), by index.
+/// What an optimizer treats differently per parameter (by index): which
+/// parameters are exempt from weight decay (biases, batchnorm) and which
+/// learn at a multiple of the step's rate (per-layer rates: the head, see
+/// [`Optimizer::scale_lr`]). Configuration, not state: the trainer sets it
+/// from the model on every start, so checkpoints do not carry it.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct DecayExemptions(Vec<bool>);
+pub(crate) struct ParamOptions {
+    no_decay: Vec<bool>,
+    lr_scale: Vec<f32>,
+}
 
-impl DecayExemptions {
+impl ParamOptions {
     pub(crate) fn exempt(&mut self, index: usize) {
-        if self.0.len() <= index {
-            self.0.resize(index + 1, false);
+        if self.no_decay.len() <= index {
+            self.no_decay.resize(index + 1, false);
         }
-        self.0[index] = true;
+        self.no_decay[index] = true;
     }
 
     pub(crate) fn is_exempt(&self, index: usize) -> bool {
-        self.0.get(index).copied().unwrap_or(false)
+        self.no_decay.get(index).copied().unwrap_or(false)
+    }
+
+    pub(crate) fn set_lr_scale(&mut self, index: usize, scale: f32) {
+        if self.lr_scale.len() <= index {
+            self.lr_scale.resize(index + 1, 1.0);
+        }
+        self.lr_scale[index] = scale;
+    }
+
+    /// The multiple of the step's learning rate parameter `index` uses (1
+    /// unless set).
+    pub(crate) fn lr_scale(&self, index: usize) -> f32 {
+        self.lr_scale.get(index).copied().unwrap_or(1.0)
     }
 }
 
@@ -63,6 +83,11 @@ pub trait Optimizer {
     /// Excludes the parameter `index` from weight decay (typical for biases
     /// and batch-norm parameters). No effect when weight decay is 0.
     fn exclude_from_weight_decay(&mut self, index: usize);
+
+    /// Parameter `index` learns at `scale` times the step's learning rate
+    /// from now on (weight decay included, since it is part of the step).
+    /// How [`crate::Trainer::scale_head_lr`] gives the classifier its own rate.
+    fn scale_lr(&mut self, index: usize, scale: f32);
 
     /// Number of `begin_step` calls so far (restored by `load_state`).
     fn step(&self) -> u64;

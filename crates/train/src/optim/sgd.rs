@@ -14,7 +14,7 @@
 //! without momentum the two coincide.
 
 use super::state::{BufferKey, OptimError, OptimizerState};
-use super::{check_lengths, slot_mut, DecayExemptions, Optimizer};
+use super::{check_lengths, slot_mut, Optimizer, ParamOptions};
 
 /// SGD hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -32,7 +32,7 @@ pub struct Sgd {
     t: u64,
     lr: f32,
     velocity: Vec<Option<Vec<f32>>>,
-    no_decay: DecayExemptions,
+    options: ParamOptions,
 }
 
 impl Sgd {
@@ -42,7 +42,7 @@ impl Sgd {
             t: 0,
             lr: 0.0,
             velocity: Vec::new(),
-            no_decay: DecayExemptions::default(),
+            options: ParamOptions::default(),
         }
     }
 
@@ -63,8 +63,8 @@ impl Optimizer for Sgd {
 
     fn update(&mut self, index: usize, param: &mut [f32], grad: &[f32]) {
         assert!(self.t > 0, "sgd: update() called before begin_step()");
-        let lr = self.lr;
-        let wd = if self.no_decay.is_exempt(index) {
+        let lr = self.lr * self.options.lr_scale(index);
+        let wd = if self.options.is_exempt(index) {
             0.0
         } else {
             self.cfg.weight_decay
@@ -97,7 +97,11 @@ impl Optimizer for Sgd {
     }
 
     fn exclude_from_weight_decay(&mut self, index: usize) {
-        self.no_decay.exempt(index);
+        self.options.exempt(index);
+    }
+
+    fn scale_lr(&mut self, index: usize, scale: f32) {
+        self.options.set_lr_scale(index, scale);
     }
 
     fn step(&self) -> u64 {
@@ -222,6 +226,33 @@ mod tests {
             opt.update(0, &mut w, &[1.0]);
         }
         assert!((w[0] + 0.29).abs() < 1e-6, "{w:?}");
+    }
+
+    #[test]
+    fn a_scaled_parameter_takes_the_scaled_step() {
+        // Parameter 0 at scale 0.25 with lr 0.4 follows exactly an
+        // unscaled optimizer at lr 0.1 (weight decay and Nesterov included);
+        // parameter 1 keeps lr 0.4.
+        let cfg = SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.01,
+        };
+        let mut scaled = Sgd::new(cfg);
+        scaled.scale_lr(0, 0.25);
+        let (mut slow, mut fast) = (Sgd::new(cfg), Sgd::new(cfg));
+        let (mut w0, mut w1) = (vec![1.0f32, -2.0], vec![0.5f32, 3.0]);
+        let (mut want0, mut want1) = (w0.clone(), w1.clone());
+        for g in [[0.5f32, -1.0], [2.0, 0.25], [-1.0, 1.0]] {
+            scaled.begin_step(0.4);
+            scaled.update(0, &mut w0, &g);
+            scaled.update(1, &mut w1, &g);
+            slow.begin_step(0.1);
+            slow.update(0, &mut want0, &g);
+            fast.begin_step(0.4);
+            fast.update(1, &mut want1, &g);
+        }
+        assert_eq!((w0, w1), (want0, want1));
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl RunConfig {
                 self.label_smoothing
             );
         }
+        if !(self.head_lr_scale > 0.0 && self.head_lr_scale <= 1e3) {
+            bail!(
+                "--head-lr-scale {}: must be in (0, 1000]",
+                self.head_lr_scale
+            );
+        }
         if self.cutout > IMAGE_SIDE {
             bail!(
                 "--cutout {}: must be at most the image side ({IMAGE_SIDE})",
