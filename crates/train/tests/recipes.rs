@@ -272,6 +272,14 @@ fn invalid_recipe_options_are_refused_by_name() {
         (vec!["--bn-momentum", "1"], "--bn-momentum 1"),
         (vec!["--cutout", "40"], "--cutout 40"),
         (
+            vec!["--head-lr-scale", "0"],
+            "--head-lr-scale 0: must be in (0, 1000]",
+        ),
+        (
+            vec!["--head-lr-scale", "NaN"],
+            "--head-lr-scale NaN: must be in (0, 1000]",
+        ),
+        (
             vec!["--lr-schedule", "one-cycle", "--warmup-epochs", "1"],
             "ramps up by itself",
         ),
