@@ -19,10 +19,9 @@ is the STEPS steps of the comparison (no epoch boundary, nothing to reshuffle).
 
     # 1. data folder + Keras's initial weights (W/data/, W/init.weights.h5)
     nice $PY tools/keras_step_compare.py prepare --out $W --steps 300
-    # 2. the engine (prints the command with the right paths; --step-log is the CLI
-    #    flag that adds train::fit::StepLog, i.e. writes W/engine/steps.csv)
+    # 2. the engine (every run writes W/engine/steps.csv, train::fit::StepLog)
     nice cargo run -p train --release -- --recipe keras-tutorial --weights $W/init.weights.h5 \\
-        --data $W/data --shuffle none --epochs 1 --step-log --out $W/engine --overwrite
+        --data $W/data --shuffle none --epochs 1 --out $W/engine --overwrite
     # 3. Keras on the same folder from the same weights (writes W/keras_steps.csv)
     nice $PY tools/keras_step_compare.py keras --out $W
     # 3b. the noise floor: Keras again with other kernels (oneDNN), same everything else
@@ -238,7 +237,7 @@ def cmd_prepare(a):
           f"{a.test_images} test images; {wpath} (Keras {keras.__version__}, seed {a.seed})")
     print("engine:\n  nice cargo run -p train --release -- --recipe keras-tutorial "
           f"--weights {wpath} --data {folder} --shuffle none --epochs 1 --batch-size {a.batch} "
-          f"--step-log --out {os.path.join(a.out, 'engine')} --overwrite")
+          f"--out {os.path.join(a.out, 'engine')} --overwrite")
     print(f"keras:\n  nice {sys.executable} {sys.argv[0]} keras --out {a.out}")
 
 
