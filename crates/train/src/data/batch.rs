@@ -85,26 +85,9 @@ impl Dataset {
         augment: Option<&Augment>,
         out: &mut [f32],
     ) {
-        assert_eq!(
-            out.len(),
-            indices.len() * IMAGE_BYTES,
-            "batch buffer holds {} floats but {} images need {}",
-            out.len(),
-            indices.len(),
-            indices.len() * IMAGE_BYTES
-        );
-        let mut scratch = [0u8; IMAGE_BYTES];
-        for (&i, dst) in indices.iter().zip(out.chunks_exact_mut(IMAGE_BYTES)) {
-            let src = self.image(i);
-            let pixels = match augment {
-                Some(a) => {
-                    a.transform(i).apply(src, &mut scratch);
-                    &scratch[..]
-                }
-                None => src,
-            };
-            preprocess.apply(pixels, dst);
-        }
+        self.fill_transformed(indices, preprocess, out, |i| {
+            augment.map(|a| a.transform(i))
+        });
     }
 
     /// [`Dataset::fill_batch`] with the same `view` of every image (e.g. a
@@ -119,9 +102,19 @@ impl Dataset {
         view: &Transform,
         out: &mut [f32],
     ) {
-        if *view == Transform::IDENTITY {
-            return self.fill_batch(indices, preprocess, None, out);
-        }
+        let view = (*view != Transform::IDENTITY).then_some(*view);
+        self.fill_transformed(indices, preprocess, out, |_| view);
+    }
+
+    /// The images at `indices`, each through `transform_of(index)` (none:
+    /// the stored pixels), preprocessed into `out`.
+    fn fill_transformed(
+        &self,
+        indices: &[usize],
+        preprocess: Preprocess,
+        out: &mut [f32],
+        transform_of: impl Fn(usize) -> Option<Transform>,
+    ) {
         assert_eq!(
             out.len(),
             indices.len() * IMAGE_BYTES,
@@ -132,8 +125,15 @@ impl Dataset {
         );
         let mut scratch = [0u8; IMAGE_BYTES];
         for (&i, dst) in indices.iter().zip(out.chunks_exact_mut(IMAGE_BYTES)) {
-            view.apply(self.image(i), &mut scratch);
-            preprocess.apply(&scratch, dst);
+            let src = self.image(i);
+            let pixels = match transform_of(i) {
+                Some(t) => {
+                    t.apply(src, &mut scratch);
+                    &scratch[..]
+                }
+                None => src,
+            };
+            preprocess.apply(pixels, dst);
         }
     }
 
