@@ -147,27 +147,7 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
             let _lock = RunLock::acquire(dir)?;
             let original = run_state::read_config(dir)?;
             run_state::write_config(dir, &config)?;
-            train_into(&a, dir, &config, true).map_err(|e| match e.downcast::<Interrupted>() {
-                Ok(Interrupted {
-                    resume_hint,
-                    saved: false,
-                }) => {
-                    // Not even an extended --epochs is recorded.
-                    if let Err(e) = run_state::write_config(dir, &original) {
-                        return e;
-                    }
-                    Interrupted {
-                        resume_hint: format!(
-                            "{resume_hint}; the run is as it was: continue with --resume {}",
-                            dir.display()
-                        ),
-                        saved: false,
-                    }
-                    .into()
-                }
-                Ok(saved) => saved.into(),
-                Err(e) => e,
-            })
+            train_into(&a, dir, &config, true).map_err(|e| left_as_it_was(e, dir, &original))
         }
         None => {
             let run = run_dir::claim_fresh(a.out.as_deref(), a.overwrite)?;
@@ -182,6 +162,33 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
             }
             result
         }
+    }
+}
+
+/// A resumed run stopped before it trained (while loading its data): its
+/// configuration is written back as it was (not even an extended
+/// `--epochs` recorded), and the message says how to continue. Any other
+/// error is returned as it is.
+fn left_as_it_was(e: anyhow::Error, dir: &Path, original: &RunConfig) -> anyhow::Error {
+    match e.downcast::<Interrupted>() {
+        Ok(Interrupted {
+            resume_hint,
+            saved: false,
+        }) => {
+            if let Err(e) = run_state::write_config(dir, original) {
+                return e;
+            }
+            Interrupted {
+                resume_hint: format!(
+                    "{resume_hint}; the run is as it was: continue with --resume {}",
+                    dir.display()
+                ),
+                saved: false,
+            }
+            .into()
+        }
+        Ok(saved) => saved.into(),
+        Err(e) => e,
     }
 }
 
