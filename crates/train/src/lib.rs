@@ -21,6 +21,8 @@ pub mod run;
 pub mod run_config;
 pub mod run_dir;
 pub mod run_state;
+#[doc(hidden)]
+pub mod test_hook;
 pub mod trainer;
 pub mod weights_choice;
 

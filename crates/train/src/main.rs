@@ -7,7 +7,9 @@
 //!
 //! Exit codes: 0 success; 1 an error (the message names the value, file or
 //! tensor); 130 a training run stopped by SIGINT, SIGTERM or SIGHUP after
-//! saving its checkpoint (continue it with `--resume`).
+//! saving its checkpoint (continue it with `--resume`), or while loading
+//! its data, before anything was trained (nothing saved; a new run's
+//! directory is removed again, a resumed run is left as it was).
 
 mod cli;
 

@@ -70,9 +70,11 @@ pub fn datasets(
 
 /// Trains per `config` in `dir` (which must exist), from its checkpoint if
 /// `resume`, showing progress through `display` and stopping (resumably)
-/// when `stop` is raised. Decoded image folders are cached in `cache`
-/// (the command line passes [`data::default_cache_dir`]; `None` decodes
-/// every time, as tests do so as not to write into the user's cache).
+/// when `stop` is raised. Raised while the data loads, it ends the run
+/// with the error [`data::DataError::Stopped`] before anything is written.
+/// Decoded image folders are cached in `cache` (the command line passes
+/// [`data::default_cache_dir`]; `None` decodes every time, as tests do so as
+/// not to write into the user's cache).
 pub fn train(
     dir: &Path,
     config: &RunConfig,
@@ -85,7 +87,9 @@ pub fn train(
     let tta = config.tta()?;
     let freeze = config.freeze()?;
     let fit_config = config.fit_config()?;
-    let (cifar, report) = data::load(config.data.as_deref(), cache)?;
+    // A stop while decoding ends the run with `DataError::Stopped`
+    // (nothing trained, nothing to save).
+    let (cifar, report) = data::load_until(config.data.as_deref(), cache, stop)?;
     println!("{report}");
     let (train_set, val_set, test_set) = datasets(cifar, config)?;
     match &val_set {

@@ -4,88 +4,23 @@
 //! - A fresh run into a directory that already holds a run is refused
 //!   unless `--overwrite` is given; an existing empty directory is used.
 //! - While a process trains into a directory it holds [`LOCK_FILE`] there,
-//!   holding its pid: a second process refuses and names the holder. A lock
-//!   left by a process that no longer exists (a `kill -9`, a power cut) is
-//!   taken over with a note.
+//!   naming its process instance (pid, start time, boot, host): a second
+//!   process refuses and names the holder. A lock left by a process that no
+//!   longer runs (a `kill -9`, a power cut, its pid since reused) is taken
+//!   over with a note (see [`lock`]).
 //! - The default directory is `runs/run-<UTC time>-<pid>` under the current
 //!   directory, created with `create_dir` (which fails if it exists) and
 //!   retried with a suffix, so two runs started in the same second get two
 //!   directories.
 
+pub mod lock;
+
+pub use lock::{RunLock, LOCK_FILE};
+
 use crate::run_state::CONFIG_FILE;
 use anyhow::{bail, Context, Result};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-
-/// The lock file a training process holds in its run directory.
-pub const LOCK_FILE: &str = "train.lock";
-
-/// Held while a process trains into a run directory; removed on drop.
-#[derive(Debug)]
-pub struct RunLock {
-    path: PathBuf,
-}
-
-impl RunLock {
-    /// Takes the lock of `dir`, refusing if a live process holds it.
-    pub fn acquire(dir: &Path) -> Result<RunLock> {
-        let path = dir.join(LOCK_FILE);
-        // Two attempts: the second after removing a stale lock.
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    writeln!(f, "{}", std::process::id())
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    return Ok(RunLock { path });
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    match text.trim().parse::<u32>() {
-                        Ok(pid) if process_alive(pid) => bail!(
-                            "{} is in use: process {pid} is training into it (lock file {}); \
-                             wait for it to finish or stop it first",
-                            dir.display(),
-                            path.display()
-                        ),
-                        _ => {
-                            eprintln!(
-                                "note: taking over the stale lock {} (process {} no longer runs)",
-                                path.display(),
-                                text.trim()
-                            );
-                            std::fs::remove_file(&path)
-                                .with_context(|| format!("removing {}", path.display()))?;
-                        }
-                    }
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("creating {}", path.display()));
-                }
-            }
-        }
-        bail!("{}: another process keeps taking the lock", path.display())
-    }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Whether process `pid` exists. Where that cannot be told (no `/proc`),
-/// a lock is assumed live: refusing is safer than sharing a directory.
-fn process_alive(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return true;
-    }
-    pid == std::process::id() || proc.join(pid.to_string()).exists()
-}
 
 /// A directory claimed for a fresh run, locked.
 #[derive(Debug)]
@@ -268,20 +203,5 @@ mod tests {
         let b = create_default_dir(parent.path()).unwrap();
         assert_ne!(a, b);
         assert!(a.is_dir() && b.is_dir());
-    }
-
-    #[test]
-    fn a_live_lock_is_refused_and_a_stale_one_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = RunLock::acquire(dir.path()).unwrap();
-        let err = RunLock::acquire(dir.path()).unwrap_err().to_string();
-        assert!(err.contains(&std::process::id().to_string()), "{err}");
-        drop(lock);
-        assert!(!dir.path().join(LOCK_FILE).exists());
-        // A pid beyond pid_max cannot be a live process.
-        std::fs::write(dir.path().join(LOCK_FILE), "4294967295\n").unwrap();
-        let _lock = RunLock::acquire(dir.path()).unwrap();
-        let pid = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
-        assert_eq!(pid.trim(), std::process::id().to_string());
     }
 }

@@ -291,6 +291,21 @@ struct Signalled {
 /// after the handler is installed and the data loaded, just before the
 /// first step), then `delay` more, sends `signal` once and collects the rest.
 fn signal_once_training(cmd: &mut Command, signal: &str, delay: Duration) -> Signalled {
+    signal_once_at(cmd, "model: ", signal, delay)
+}
+
+/// Spawns `cmd` with the test hook pausing it at `point` (see
+/// `train::test_hook`): it waits there for the stop flag, so the signal
+/// sent on its marker lands at that point, whatever the machine's load.
+fn signal_once_paused(cmd: &mut Command, point: &str, signal: &str) -> Signalled {
+    cmd.env(train::test_hook::VAR, point);
+    let marker = format!("test hook: paused at {point}");
+    signal_once_at(cmd, &marker, signal, Duration::ZERO)
+}
+
+/// Spawns `cmd`, waits for a line of its stdout starting with `marker`,
+/// then `delay` more, sends `signal` once and collects the rest.
+fn signal_once_at(cmd: &mut Command, marker: &str, signal: &str, delay: Duration) -> Signalled {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -305,7 +320,7 @@ fn signal_once_training(cmd: &mut Command, signal: &str, delay: Duration) -> Sig
             "ended early: {seen}"
         );
         seen.push_str(&line);
-        if line.starts_with("model: ") {
+        if line.starts_with(marker) {
             break;
         }
     }
@@ -572,7 +587,8 @@ fn io_errors_print_their_cause_once() {
 #[test]
 fn a_stop_during_the_evaluation_saves_the_trained_epoch_at_once() {
     // One training step, then a long evaluation (10000 images, one at a
-    // time, by a network a little wider than TINY: seconds).
+    // time, by a network a little wider than TINY: seconds), the signal
+    // sent as it starts.
     let data = tmp_dir("eval_stop_data");
     common::write_image_folder(&data, 4, 1, 2500);
     let dir = tmp_dir("eval_stop_run");
@@ -591,8 +607,8 @@ fn a_stop_during_the_evaluation_saves_the_trained_epoch_at_once() {
             "--out",
         ])
         .arg(&dir);
-    // Well past the single step, well before the evaluation ends.
-    let run = signal_once_training(&mut cmd, "-TERM", Duration::from_millis(100));
+    // Paused at the start of the evaluation until the signal arrives.
+    let run = signal_once_paused(&mut cmd, train::test_hook::EVALUATION, "-TERM");
     let all = run.all;
     // Without the check between batches the run would finish the
     // evaluation and, its only epoch done, exit 0 with a test accuracy.
@@ -605,4 +621,154 @@ fn a_stop_during_the_evaluation_saves_the_trained_epoch_at_once() {
     assert!(resumed.contains("Test accuracy: "), "{resumed}");
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
+}
+
+#[test]
+fn eval_predict_and_train_refuse_batches_that_cannot_fit_in_memory() {
+    use train::run_config::memory::{inference_lower_bound_bytes, LIMIT_VAR};
+    let data = image_folder("memory_data");
+    let dir = tmp_dir("memory_run");
+    tiny_run(&data, &dir);
+    // The network of the run (TINY with 4 classes), as `eval` infers it.
+    let mut spec = train::model_spec::ModelSpec::resnet50(Some(4));
+    spec.depths = vec![1, 1, 1, 1];
+    spec.widths = vec![8, 8, 16, 16];
+    spec.stem_filters = 8;
+    let fits = |batch| inference_lower_bound_bytes(&spec, batch).to_string();
+    let eval = |batch: &str, limit: &str| {
+        let mut c = train();
+        c.env(LIMIT_VAR, limit)
+            .args(["eval", "--batch-size", batch, "--data"])
+            .arg(&data)
+            .arg("--checkpoint")
+            .arg(&dir);
+        c
+    };
+    // Exactly enough for 8 images at a time: 8 pass, 16 are refused.
+    run_ok(&mut eval("8", &fits(8)));
+    let out = run_refused(
+        &mut eval("16", &fits(8)),
+        "model.safetensors with --batch-size 16: the network",
+    );
+    assert!(out.contains(LIMIT_VAR), "{out}");
+    // Batches never exceed the 16 test images: a huge --batch-size needs
+    // what 16 need.
+    run_ok(&mut eval("1000000000", &fits(16)));
+    // Not even the weights fit: refused before the network is built.
+    run_refused(&mut eval("1", "1000"), "model.safetensors: the network");
+
+    let image = data.join("test/class1/0000.png");
+    let predict = |images: usize, limit: &str| {
+        let mut c = train();
+        c.env(LIMIT_VAR, limit)
+            .args(["predict", "--checkpoint"])
+            .arg(&dir)
+            .args(vec![&image; images]);
+        c
+    };
+    run_ok(&mut predict(1, &fits(1)));
+    run_refused(
+        &mut predict(2, &fits(1)),
+        "with 2 images (256 per batch): the network",
+    );
+
+    // train: the same limit, before a run directory exists.
+    let out_dir = tmp_dir("memory_train");
+    run_refused(
+        train()
+            .env(LIMIT_VAR, "1000")
+            .args(TINY)
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "--batch-size",
+                "8",
+                "--eval-batch-size",
+                "8",
+                "--quiet",
+                "--out",
+            ])
+            .arg(&out_dir),
+        "to train at batch size 8",
+    );
+    assert!(!out_dir.exists());
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_stop_while_loading_the_data_exits_at_once_leaving_nothing() {
+    use train::test_hook::LOADING;
+    let data = image_folder("load_stop_data");
+    // A cache of its own: the data is decoded (not a cache hit) and the
+    // test can see that no cache file is written.
+    let cache = tmp_dir("load_stop_cache");
+    let dir = tmp_dir("load_stop_run");
+    let mut cmd = train();
+    cmd.env("RESNET_RS_CACHE", &cache)
+        .args(TINY)
+        .arg("--data")
+        .arg(&data)
+        .args(["--epochs", "1", "--quiet", "--out"])
+        .arg(&dir);
+    let run = signal_once_paused(&mut cmd, LOADING, "-TERM");
+    let all = &run.all;
+    // Without the checks in the loaders, the run would load, train one
+    // step, save it and say "saved at epoch 1 step 1".
+    assert_eq!(run.code, Some(130), "{all}");
+    assert!(
+        all.contains("stopped while loading data; nothing to save"),
+        "{all}"
+    );
+    assert!(!all.contains("saved at epoch"), "{all}");
+    assert!(run.took.as_secs() < 5, "{all}");
+    assert!(!dir.exists(), "the new run directory was left: {all}");
+    assert_eq!(files_under(&cache), Vec::<PathBuf>::new(), "{all}");
+
+    // A resumed run stopped while loading is left as it was.
+    let dir = tmp_dir("load_stop_resumed");
+    tiny_run(&data, &dir);
+    let before: Vec<(PathBuf, Vec<u8>)> = files_under(&dir)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let mut cmd = train();
+    cmd.env("RESNET_RS_CACHE", tmp_dir("load_stop_cache_2"))
+        .args(["--epochs", "2", "--quiet", "--resume"])
+        .arg(&dir);
+    let run = signal_once_paused(&mut cmd, LOADING, "-HUP");
+    let all = &run.all;
+    assert_eq!(run.code, Some(130), "{all}");
+    assert!(
+        all.contains("nothing to save; the run is as it was: continue with --resume"),
+        "{all}"
+    );
+    let after: Vec<(PathBuf, Vec<u8>)> = files_under(&dir)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    // Every file as it was, config.json included (--epochs 2 not recorded).
+    assert!(before == after, "{all}");
+    let resumed = run_ok(
+        train()
+            .args(["--epochs", "2", "--quiet", "--resume"])
+            .arg(&dir),
+    );
+    assert!(resumed.contains("resumed at epoch 2 step 0"), "{resumed}");
 }

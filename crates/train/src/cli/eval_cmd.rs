@@ -1,7 +1,7 @@
 //! The `eval` command: a checkpoint's loss, accuracy and confusion matrix on
 //! the test set.
 
-use super::setup::{in_pool, load_model, parse_preprocess, subset};
+use super::setup::{check_batch_fits, in_pool, load_model, parse_preprocess, subset};
 use super::EvalArgs;
 use anyhow::{anyhow, bail, Result};
 use train::data::{self, IMAGE_SIDE};
@@ -32,7 +32,8 @@ fn run_in_pool(a: EvalArgs) -> Result<()> {
         bail!("--batch-size 0: must be at least 1");
     }
     let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
-    let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
+    let model_file = run_state::model_file(&a.checkpoint);
+    let (model, store, spec) = load_model(&model_file, IMAGE_SIDE)?;
     let (cifar, report) = data::load(a.data.as_deref(), Some(&data::default_cache_dir()))?;
     println!("{report}");
     let classes = model.num_classes().unwrap_or(0);
@@ -73,6 +74,14 @@ fn run_in_pool(a: EvalArgs) -> Result<()> {
         bail!("--test-limit 0: must be at least 1");
     }
     let test = subset(cifar_test, a.test_limit, seed ^ 1);
+    // The batches are never larger than the test set.
+    let batch = a.batch_size.min(test.len());
+    check_batch_fits(
+        &spec,
+        batch,
+        &model_file,
+        &format!("--batch-size {}", a.batch_size),
+    )?;
     let eval = evaluate(model.as_ref(), &store, &test, a.batch_size, preprocess);
     if !eval.loss.is_finite() {
         bail!(

@@ -320,12 +320,16 @@ pub struct BenchArgs {
     pub model: train::model_spec::ModelSpec,
 }
 
-/// A training run stopped by SIGINT, SIGTERM or SIGHUP after saving its
-/// checkpoint: resumable, but not finished, so the process exits with
-/// [`Interrupted::EXIT_CODE`] rather than 0.
+/// A training run stopped by SIGINT, SIGTERM or SIGHUP: after saving its
+/// checkpoint (resumable, but not finished), or while loading its data,
+/// before anything was trained (`saved` false). Either way the process
+/// exits with [`Interrupted::EXIT_CODE`] rather than 0.
 #[derive(Debug)]
 pub struct Interrupted {
+    /// What to tell the user: where it saved and how to continue.
     pub resume_hint: String,
+    /// Whether a checkpoint was saved on the way out.
+    pub saved: bool,
 }
 
 impl Interrupted {

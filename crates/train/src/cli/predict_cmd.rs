@@ -5,7 +5,7 @@
 //! are still printed, and the command then exits non-zero.
 
 use super::eval_cmd::preprocess_for;
-use super::setup::load_model;
+use super::setup::{check_batch_fits, load_model};
 use super::PredictArgs;
 use anyhow::{bail, Result};
 use autograd::ops::softmax;
@@ -20,7 +20,15 @@ const BATCH: usize = 256;
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let preprocess = preprocess_for(&a.checkpoint, a.preprocess.as_deref())?;
-    let (model, store, _) = load_model(&run_state::model_file(&a.checkpoint), IMAGE_SIDE)?;
+    let model_file = run_state::model_file(&a.checkpoint);
+    let (model, store, spec) = load_model(&model_file, IMAGE_SIDE)?;
+    let batch = BATCH.min(a.images.len());
+    check_batch_fits(
+        &spec,
+        batch,
+        &model_file,
+        &format!("{} images ({BATCH} per batch)", a.images.len()),
+    )?;
     let k = model.num_classes().expect("load_model requires a head");
     // The run's own class names; CIFAR-10's for a bare 10-class model file.
     let classes: Vec<String> = match run_state::read_classes(&a.checkpoint) {

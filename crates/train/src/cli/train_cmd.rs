@@ -146,20 +146,61 @@ fn run_in_pool(a: TrainArgs) -> Result<()> {
     match &a.resume {
         Some(dir) => {
             let _lock = RunLock::acquire(dir)?;
+            let original = run_state::read_config(dir)?;
             run_state::write_config(dir, &config)?;
-            train_into(&a, dir, &config, true)
+            train_into(&a, dir, &config, true).map_err(|e| left_as_it_was(e, dir, &original))
         }
         None => {
             let run = run_dir::claim_fresh(a.out.as_deref(), a.overwrite)?;
             let result = run_state::write_config(&run.dir, &config)
                 .and_then(|()| train_into(&a, &run.dir, &config, false));
-            if result.as_ref().is_err_and(|e| !e.is::<Interrupted>()) {
-                // A run refused before its first checkpoint leaves nothing.
+            let saved =
+                |e: &anyhow::Error| e.downcast_ref::<Interrupted>().is_some_and(|i| i.saved);
+            if result.as_ref().is_err_and(|e| !saved(e)) {
+                // A run refused, failed or stopped before its first
+                // checkpoint leaves nothing.
                 run.discard_if_unused(&[run_state::CONFIG_FILE, run_state::CLASSES_FILE]);
             }
             result
         }
     }
+}
+
+/// A resumed run stopped before it trained (while loading its data): its
+/// configuration is written back as it was (not even an extended
+/// `--epochs` recorded), and the message says how to continue. Any other
+/// error is returned as it is.
+fn left_as_it_was(e: anyhow::Error, dir: &Path, original: &RunConfig) -> anyhow::Error {
+    match e.downcast::<Interrupted>() {
+        Ok(Interrupted {
+            resume_hint,
+            saved: false,
+        }) => {
+            if let Err(e) = run_state::write_config(dir, original) {
+                return e;
+            }
+            Interrupted {
+                resume_hint: format!(
+                    "{resume_hint}; the run is as it was: continue with --resume {}",
+                    dir.display()
+                ),
+                saved: false,
+            }
+            .into()
+        }
+        Ok(saved) => saved.into(),
+        Err(e) => e,
+    }
+}
+
+/// Whether `e` is the data load's answer to a raised stop flag.
+fn stopped_loading(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<train::data::DataError>(),
+            Some(train::data::DataError::Stopped)
+        )
+    })
 }
 
 /// Trains into the claimed (locked) run directory `dir`.
@@ -174,7 +215,10 @@ fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Re
             if stop.swap(true, Ordering::SeqCst) {
                 std::process::exit(i32::from(Interrupted::EXIT_CODE));
             }
-            eprintln!("\ninterrupted: finishing the current step, then saving");
+            eprintln!(
+                "\ninterrupted: finishing the current step, then saving \
+                 (while loading data: stopping at once, nothing to save)"
+            );
         });
     }
     println!("run directory: {}", dir.display());
@@ -184,14 +228,17 @@ fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Re
         ProgressDisplay::auto()
     };
 
-    let outcome = train::run::train(
-        dir,
-        config,
-        Some(&train::data::default_cache_dir()),
-        resume,
-        &mut display,
-        &stop,
-    )?;
+    let cache = train::data::default_cache_dir();
+    let outcome = match train::run::train(dir, config, Some(&cache), resume, &mut display, &stop) {
+        Err(e) if stopped_loading(&e) => {
+            return Err(Interrupted {
+                resume_hint: e.to_string(),
+                saved: false,
+            }
+            .into())
+        }
+        outcome => outcome?,
+    };
     let summary = &outcome.summary;
     // No final evaluation means the run was interrupted, to be resumed.
     let Some(eval) = outcome.final_test else {
@@ -202,6 +249,7 @@ fn train_into(a: &TrainArgs, dir: &Path, config: &RunConfig, resume: bool) -> Re
                 summary.at.step,
                 dir.display()
             ),
+            saved: true,
         }
         .into());
     };

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use flate2::read::GzDecoder;
 
@@ -93,10 +94,16 @@ pub(crate) fn parse_batch(
     Ok(())
 }
 
-fn read_split(dir: &Path, files: &[&str], classes: &[String]) -> Result<Dataset, DataError> {
+fn read_split(
+    dir: &Path,
+    files: &[&str],
+    classes: &[String],
+    stop: &AtomicBool,
+) -> Result<Dataset, DataError> {
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for f in files {
+        DataError::check_stop(stop)?;
         let path = dir.join(f);
         let bytes = fs::read(&path).map_err(DataError::io(&path))?;
         parse_batch(&bytes, &path, &mut images, &mut labels)?;
@@ -143,12 +150,13 @@ fn parse_classes(text: &str, path: PathBuf) -> Result<Vec<String>, DataError> {
     Ok(names)
 }
 
-/// Loads train (5 batches) and test from a folder with the `.bin` files.
-pub(crate) fn load(dir: &Path) -> Result<Cifar10, DataError> {
+/// Loads train (5 batches) and test from a folder with the `.bin` files,
+/// checking `stop` before each file.
+pub(crate) fn load(dir: &Path, stop: &AtomicBool) -> Result<Cifar10, DataError> {
     let classes = read_classes(dir)?;
     Ok(Cifar10 {
-        train: read_split(dir, &TRAIN_FILES, &classes)?,
-        test: read_split(dir, &[TEST_FILE], &classes)?,
+        train: read_split(dir, &TRAIN_FILES, &classes, stop)?,
+        test: read_split(dir, &[TEST_FILE], &classes, stop)?,
     })
 }
 
@@ -212,14 +220,15 @@ pub(crate) fn is_binary_tar_gz(archive: &Path) -> bool {
 
 /// Loads the release from a `.tar.gz` (the published
 /// `cifar-10-binary.tar.gz`, or any archive with the same member names at
-/// any depth), in one streaming pass.
-pub(crate) fn load_tar_gz(archive: &Path) -> Result<Cifar10, DataError> {
+/// any depth), in one streaming pass, checking `stop` before each member.
+pub(crate) fn load_tar_gz(archive: &Path, stop: &AtomicBool) -> Result<Cifar10, DataError> {
     let mut tar = open_tar_gz(archive)?;
     // Batches parsed as they stream by, put in release order at the end
     // (archive order is not guaranteed).
     let mut batches: BTreeMap<&'static str, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
     let mut classes = None;
     for entry in tar.entries().map_err(DataError::io(archive))? {
+        DataError::check_stop(stop)?;
         let mut entry = entry.map_err(DataError::io(archive))?;
         if !entry.header().entry_type().is_file() {
             continue;
@@ -375,7 +384,7 @@ pub(crate) mod tests {
         assert_eq!(find_binary_dir(tmp.path()).unwrap(), bin);
         assert_eq!(find_binary_dir(&bin).unwrap(), bin);
         assert!(find_binary_dir(&tmp.path().join("nope")).is_none());
-        let data = load(&bin).unwrap();
+        let data = load(&bin, &super::super::NEVER).unwrap();
         assert_eq!(data.train.len(), 15);
         assert_eq!(data.test.len(), 3);
         assert_eq!(data.train.classes, CIFAR10_CLASSES);
@@ -387,7 +396,7 @@ pub(crate) mod tests {
         let len = fs::metadata(&victim).unwrap().len();
         let f = fs::OpenOptions::new().write(true).open(&victim).unwrap();
         f.set_len(len - 100).unwrap();
-        let e = load(&bin).unwrap_err().to_string();
+        let e = load(&bin, &super::super::NEVER).unwrap_err().to_string();
         assert!(
             e.contains("data_batch_4.bin") && e.contains("not a multiple"),
             "{e}"
@@ -395,7 +404,7 @@ pub(crate) mod tests {
 
         // A missing batch is reported with its path.
         fs::remove_file(&victim).unwrap();
-        let e = load(&bin).unwrap_err().to_string();
+        let e = load(&bin, &super::super::NEVER).unwrap_err().to_string();
         assert!(e.contains("data_batch_4.bin"), "{e}");
     }
 
@@ -404,7 +413,9 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write_release(tmp.path(), 1);
         fs::write(tmp.path().join(META_FILE), "cat\ndog\n").unwrap();
-        let e = load(tmp.path()).unwrap_err().to_string();
+        let e = load(tmp.path(), &super::super::NEVER)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(META_FILE) && e.contains("found 2"), "{e}");
     }
 }

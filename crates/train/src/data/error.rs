@@ -6,6 +6,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use thiserror::Error;
 
@@ -70,9 +71,22 @@ pub enum DataError {
          at least one must remain for training"
     )]
     Split { held_out: usize, len: usize },
+    /// The stop flag was raised (SIGINT, SIGTERM, SIGHUP) while decoding.
+    #[error("stopped while loading data; nothing to save")]
+    Stopped,
 }
 
 impl DataError {
+    /// [`DataError::Stopped`] if `stop` is raised: what the loaders check
+    /// between images, archive members and batch files.
+    pub(crate) fn check_stop(stop: &AtomicBool) -> Result<(), DataError> {
+        if stop.load(Ordering::Relaxed) {
+            Err(DataError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> DataError {
         let path = path.into();
         move |source| DataError::Io { path, source }

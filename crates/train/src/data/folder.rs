@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use flate2::read::GzDecoder;
 use rayon::prelude::*;
@@ -122,8 +123,9 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(v)
 }
 
-/// Lists (and reads) the images inside a `.tar.gz`.
-fn scan_tar_gz(archive: &Path) -> Result<Vec<Member>, DataError> {
+/// Lists (and reads) the images inside a `.tar.gz`, checking `stop`
+/// before each member.
+fn scan_tar_gz(archive: &Path, stop: &AtomicBool) -> Result<Vec<Member>, DataError> {
     let file = File::open(archive).map_err(DataError::io(archive))?;
     let gz = GzDecoder::new(BufReader::with_capacity(1 << 20, file));
     let mut tar = tar::Archive::new(gz);
@@ -131,6 +133,7 @@ fn scan_tar_gz(archive: &Path) -> Result<Vec<Member>, DataError> {
     let mut seen_split = [false; 2];
     let entries = tar.entries().map_err(DataError::io(archive))?;
     for entry in entries {
+        DataError::check_stop(stop)?;
         let mut entry = entry.map_err(DataError::io(archive))?;
         let path = entry.path().map_err(DataError::io(archive))?.into_owned();
         // Only real names: `tar czf x.tgz -C dir .` prefixes every member
@@ -203,8 +206,9 @@ fn scan_tar_gz(archive: &Path) -> Result<Vec<Member>, DataError> {
     Ok(members)
 }
 
-/// Assigns labels, checks class folders and decodes everything in parallel.
-fn build(mut members: Vec<Member>) -> Result<Cifar10, DataError> {
+/// Assigns labels, checks class folders and decodes everything in
+/// parallel, checking `stop` before each image.
+fn build(mut members: Vec<Member>, stop: &AtomicBool) -> Result<Cifar10, DataError> {
     let train_folders: BTreeSet<&str> = members
         .iter()
         .filter(|m| m.split == 0)
@@ -249,12 +253,16 @@ fn build(mut members: Vec<Member>) -> Result<Cifar10, DataError> {
             untested.join(", ")
         );
     }
+    crate::test_hook::pause(crate::test_hook::LOADING, stop);
     let mut images = vec![0u8; members.len() * IMAGE_BYTES];
     let failure = images
         .par_chunks_mut(IMAGE_BYTES)
         .zip(members.par_iter())
         .enumerate()
         .filter_map(|(i, (out, m))| {
+            if let Err(e) = DataError::check_stop(stop) {
+                return Some((i, e));
+            }
             let result = match &m.payload {
                 Payload::Bytes(b) => decode_rgb32(b, &m.location, out),
                 Payload::File => fs::read(&m.location)
@@ -264,6 +272,9 @@ fn build(mut members: Vec<Member>) -> Result<Cifar10, DataError> {
             result.err().map(|e| (i, e))
         })
         .min_by_key(|(i, _)| *i);
+    // A stop wins over a bad image found meanwhile: the images after it
+    // were not even looked at.
+    DataError::check_stop(stop)?;
     if let Some((_, e)) = failure {
         return Err(e);
     }
@@ -290,14 +301,16 @@ fn build(mut members: Vec<Member>) -> Result<Cifar10, DataError> {
     })
 }
 
-/// Loads an extracted image-folder tree rooted at `root`.
-pub(crate) fn load_dir(root: &Path) -> Result<Cifar10, DataError> {
-    build(scan_dir(root)?)
+/// Loads an extracted image-folder tree rooted at `root`; `stop` ends it
+/// early with [`DataError::Stopped`].
+pub(crate) fn load_dir(root: &Path, stop: &AtomicBool) -> Result<Cifar10, DataError> {
+    build(scan_dir(root)?, stop)
 }
 
-/// Loads an image-folder tree from a `.tar.gz` archive.
-pub(crate) fn load_tar_gz(archive: &Path) -> Result<Cifar10, DataError> {
-    build(scan_tar_gz(archive)?)
+/// Loads an image-folder tree from a `.tar.gz` archive; `stop` ends it
+/// early with [`DataError::Stopped`].
+pub(crate) fn load_tar_gz(archive: &Path, stop: &AtomicBool) -> Result<Cifar10, DataError> {
+    build(scan_tar_gz(archive, stop)?, stop)
 }
 
 /// (file count, total bytes, newest mtime in ns) of everything under
@@ -433,7 +446,7 @@ pub(crate) mod tests {
     fn loads_png_and_jpeg_folders_in_cifar_order() {
         let tmp = tempfile::tempdir().unwrap();
         write_tree(tmp.path(), &tree(&cifar_names(), 2));
-        let data = load_dir(tmp.path()).unwrap();
+        let data = load_dir(tmp.path(), &super::super::NEVER).unwrap();
         check_cifar_tree(&data, 2);
     }
 
@@ -444,7 +457,7 @@ pub(crate) mod tests {
         for prefix in ["", "cifar10/", "./", "./cifar10/"] {
             let archive = tmp.path().join("d.tar.gz");
             write_tar_gz(&archive, prefix, &tree(&cifar_names(), 2));
-            let data = load_tar_gz(&archive).unwrap();
+            let data = load_tar_gz(&archive, &super::super::NEVER).unwrap();
             check_cifar_tree(&data, 2);
         }
     }
@@ -453,7 +466,7 @@ pub(crate) mod tests {
     fn non_cifar_classes_are_sorted_folder_names() {
         let tmp = tempfile::tempdir().unwrap();
         write_tree(tmp.path(), &tree(&["zebra", "ant"], 1));
-        let data = load_dir(tmp.path()).unwrap();
+        let data = load_dir(tmp.path(), &super::super::NEVER).unwrap();
         assert_eq!(data.train.classes, ["ant", "zebra"]);
         assert_eq!(data.train.labels, [0, 1]);
         // Image of "ant" was drawn with seed 1 (its position in the input list).
@@ -471,7 +484,7 @@ pub(crate) mod tests {
         enc.write_header().unwrap().write_image_data(&gray).unwrap();
         files.push(("train/c/gray.png".into(), out));
         write_tree(tmp.path(), &files);
-        let data = load_dir(tmp.path()).unwrap();
+        let data = load_dir(tmp.path(), &super::super::NEVER).unwrap();
         let img = data.train.image(2);
         assert_eq!(&img[..6], &[0, 0, 0, 1, 1, 1]);
     }
@@ -480,14 +493,18 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("tree");
         write_tree(&root, &files);
-        let e = load_dir(&root).unwrap_err().to_string();
+        let e = load_dir(&root, &super::super::NEVER)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains(needle_path) && e.contains(needle_msg),
             "dir: {e}"
         );
         let archive = tmp.path().join("a.tar.gz");
         write_tar_gz(&archive, "", &files);
-        let e = load_tar_gz(&archive).unwrap_err().to_string();
+        let e = load_tar_gz(&archive, &super::super::NEVER)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains(needle_path) && e.contains(needle_msg),
             "tar: {e}"
@@ -560,10 +577,14 @@ pub(crate) mod tests {
         write_tar_gz(&archive, "", &tree(&cifar_names(), 2));
         let bytes = fs::read(&archive).unwrap();
         fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
-        let e = load_tar_gz(&archive).unwrap_err().to_string();
+        let e = load_tar_gz(&archive, &super::super::NEVER)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cut.tar.gz"), "{e}");
         fs::write(&archive, b"plain text, not gzip").unwrap();
-        let e = load_tar_gz(&archive).unwrap_err().to_string();
+        let e = load_tar_gz(&archive, &super::super::NEVER)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cut.tar.gz"), "{e}");
     }
 

@@ -37,6 +37,7 @@ mod split;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 pub use augment::{Augment, AugmentConfig, Cutout, PadMode, Transform};
@@ -112,13 +113,25 @@ pub struct Cifar10 {
     pub test: Dataset,
 }
 
+/// A stop flag never raised: for the loads that cannot be stopped.
+pub(crate) static NEVER: AtomicBool = AtomicBool::new(false);
+
 /// Loads `source` by decoding it (no cache).
 pub fn load_source(source: &Source) -> Result<Cifar10, DataError> {
+    load_source_until(source, &NEVER)
+}
+
+/// [`load_source`], checking `stop` between images (image folders and
+/// their archives) or batch files and archive members (the binary
+/// release): [`DataError::Stopped`] soon after it is raised. Decoding the
+/// 60,000 JPEGs of an archive takes seconds to minutes; a SIGTERM then
+/// must not wait for the first training step.
+pub fn load_source_until(source: &Source, stop: &AtomicBool) -> Result<Cifar10, DataError> {
     match source {
-        Source::Binary(dir) => binary::load(dir),
-        Source::ImageDir(dir) => folder::load_dir(dir),
-        Source::TarGz(path) => folder::load_tar_gz(path),
-        Source::BinaryTarGz(path) => binary::load_tar_gz(path),
+        Source::Binary(dir) => binary::load(dir, stop),
+        Source::ImageDir(dir) => folder::load_dir(dir, stop),
+        Source::TarGz(path) => folder::load_tar_gz(path, stop),
+        Source::BinaryTarGz(path) => binary::load_tar_gz(path, stop),
     }
 }
 
@@ -163,6 +176,19 @@ pub fn load_cached(
     source: &Source,
     cache_dir: Option<&Path>,
 ) -> Result<(Cifar10, LoadReport), DataError> {
+    load_cached_until(source, cache_dir, &NEVER)
+}
+
+/// [`load_cached`], stopping with [`DataError::Stopped`] soon after `stop`
+/// is raised (see [`load_source_until`]). A stopped load writes no cache:
+/// the cache is written only from a complete decode, and atomically (a
+/// temporary file renamed into place), so no half-written cache is ever
+/// left under the cache's name.
+pub fn load_cached_until(
+    source: &Source,
+    cache_dir: Option<&Path>,
+    stop: &AtomicBool,
+) -> Result<(Cifar10, LoadReport), DataError> {
     let start = Instant::now();
     let mut report = LoadReport {
         source: source.clone(),
@@ -172,7 +198,7 @@ pub fn load_cached(
         elapsed: Duration::ZERO,
     };
     let Some(dir) = cache_dir else {
-        let data = load_source(source)?;
+        let data = load_source_until(source, stop)?;
         report.elapsed = start.elapsed();
         return Ok((data, report));
     };
@@ -190,7 +216,10 @@ pub fn load_cached(
             .notes
             .push(format!("rebuilding cache {}: {reason}", path.display())),
     }
-    let data = load_source(source)?;
+    let data = load_source_until(source, stop)?;
+    // Raised after the last image: exit now rather than spend a second
+    // writing 184 MB.
+    DataError::check_stop(stop)?;
     if let Err(e) = cache::write(&path, &identity, &data) {
         report
             .notes
@@ -207,8 +236,19 @@ pub fn load(
     explicit: Option<&Path>,
     cache_dir: Option<&Path>,
 ) -> Result<(Cifar10, LoadReport), DataError> {
+    load_until(explicit, cache_dir, &NEVER)
+}
+
+/// [`load`], stopping with [`DataError::Stopped`] soon after `stop` is
+/// raised while decoding (see [`load_cached_until`]; a download is not
+/// interrupted).
+pub fn load_until(
+    explicit: Option<&Path>,
+    cache_dir: Option<&Path>,
+    stop: &AtomicBool,
+) -> Result<(Cifar10, LoadReport), DataError> {
     let located = locate_or_fetch(explicit)?;
-    let (data, mut report) = load_cached(&located.source, cache_dir)?;
+    let (data, mut report) = load_cached_until(&located.source, cache_dir, stop)?;
     if let Some(how) = located.fetched {
         report.notes.insert(0, how);
     }
@@ -309,6 +349,47 @@ mod tests {
             r.notes.iter().any(|n| n.contains("could not write cache")),
             "{r}"
         );
+    }
+
+    #[test]
+    fn a_raised_stop_ends_every_kind_of_load_and_writes_no_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = tmp.path().join("d.tar.gz");
+        folder::tests::write_tar_gz(&archive, "", &folder::tests::tree(&CIFAR10_CLASSES, 1));
+        let imgs = tmp.path().join("imgs");
+        folder::tests::write_tree(&imgs, &folder::tests::tree(&["a", "b"], 1));
+        let bin = tmp.path().join("bin/cifar-10-batches-bin");
+        binary::tests::write_release(&bin, 2);
+        let bin_archive = tmp.path().join("bin.tar.gz");
+        let members: Vec<(String, Vec<u8>)> = fs::read_dir(&bin)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, fs::read(&p).unwrap())
+            })
+            .collect();
+        folder::tests::write_tar_gz(&bin_archive, "cifar-10-batches-bin/", &members);
+        let stop = AtomicBool::new(true);
+        let cache = tmp.path().join("cache");
+        for source in [
+            Source::TarGz(archive),
+            Source::ImageDir(imgs),
+            Source::Binary(bin),
+            Source::BinaryTarGz(bin_archive),
+        ] {
+            // Each loader checks the flag itself...
+            let e = load_source_until(&source, &stop).unwrap_err();
+            assert!(matches!(e, DataError::Stopped), "{source:?}: {e}");
+            assert_eq!(e.to_string(), "stopped while loading data; nothing to save");
+            // ...and no cache (nor a temporary of one) is written.
+            let e = load_cached_until(&source, Some(&cache), &stop).unwrap_err();
+            assert!(matches!(e, DataError::Stopped), "{source:?}: {e}");
+            let left = fs::read_dir(&cache).map_or(0, |d| d.count());
+            assert_eq!(left, 0, "{source:?} left a cache file");
+            // Not raised: the same load succeeds.
+            load_source_until(&source, &AtomicBool::new(false)).unwrap();
+        }
     }
 
     #[test]

@@ -498,6 +498,7 @@ impl Epochs<'_> {
     /// weights and then of their moving average if the trainer keeps one;
     /// `None` if the stop flag was raised during them.
     fn evaluate(&self, trainer: &Trainer) -> Option<Evaluations> {
+        crate::test_hook::pause(crate::test_hook::EVALUATION, self.stop);
         // Training and evaluation use buffers of different sizes: hand the
         // idle ones back to the system between the phases instead of keeping
         // both sets resident (a few page faults per epoch).

@@ -94,7 +94,7 @@ impl RunConfig {
         self.optimizer()?;
         self.callbacks.validate()?;
         validate_model(&self.model)?;
-        super::memory::check_fits(&self.model, self.batch_size)
+        super::memory::check_fits(&self.model, self.batch_size, self.eval_batch_size)
     }
 }
 

@@ -44,6 +44,18 @@
 //!
 //! So a complete unit is never replaced or altered by an incomplete one,
 //! and the previous complete unit exists until a newer one is complete.
+//!
+//! Disk use, by design: two complete units are kept, and a save writes a
+//! third before it removes the oldest, so a run needs room for **three
+//! units** at its peak. For ResNet50 (23.6 M parameters, f32) a unit is
+//! `model.safetensors` 94 MB + `train_state.safetensors` 188 MB with Adam
+//! (two moments; 94 MB with SGD momentum) + `ema.safetensors` 94 MB when
+//! the run keeps an average + a few kB of history and manifest: 283 MB
+//! (377 MB with EMA), so 0.85 GB at the peak (1.1 GB with EMA). The
+//! top-level `model.safetensors` is a hard link into the newest unit and
+//! costs nothing more (another 94 MB where links are not possible). Each
+//! file's md5 is computed while it is written (no second pass over it);
+//! only a resume reads the files back to check them.
 //! Resume takes the newest unit that checks complete, says which, and says
 //! why it skipped any newer one. A fresh run saves a unit before its first
 //! step (the `Checkpoint` callback), so even a kill during the first

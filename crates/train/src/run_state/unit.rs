@@ -8,6 +8,7 @@ use super::fault;
 use super::{MODEL_FILE, STATE_FILE};
 use crate::fetch::{md5_file, md5_hex};
 use anyhow::{Context, Result};
+use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -140,28 +141,41 @@ fn sync_dir(dir: &Path) {
 }
 
 /// Writes one file of a unit being built (its directory is private until
-/// committed, so no temporary name is needed). A fault cuts it to half.
-/// Errors name the file.
+/// committed, so no temporary name is needed), hashing it on the way: each
+/// piece is hashed just before it is written, one pass over the bytes
+/// while they are in cache, instead of a second pass over the whole file
+/// (94 MB of model and 188 MB of Adam state for ResNet50). A fault cuts it
+/// to half. Errors name the file.
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<FileEntry> {
-    let write = || -> io::Result<()> {
+    let write = || -> io::Result<String> {
         let mut file = File::create(path)?;
         if let Err(e) = fault::point("write") {
             let _ = file.write_all(&bytes[..bytes.len() / 2]);
             return Err(e);
         }
-        file.write_all(bytes)?;
-        file.sync_all()
+        let mut md5 = Md5::new();
+        for piece in bytes.chunks(WRITE_PIECE) {
+            md5.update(piece);
+            file.write_all(piece)?;
+        }
+        file.sync_all()?;
+        Ok(format!("{:x}", md5.finalize()))
     };
-    write().map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))?;
+    let md5 = write()
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))?;
     Ok(FileEntry {
         name: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         bytes: bytes.len() as u64,
-        md5: md5_hex(bytes),
+        md5,
     })
 }
+
+/// Bytes hashed then written at a time by [`write_file`]: small enough to
+/// stay in the CPU's cache between the two, large enough for few syscalls.
+const WRITE_PIECE: usize = 256 << 10;
 
 /// Writes `files` and then the manifest into a new unit of `run_dir` and
 /// commits it (renames its temporary directory into place). Returns the
@@ -354,4 +368,52 @@ pub fn reseal(unit: &Path) -> io::Result<()> {
     }
     let json = serde_json::to_string_pretty(&manifest).map_err(io::Error::other)?;
     nn::checkpoint::write_atomic(&unit.join(MANIFEST_FILE), json.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_md5s_are_those_of_the_files_read_back() {
+        let run = tempfile::tempdir().unwrap();
+        // Empty, shorter than a piece, a piece exactly, pieces and a tail.
+        let sizes = [0, 1, WRITE_PIECE, 3 * WRITE_PIECE + 7];
+        let contents: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 31 % 251) as u8).collect())
+            .collect();
+        let names: Vec<String> = (0..sizes.len()).map(|i| format!("f{i}.bin")).collect();
+        let makers: Vec<Box<dyn Fn() -> Vec<u8>>> = contents
+            .iter()
+            .map(|c| {
+                let c = c.clone();
+                Box::new(move || c.clone()) as Box<dyn Fn() -> Vec<u8>>
+            })
+            .collect();
+        let files: Vec<(&str, &dyn Fn() -> Vec<u8>)> = names
+            .iter()
+            .zip(&makers)
+            .map(|(n, m)| (n.as_str(), m.as_ref()))
+            .collect();
+        let head = Manifest {
+            format: String::new(),
+            global_step: 5,
+            epoch: 1,
+            step: 2,
+            files: Vec::new(),
+        };
+        let unit = write(run.path(), head, &files).unwrap();
+        let manifest = check(&unit, true).unwrap();
+        assert_eq!(manifest.files.len(), sizes.len());
+        for (entry, content) in manifest.files.iter().zip(&contents) {
+            let path = unit.join(&entry.name);
+            assert_eq!(fs::read(&path).unwrap(), *content, "{}", entry.name);
+            assert_eq!(entry.bytes, content.len() as u64, "{}", entry.name);
+            assert_eq!(entry.md5, md5_file(&path).unwrap(), "{}", entry.name);
+            assert_eq!(entry.md5, md5_hex(content), "{}", entry.name);
+        }
+        // The empty file's md5 is the well-known one.
+        assert_eq!(manifest.files[0].md5, "d41d8cd98f00b204e9800998ecf8427e");
+    }
 }
