@@ -84,8 +84,47 @@ fn write_str(w: &mut dyn Write, s: &str) -> io::Result<()> {
     w.write_all(s.as_bytes())
 }
 
-/// Writes the cache atomically.
+/// A temporary file of an interrupted cache write younger than this may
+/// still be another process's write in progress (decoding and writing the
+/// 184 MB takes seconds to minutes); older ones are leftovers.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes what killed writes of the cache file `path` left behind
+/// (`write_atomic`'s hidden `.<name>.XXXXXX.tmp` beside it) once they are
+/// older than [`LEFTOVER_AGE`]; returns how many. A `kill -9` during a
+/// write leaves one of up to 184 MB that nothing else would ever remove.
+fn remove_leftovers(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= LEFTOVER_AGE);
+        if file.starts_with(&prefix)
+            && file.ends_with(".tmp")
+            && old
+            && fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Writes the cache atomically, after removing old leftovers of killed
+/// writes of the same file.
 pub(crate) fn write(path: &Path, identity: &str, data: &Cifar10) -> io::Result<()> {
+    remove_leftovers(path);
     write_atomic_with(path, |w| {
         w.write_all(MAGIC)?;
         w.write_all(&VERSION.to_le_bytes())?;
@@ -244,6 +283,32 @@ mod tests {
         *bad_label.last_mut().unwrap() = 5;
         fs::write(&path, &bad_label).unwrap();
         assert!(read(&path, "id").unwrap_err().contains("label 5"));
+    }
+
+    #[test]
+    fn a_write_removes_old_leftovers_of_killed_writes_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("c.bin");
+        let old = tmp.path().join(".c.bin.AbC123.tmp");
+        let young = tmp.path().join(".c.bin.XyZ789.tmp");
+        let other = tmp.path().join(".d.bin.AbC123.tmp");
+        for p in [&old, &young, &other] {
+            fs::write(p, b"half a cache").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - 2 * LEFTOVER_AGE;
+        for p in [&old, &other] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        write(&path, "id", &sample()).unwrap();
+        assert!(!old.exists(), "an old leftover of this file is removed");
+        assert!(young.exists(), "a young one may be a write in progress");
+        assert!(other.exists(), "another file's temporaries are not ours");
+        assert!(read(&path, "id").unwrap().is_some());
     }
 
     #[test]
