@@ -30,9 +30,8 @@ pub enum Recipe {
     #[default]
     KerasTutorial,
     /// From scratch (Keras initialization): Nesterov SGD with weight decay,
-    /// warm-up then linear decay, the classifier at 1/20 of the rate
-    /// (`Trainer::scale_head_lr` says why), crop + flip, label smoothing, BN
-    /// momentum 0.9, an EMA of the weights and flip test-time augmentation.
+    /// warm-up then linear decay, crop + flip, label smoothing, BN momentum
+    /// 0.9, an EMA of the weights and flip test-time augmentation.
     Scratch,
 }
 
@@ -88,7 +87,7 @@ impl Recipe {
             Recipe::Scratch => RunConfig {
                 epochs: 50,
                 batch_size: 128,
-                lr: 0.04,
+                lr: 0.1,
                 optimizer: "sgd".into(),
                 momentum: 0.9,
                 nesterov: true,
@@ -98,7 +97,6 @@ impl Recipe {
                 augment: true,
                 pad_mode: "reflect".into(),
                 label_smoothing: 0.1,
-                head_lr_scale: 0.05,
                 model: ModelSpec {
                     bn_momentum: 0.9,
                     ..ModelSpec::resnet50(Some(10))
@@ -244,10 +242,10 @@ mod tests {
     fn the_scratch_rate_scales_with_the_batch() {
         let r = Recipe::Scratch;
         assert_eq!(r.weights(), WeightsChoice::None);
-        assert_eq!(r.lr_at_batch(128), 0.04);
-        assert!((r.lr_at_batch(256) - 0.08).abs() < 1e-7);
-        assert!((r.lr_at_batch(64) - 0.02).abs() < 1e-7);
-        assert!(r.lr_statement(0.04, 128).contains("0.02 per 64 images"));
+        assert_eq!(r.lr_at_batch(128), 0.1);
+        assert!((r.lr_at_batch(256) - 0.2).abs() < 1e-7);
+        assert!((r.lr_at_batch(64) - 0.05).abs() < 1e-7);
+        assert!(r.lr_statement(0.1, 128).contains("0.05 per 64 images"));
     }
 
     #[test]
@@ -257,12 +255,12 @@ mod tests {
         o.set("epochs", |c| &mut c.epochs, Some(3));
         o.set("lr", |c| &mut c.lr, None);
         assert_eq!(c.epochs, 3);
-        assert_eq!(c.lr, 0.04);
+        assert_eq!(c.lr, 0.1);
         assert_eq!(c.overridden, vec!["epochs".to_string()]);
         let text = describe(&c);
         assert!(text.starts_with("recipe scratch:\n{\n"), "{text}");
         assert!(text.contains("\n  \"epochs\": 3,   <- given\n"), "{text}");
         assert!(text.contains("\n  \"label_smoothing\": 0.1,\n"), "{text}");
-        assert!(text.contains("\n  \"lr\": 0.04,\n"), "{text}");
+        assert!(text.contains("\n  \"lr\": 0.1,\n"), "{text}");
     }
 }

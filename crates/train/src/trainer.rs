@@ -85,12 +85,11 @@ impl Trainer {
     /// (measured with Keras: mean |x|^2 = 4965 over 2048 channels, x_i.x_j =
     /// 2191 between two images), so one SGD step on the Dense kernel moves
     /// every logit by about `lr * x_i.x_j * mean(p - y)`: ~9 per step at lr
-    /// 0.04, before momentum multiplies it. The logits swing by more than
-    /// the network learns, and training collapses at rates the convolutions
-    /// (scale-invariant under batchnorm) take well. Scaling the head's rate
-    /// is what fast CIFAR-10 recipes do by scaling the logits (Page's
-    /// ResNet-9 multiplies them by 0.125, for SGD the same as an initial
-    /// kernel 0.125x as large and a rate 1/64 as large).
+    /// 0.04, before momentum multiplies it. Fast CIFAR-10 recipes scale the
+    /// logits for this (Page's ResNet-9 multiplies them by 0.125, for SGD the
+    /// same as an initial kernel 0.125x as large and a rate 1/64 as large).
+    /// Measured here, it smooths the warm-up but did not make whole runs
+    /// better (docs/recipes.md).
     pub fn scale_head_lr(&mut self, scale: f32) {
         for (id, p) in self.store.iter() {
             if self.model.stage_of(&p.name).is_none() {

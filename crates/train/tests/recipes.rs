@@ -200,7 +200,7 @@ fn the_command_line_overrides_a_recipe_field_by_field() {
     assert!(text.contains("\"epochs\": 3,   <- given"), "{text}");
     assert!(text.contains("\"label_smoothing\": 0.1,\n"), "{text}");
     assert!(
-        text.contains("lr 0.01 at batch 32 = 0.02 per 64 images"),
+        text.contains("lr 0.025 at batch 32 = 0.05 per 64 images"),
         "{text}"
     );
     assert!(text.contains("(flip test-time augmentation)"), "{text}");
@@ -213,7 +213,7 @@ fn the_command_line_overrides_a_recipe_field_by_field() {
     let mut want = Recipe::Scratch.config();
     want.epochs = 3;
     want.batch_size = 32;
-    want.lr = 0.01;
+    want.lr = 0.025;
     want.nesterov = false;
     want.cutout = 4;
     assert_eq!(saved.lr, want.lr);
