@@ -159,8 +159,10 @@ fn main() {
         // The f32 kernels, then the bf16 one where the CPU has it (same
         // f32 operands: its time includes rounding them while packing).
         let mut kernels = Kernel::available();
-        if Kernel::Avx512Bf16.is_supported() {
-            kernels.push(Kernel::Avx512Bf16);
+        for kernel in [Kernel::Avx512Bf16, Kernel::AmxBf16] {
+            if kernel.is_supported() {
+                kernels.push(kernel);
+            }
         }
         let cases = kernels.into_iter().flat_map(|kernel| {
             [

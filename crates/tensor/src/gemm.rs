@@ -61,6 +61,10 @@ pub enum Kernel {
     /// Not an f32 kernel: never in [`Kernel::available`] nor chosen by
     /// [`Kernel::best`]; [`set_precision`] selects it.
     Avx512Bf16,
+    /// The same bf16 numbers on AMX tiles (`tdpbf16ps`, 32x32 C blocks,
+    /// `src/microkernel_amx.rs`), for CPUs with AMX-BF16 whose OS grants
+    /// the tile state. Not an f32 kernel either.
+    AmxBf16,
 }
 
 impl Kernel {
@@ -96,8 +100,12 @@ impl Kernel {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AmxBf16 => {
+                Kernel::Avx512Bf16.is_supported() && crate::microkernel_amx::is_available()
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma | Kernel::Avx512 | Kernel::Avx512Bf16 => false,
+            Kernel::Avx2Fma | Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::AmxBf16 => false,
         }
     }
 
@@ -107,6 +115,7 @@ impl Kernel {
             Kernel::Avx2Fma => "avx2+fma 6x16",
             Kernel::Avx512 => "avx512f 6x32",
             Kernel::Avx512Bf16 => "avx512_bf16 dpbf16ps 6x32",
+            Kernel::AmxBf16 => "amx_bf16 tdpbf16ps 32x32",
         }
     }
 
@@ -167,8 +176,8 @@ pub enum Precision {
     #[default]
     Fp32,
     /// Operands rounded to bf16 (round to nearest even) while packed,
-    /// products accumulated in f32 ([`Kernel::Avx512Bf16`]); needs
-    /// AVX512_BF16.
+    /// products accumulated in f32 ([`Kernel::AmxBf16`] where available,
+    /// else [`Kernel::Avx512Bf16`]); needs AVX512_BF16.
     Bf16,
 }
 
@@ -180,7 +189,7 @@ impl Precision {
     pub fn kernel(self) -> Result<Kernel, String> {
         match self {
             Precision::Fp32 => Ok(Kernel::best()),
-            Precision::Bf16 if Kernel::Avx512Bf16.is_supported() => Ok(Kernel::Avx512Bf16),
+            Precision::Bf16 if Kernel::Avx512Bf16.is_supported() => Ok(best_bf16()),
             Precision::Bf16 => Err(
                 "bf16 needs a CPU with AVX512_BF16 (and AVX-512 F/BW/VL): this one has no \
                  avx512_bf16 (see the flags in /proc/cpuinfo); use fp32"
@@ -210,6 +219,37 @@ impl std::str::FromStr for Precision {
     }
 }
 
+/// The bf16 kernel: AMX tiles where the CPU and OS allow them, else
+/// `vdpbf16ps`, unless `TENSOR_GEMM_BF16_KERNEL` names one (`amx` or
+/// `avx512_bf16`; an unsupported or unknown name is ignored with a message
+/// on stderr). Decided once per process; only called when AVX512_BF16 is
+/// supported.
+fn best_bf16() -> Kernel {
+    static BEST: OnceLock<Kernel> = OnceLock::new();
+    *BEST.get_or_init(|| {
+        let forced = std::env::var("TENSOR_GEMM_BF16_KERNEL").ok();
+        let named = match forced.as_deref() {
+            None => None,
+            Some("amx") => Some(Kernel::AmxBf16),
+            Some("avx512_bf16") => Some(Kernel::Avx512Bf16),
+            Some(other) => {
+                eprintln!("TENSOR_GEMM_BF16_KERNEL={other:?} is not a bf16 kernel (amx, avx512_bf16); ignored");
+                None
+            }
+        };
+        match named {
+            Some(kernel) if kernel.is_supported() => return kernel,
+            Some(kernel) => eprintln!("TENSOR_GEMM_BF16_KERNEL: {kernel:?} is not supported by this CPU; ignored"),
+            None => {}
+        }
+        if Kernel::AmxBf16.is_supported() {
+            Kernel::AmxBf16
+        } else {
+            Kernel::Avx512Bf16
+        }
+    })
+}
+
 /// The process-wide precision ([`Precision`] as its index in `ALL`).
 static PRECISION: AtomicU8 = AtomicU8::new(0);
 
@@ -237,7 +277,7 @@ pub fn precision() -> Precision {
 fn active_kernel() -> Kernel {
     match precision() {
         Precision::Fp32 => Kernel::best(),
-        Precision::Bf16 => Kernel::Avx512Bf16,
+        Precision::Bf16 => best_bf16(),
     }
 }
 
@@ -251,6 +291,7 @@ impl Kernel {
     /// every kernel's tile width).
     fn split_align(self, along_m: bool) -> usize {
         match (self, along_m) {
+            (Kernel::AmxBf16, _) => 32,
             (Kernel::Avx2Fma | Kernel::Avx512 | Kernel::Avx512Bf16, true) => 6,
             (_, true) => 8,
             (_, false) => 16,
@@ -587,6 +628,12 @@ unsafe fn block(
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Bf16 => unsafe {
             crate::microkernel_bf16::sgemm(
+                m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::AmxBf16 => unsafe {
+            crate::microkernel_amx::sgemm(
                 m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc,
             )
         },

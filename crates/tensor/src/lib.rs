@@ -24,6 +24,7 @@ pub mod error;
 pub mod gemm;
 pub mod geometry;
 mod microkernel;
+mod microkernel_amx;
 mod microkernel_bf16;
 pub mod pool;
 pub mod reference;

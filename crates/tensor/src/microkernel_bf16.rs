@@ -151,6 +151,7 @@ pub(crate) unsafe fn sgemm(
                         rsb,
                         csb,
                         bpack,
+                        kp,
                     );
                 }
                 for ic in (0..m).step_by(mcb) {
@@ -192,7 +193,7 @@ fn align64(buf: &mut [u32]) -> &mut [u32] {
 ///
 /// # Safety
 /// `p.offset(k * ks)` (and the next one, when `k + 1 < kc`) must be readable.
-unsafe fn pair_at(p: *const f32, ks: isize, k: usize, kc: usize) -> u32 {
+pub(crate) unsafe fn pair_at(p: *const f32, ks: isize, k: usize, kc: usize) -> u32 {
     unsafe {
         let lo = *p.offset(k as isize * ks);
         let hi = if k + 1 < kc {
@@ -206,12 +207,23 @@ unsafe fn pair_at(p: *const f32, ks: isize, k: usize, kc: usize) -> u32 {
 
 /// Packs the `kc x nc` block of B into 16-column panels of k-pairs (see the
 /// module doc), rounding to bf16; the last panel is padded with zero
-/// columns, an odd `kc` with a zero pair half.
+/// columns, an odd `kc` with a zero pair half. Panels are `kps` pairs
+/// apart (`kps >= kc / 2` rounded up; this kernel packs them back to back,
+/// the AMX kernel pads each to whole tiles), the pairs past `kc` zero.
 #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, out: &mut [u32]) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_b(
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    out: &mut [u32],
+    kps: usize,
+) {
     let kp = kc.div_ceil(2);
     let full = nc / NR;
-    assert!(out.len() >= nc.next_multiple_of(NR) * kp);
+    assert!(kps >= kp && out.len() >= nc.next_multiple_of(NR) * kps);
     if csb == 1 {
         // Row-major B: rows 2t and 2t + 1, 16 columns at a time, rounded
         // together by one vcvtne2ps2bf16 and interleaved by one vpermw.
@@ -229,7 +241,7 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ou
                     // Words 0..16: bf16(x0); 16..32: bf16(x1).
                     let halves: __m512i = transmute(_mm512_cvtne2ps_pbh(x1, x0));
                     let pairs = _mm512_permutexvar_epi16(idx, halves);
-                    let dst = out.as_mut_ptr().add((p * kp + t) * NR);
+                    let dst = out.as_mut_ptr().add((p * kps + t) * NR);
                     _mm512_storeu_si512(dst as *mut __m512i, pairs);
                 }
             }
@@ -243,26 +255,32 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ou
                 let cols: [*const f32; 8] = std::array::from_fn(|j| unsafe {
                     b.offset((p * NR + half * 8 + j) as isize * csb)
                 });
-                unsafe { pack_cols8(kc, cols, out.as_mut_ptr().add(p * NR * kp + half * 8)) };
+                unsafe { pack_cols8(kc, cols, out.as_mut_ptr().add(p * NR * kps + half * 8)) };
             }
         }
     } else {
         for p in 0..full {
             for t in 0..kp {
                 for j in 0..NR {
-                    out[(p * kp + t) * NR + j] =
+                    out[(p * kps + t) * NR + j] =
                         unsafe { pair_at(b.offset((p * NR + j) as isize * csb), rsb, 2 * t, kc) };
                 }
             }
         }
     }
-    // The ragged last panel, padded with zero columns (any layout).
+    // Full panels' padding pairs.
+    if kps > kp {
+        for p in 0..full {
+            out[(p * kps + kp) * NR..(p + 1) * kps * NR].fill(0);
+        }
+    }
+    // The ragged last panel, padded with zero columns and pairs (any layout).
     let nr = nc - full * NR;
     if nr > 0 {
-        let panel = &mut out[full * NR * kp..][..NR * kp];
+        let panel = &mut out[full * NR * kps..][..NR * kps];
         for (t, dst) in panel.chunks_exact_mut(NR).enumerate() {
             for (j, d) in dst.iter_mut().enumerate() {
-                *d = if j < nr {
+                *d = if j < nr && t < kp {
                     unsafe { pair_at(b.offset((full * NR + j) as isize * csb), rsb, 2 * t, kc) }
                 } else {
                     0
@@ -598,7 +616,7 @@ mod tests {
             ("B column-major", xt.as_ptr(), 1, kc as isize),
         ] {
             let mut out = vec![0xDEAD_BEEFu32; panels_b * NR * kp];
-            unsafe { pack_b(kc, rows, ptr, rs, cs, &mut out) };
+            unsafe { pack_b(kc, rows, ptr, rs, cs, &mut out, kp) };
             for p in 0..panels_b {
                 for t in 0..kp {
                     for j in 0..NR {

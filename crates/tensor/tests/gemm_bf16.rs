@@ -1,8 +1,9 @@
-//! The bf16 GEMM kernel (`Kernel::Avx512Bf16`) against an f64 reference
+//! The bf16 GEMM kernels (`Kernel::Avx512Bf16`, `Kernel::AmxBf16`) against an f64 reference
 //! computed on the bf16-ROUNDED inputs, with a stated bound; the rounding
 //! itself against hand-computed bit patterns; and the kernel's packing of
-//! special values. Every test prints SKIPPED (and passes) on a CPU without
-//! AVX512_BF16. The process-wide precision setting is tested in its own
+//! special values. Each test runs every bf16 kernel the CPU supports and
+//! prints SKIPPED for the others (AVX512_BF16; AMX-BF16 with the OS's
+//! permission). The process-wide precision setting is tested in its own
 //! binary (`tests/gemm_precision.rs`): nothing here changes it.
 //!
 //! # The bound
@@ -31,15 +32,27 @@ use tensor::gemm::{sgemm_bias_with, sgemm_with};
 use tensor::testing::data;
 use tensor::{Kernel, Precision, Trans};
 
-const KERNEL: Kernel = Kernel::Avx512Bf16;
-
-/// Whether to run; prints SKIPPED with the test's name when not.
-fn supported(test: &str) -> bool {
-    if KERNEL.is_supported() {
-        return true;
+/// The bf16 kernels this CPU runs; prints SKIPPED with the test's name for
+/// each one it cannot.
+fn kernels(test: &str) -> Vec<Kernel> {
+    let mut run = Vec::new();
+    for (kernel, needs) in [
+        (
+            Kernel::Avx512Bf16,
+            "AVX512_BF16 (avx512_bf16 in /proc/cpuinfo)",
+        ),
+        (
+            Kernel::AmxBf16,
+            "AMX-BF16 (amx_bf16, amx_tile) with the OS's tile permission",
+        ),
+    ] {
+        if kernel.is_supported() {
+            run.push(kernel);
+        } else {
+            println!("SKIPPED {test} for {kernel:?}: this CPU has no {needs}");
+        }
     }
-    println!("SKIPPED {test}: this CPU has no AVX512_BF16 (avx512_bf16 in /proc/cpuinfo)");
-    false
+    run
 }
 
 fn rounded(v: &[f32]) -> Vec<f32> {
@@ -123,9 +136,12 @@ fn assert_within(what: &str, k: usize, got: &[f32], want: &[f64], sum: &[f64]) {
 /// C, 1 and -0.75; alpha 1, -0.5 and 2; and the bias row.
 #[test]
 fn bf16_kernel_matches_f64_reference_on_rounded_inputs() {
-    if !supported("bf16_kernel_matches_f64_reference_on_rounded_inputs") {
-        return;
+    for kernel in kernels("bf16_kernel_matches_f64_reference_on_rounded_inputs") {
+        bf16_kernel_matches_f64_reference_on_rounded_inputs_on(kernel);
     }
+}
+
+fn bf16_kernel_matches_f64_reference_on_rounded_inputs_on(kernel: Kernel) {
     let shapes = [
         (6, 32, 8),
         (12, 64, 33),
@@ -162,15 +178,16 @@ fn bf16_kernel_matches_f64_reference_on_rounded_inputs() {
                     };
                     let (want, sum) = reference(m, n, k, alpha, &a, ta, &b, tb, init);
                     let mut c = c0.clone();
-                    sgemm_with(KERNEL, m, n, k, alpha, &a, ta, &b, tb, beta, &mut c);
-                    let what = format!("bf16 {m}x{n}x{k} {ta:?}{tb:?} alpha {alpha} beta {beta}");
+                    sgemm_with(kernel, m, n, k, alpha, &a, ta, &b, tb, beta, &mut c);
+                    let what =
+                        format!("{kernel:?} {m}x{n}x{k} {ta:?}{tb:?} alpha {alpha} beta {beta}");
                     assert_within(&what, k, &c, &want, &sum);
                 }
                 let bias = data(n, seed + 3);
                 let (want, sum) = reference(m, n, k, 0.5, &a, ta, &b, tb, |_, j| bias[j] as f64);
                 let mut c = vec![f32::NAN; m * n];
-                sgemm_bias_with(KERNEL, m, n, k, 0.5, &a, ta, &b, tb, &bias, &mut c);
-                let what = format!("bf16 bias {m}x{n}x{k} {ta:?}{tb:?}");
+                sgemm_bias_with(kernel, m, n, k, 0.5, &a, ta, &b, tb, &bias, &mut c);
+                let what = format!("{kernel:?} bias {m}x{n}x{k} {ta:?}{tb:?}");
                 assert_within(&what, k, &c, &want, &sum);
             }
         }
@@ -183,15 +200,18 @@ fn bf16_kernel_matches_f64_reference_on_rounded_inputs() {
 /// kernel really rounds).
 #[test]
 fn bf16_kernel_differs_from_the_unrounded_product() {
-    if !supported("bf16_kernel_differs_from_the_unrounded_product") {
-        return;
+    for kernel in kernels("bf16_kernel_differs_from_the_unrounded_product") {
+        bf16_kernel_differs_from_the_unrounded_product_on(kernel);
     }
+}
+
+fn bf16_kernel_differs_from_the_unrounded_product_on(kernel: Kernel) {
     let (m, n, k) = (12, 40, 9);
     let a = data(m * k, 1);
     let b = data(k * n, 2);
     let mut c = vec![0.0; m * n];
     sgemm_with(
-        KERNEL,
+        kernel,
         m,
         n,
         k,
@@ -224,7 +244,7 @@ fn bf16_kernel_differs_from_the_unrounded_product() {
         .count();
     assert!(
         beyond > m * n / 2,
-        "only {beyond} of {} elements differ from fp32 beyond the bound",
+        "{kernel:?}: only {beyond} of {} elements differ from fp32 beyond the bound",
         m * n
     );
 }
@@ -310,9 +330,12 @@ fn bf16_rounding_is_round_to_nearest_even() {
 /// product by 1.0 passes infinities and NaN through.
 #[test]
 fn bf16_kernel_rounds_its_inputs_to_nearest_even() {
-    if !supported("bf16_kernel_rounds_its_inputs_to_nearest_even") {
-        return;
+    for kernel in kernels("bf16_kernel_rounds_its_inputs_to_nearest_even") {
+        bf16_kernel_rounds_its_inputs_to_nearest_even_on(kernel);
     }
+}
+
+fn bf16_kernel_rounds_its_inputs_to_nearest_even_on(kernel: Kernel) {
     // The cases whose bf16 is finite (infinity or NaN times the zeros of
     // the identity would make NaN).
     let finite: Vec<f32> = CASES
@@ -335,11 +358,11 @@ fn bf16_kernel_rounds_its_inputs_to_nearest_even() {
         for other in [Trans::N, Trans::T] {
             let x = stored(t);
             let mut c = vec![f32::NAN; s * s];
-            sgemm_with(KERNEL, s, s, s, 1.0, &x, t, &eye, other, 0.0, &mut c);
-            assert_eq!(c, want, "A * I, A {t:?}");
+            sgemm_with(kernel, s, s, s, 1.0, &x, t, &eye, other, 0.0, &mut c);
+            assert_eq!(c, want, "{kernel:?} A * I, A {t:?}");
             let mut c = vec![f32::NAN; s * s];
-            sgemm_with(KERNEL, s, s, s, 1.0, &eye, other, &x, t, 0.0, &mut c);
-            assert_eq!(c, want, "I * B, B {t:?}");
+            sgemm_with(kernel, s, s, s, 1.0, &eye, other, &x, t, 0.0, &mut c);
+            assert_eq!(c, want, "{kernel:?} I * B, B {t:?}");
         }
     }
     // Depth 1: a column of values times 1.0, and 1.0 times a row of them.
@@ -347,7 +370,7 @@ fn bf16_kernel_rounds_its_inputs_to_nearest_even() {
     let n = all.len();
     let mut col = vec![0.0; n];
     sgemm_with(
-        KERNEL,
+        kernel,
         n,
         1,
         1,
@@ -361,7 +384,7 @@ fn bf16_kernel_rounds_its_inputs_to_nearest_even() {
     );
     let mut row = vec![0.0; n];
     sgemm_with(
-        KERNEL,
+        kernel,
         1,
         n,
         1,
@@ -377,7 +400,10 @@ fn bf16_kernel_rounds_its_inputs_to_nearest_even() {
         let want = bf16::from_bits(want);
         for (side, got) in [("A", col[i]), ("B", row[i])] {
             let same = (got.is_nan() && want.is_nan()) || got == want;
-            assert!(same, "{side} {x:e} ({what}): got {got:e}, want {want:e}");
+            assert!(
+                same,
+                "{kernel:?} {side} {x:e} ({what}): got {got:e}, want {want:e}"
+            );
         }
     }
 }
@@ -393,12 +419,17 @@ fn precision_names_parse_and_refuse_clearly() {
     );
     assert_eq!(Precision::Bf16.to_string(), "bf16");
     match Precision::Bf16.kernel() {
-        Ok(k) => assert_eq!(k, KERNEL),
+        Ok(k) => assert!(matches!(k, Kernel::Avx512Bf16 | Kernel::AmxBf16)),
         Err(e) => {
-            assert!(!KERNEL.is_supported());
+            assert!(!Kernel::Avx512Bf16.is_supported());
             assert!(e.contains("avx512_bf16"), "{e}");
         }
     }
     assert_eq!(Precision::Fp32.kernel(), Ok(Kernel::best()));
-    assert!(!Kernel::available().contains(&KERNEL), "not an f32 kernel");
+    for kernel in [Kernel::Avx512Bf16, Kernel::AmxBf16] {
+        assert!(
+            !Kernel::available().contains(&kernel),
+            "{kernel:?} is not f32"
+        );
+    }
 }
