@@ -33,7 +33,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use crate::microkernel::{store_tile_avx512, MR};
-use crate::microkernel_bf16::{pack_b, pair_at};
+use crate::microkernel_bf16::{pack_b, pair_at, INTERLEAVE_512};
 use crate::scratch::{with_scratch, Slot};
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -222,6 +222,11 @@ unsafe fn pack_a(
     let kp = kc.div_ceil(2);
     let rows = mc.next_multiple_of(32);
     assert!(out.len() >= rows * kps);
+    if rsa == 1 && csa != 1 {
+        unsafe { pack_a_transposed(mc, kc, a, csa, out, kps) };
+        out[mc * kps..rows * kps].fill(0);
+        return;
+    }
     for i in 0..mc {
         let src = unsafe { a.offset(i as isize * rsa) };
         let dst = &mut out[i * kps..(i + 1) * kps];
@@ -249,6 +254,61 @@ unsafe fn pack_a(
         }
     }
     out[mc * kps..rows * kps].fill(0);
+}
+
+/// `pack_a` for column-major A (transposed: row k of the stored matrix
+/// holds `A[..][k]`, contiguous over i): 16 rows by 16 pairs at a time, each
+/// pair of stored rows rounded and interleaved into the 16 pairs of one k
+/// pair (`vcvtne2ps2bf16` + `vpermw`), then transposed through a small
+/// buffer into A's rows; the ragged rows and pairs by scalar code.
+#[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn pack_a_transposed(
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    csa: isize,
+    out: &mut [u32],
+    kps: usize,
+) {
+    let kp = kc.div_ceil(2);
+    // Whole 16-pair groups with both k of every pair inside the block.
+    let t_full = (kc / 2) / 16 * 16;
+    let i_full = mc / 16 * 16;
+    unsafe {
+        let idx = _mm512_loadu_si512(INTERLEAVE_512.as_ptr() as *const __m512i);
+        let mut tmp = [[0u32; 16]; 16];
+        for i0 in (0..i_full).step_by(16) {
+            for t0 in (0..t_full).step_by(16) {
+                for (t, col) in tmp.iter_mut().enumerate() {
+                    let k = 2 * (t0 + t);
+                    let x0 = _mm512_loadu_ps(a.offset(k as isize * csa).add(i0));
+                    let x1 = _mm512_loadu_ps(a.offset((k + 1) as isize * csa).add(i0));
+                    let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(x1, x0));
+                    let pairs = _mm512_permutexvar_epi16(idx, halves);
+                    _mm512_storeu_si512(col.as_mut_ptr() as *mut __m512i, pairs);
+                }
+                for i in 0..16 {
+                    let dst = &mut out[(i0 + i) * kps + t0..][..16];
+                    for (t, d) in dst.iter_mut().enumerate() {
+                        *d = tmp[t][i];
+                    }
+                }
+            }
+        }
+    }
+    // What the groups left: pairs t_full.. of the full rows, and all pairs
+    // of the ragged rows; zero past the block's depth.
+    for i in 0..mc {
+        let src = unsafe { a.add(i) };
+        let from = if i < i_full { t_full } else { 0 };
+        for t in from..kps {
+            out[i * kps + t] = if t < kp {
+                unsafe { pair_at(src, csa, 2 * t, kc) }
+            } else {
+                0
+            };
+        }
+    }
 }
 
 /// One 32 x 32 block of C over `kps` pairs (a multiple of 16): four C tiles

@@ -70,7 +70,7 @@ const NC: usize = 2048;
 
 /// `vpermw` index that interleaves the two 16-word halves of a zmm (bf16
 /// of row 2t, then of row 2t + 1) into pairs: word 2j <- j, 2j + 1 <- 16 + j.
-static INTERLEAVE_512: [u16; 32] = interleave();
+pub(crate) static INTERLEAVE_512: [u16; 32] = interleave();
 /// The same for the two 8-word halves of a ymm.
 static INTERLEAVE_256: [u16; 16] = interleave();
 
