@@ -519,11 +519,14 @@ unsafe fn kernel_avx512<const P: usize>(
 /// kernel `kernel_avx512` and the bf16 kernel (`microkernel_bf16.rs`), so
 /// both follow the same rules for C.
 ///
+/// Always inlined, and so without a `target_feature` of its own (the two
+/// cannot be combined): it takes its callers' AVX-512 features, and the
+/// accumulators stay in registers instead of being spilled for a call.
+///
 /// # Safety
 /// AVX-512F must be available; C must be valid for `mr` rows (stride
 /// `rsc`) of `nr` columns, and `row`, when given, for `nr` values.
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn store_tile_avx512<const P: usize>(
     acc: &[[__m512; P]; MR],
