@@ -8,9 +8,10 @@
 //! whose own threading feature stays off: we never nest a thread pool inside
 //! rayon). With [`set_precision`]`(`[`Precision::Bf16`]`)` every product
 //! made through [`sgemm`], [`sgemm_bias`] and their serial twins (so every
-//! convolution pass and dense layer) runs the bf16 kernel of
-//! `microkernel_bf16.rs` instead: operands rounded to bf16, products
-//! accumulated in f32. [`sgemm`] splits C across rayon's
+//! convolution pass and dense layer) runs a bf16 kernel instead: operands
+//! rounded to bf16 while packed, products accumulated in f32, on AMX tiles
+//! (`microkernel_amx.rs`) where the CPU and OS allow them, else with
+//! `vdpbf16ps` (`microkernel_bf16.rs`). [`sgemm`] splits C across rayon's
 //! threads; [`sgemm_serial`] runs on the calling thread, for callers that
 //! are already one task among many.
 //!
