@@ -3,7 +3,9 @@
 //! input-gradient and kernel-gradient, on one thread and on all of them.
 //!
 //! `cargo bench -p tensor` runs everything; `cargo bench -p tensor -- FILTER`
-//! runs only rows whose name contains FILTER. Each number is the median of
+//! runs only rows whose name contains FILTER. The GEMM rows include the bf16
+//! kernel where the CPU has AVX512_BF16; `BENCH_PRECISION=bf16` runs the conv
+//! rows in bf16 too. Each number is the median of
 //! several timed runs after a warm-up run. Not a test: it checks nothing.
 
 use std::time::{Duration, Instant};
@@ -130,10 +132,16 @@ fn main() {
                 .expect("thread pool")
         })
         .collect();
+    // BENCH_PRECISION=bf16: the conv rows (which go through `sgemm`) in bf16.
+    if let Ok(p) = std::env::var("BENCH_PRECISION") {
+        let p: tensor::Precision = p.parse().unwrap_or_else(|e| panic!("BENCH_PRECISION: {e}"));
+        tensor::gemm::set_precision(p).unwrap_or_else(|e| panic!("BENCH_PRECISION={p}: {e}"));
+    }
     println!(
-        "tensor kernels, GFLOP/s = 2 x MACs / median time; threads: {:?}; gemm path: {}",
+        "tensor kernels, GFLOP/s = 2 x MACs / median time; threads: {:?}; gemm path: {} ({})",
         thread_counts,
-        tensor::gemm::kernel_name()
+        tensor::gemm::kernel_name(),
+        tensor::gemm::precision()
     );
     let header = thread_counts
         .iter()
@@ -148,7 +156,15 @@ fn main() {
         let a = testing::data(n * n, 1);
         let b = testing::data(n * n, 2);
         let mut c = vec![0.0f32; n * n];
-        let cases = Kernel::available().into_iter().flat_map(|kernel| {
+        // The f32 kernels, then the bf16 one where the CPU has it (same
+        // f32 operands: its time includes rounding them while packing).
+        let mut kernels = Kernel::available();
+        for kernel in [Kernel::Avx512Bf16, Kernel::AmxBf16] {
+            if kernel.is_supported() {
+                kernels.push(kernel);
+            }
+        }
+        let cases = kernels.into_iter().flat_map(|kernel| {
             [
                 (Trans::N, Trans::N),
                 (Trans::T, Trans::N),

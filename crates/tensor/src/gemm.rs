@@ -6,7 +6,12 @@
 //! single-threaded block kernel for this machine (our AVX-512F or AVX2+FMA
 //! kernel in `microkernel.rs` when the CPU has them, else `matrixmultiply::sgemm`,
 //! whose own threading feature stays off: we never nest a thread pool inside
-//! rayon). [`sgemm`] splits C across rayon's
+//! rayon). With [`set_precision`]`(`[`Precision::Bf16`]`)` every product
+//! made through [`sgemm`], [`sgemm_bias`] and their serial twins (so every
+//! convolution pass and dense layer) runs a bf16 kernel instead: operands
+//! rounded to bf16 while packed, products accumulated in f32, on AMX tiles
+//! (`microkernel_amx.rs`) where the CPU and OS allow them, else with
+//! `vdpbf16ps` (`microkernel_bf16.rs`). [`sgemm`] splits C across rayon's
 //! threads; [`sgemm_serial`] runs on the calling thread, for callers that
 //! are already one task among many.
 //!
@@ -16,6 +21,7 @@
 //! N and still keep every core busy.
 
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// Whether an operand is used as stored or transposed.
@@ -39,7 +45,8 @@ enum Init<'a> {
 
 /// A single-threaded block kernel that `block` can dispatch to. A new
 /// kernel is a new variant here, an arm in `block`, and a case in
-/// [`Kernel::available`] and [`Kernel::best`]; the tests then check it
+/// [`Kernel::available`] and [`Kernel::best`] (an f32-exact kernel) or in
+/// [`Precision::kernel`] (a reduced-precision one); the tests then check it
 /// against the reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -50,10 +57,20 @@ pub enum Kernel {
     Avx2Fma,
     /// The same packing with 6x32 AVX-512F tiles (`src/microkernel.rs`).
     Avx512,
+    /// bf16 operands (rounded to nearest even while packed), f32
+    /// accumulation by `vdpbf16ps`, 6x32 tiles (`src/microkernel_bf16.rs`).
+    /// Not an f32 kernel: never in [`Kernel::available`] nor chosen by
+    /// [`Kernel::best`]; [`set_precision`] selects it.
+    Avx512Bf16,
+    /// The same bf16 numbers on AMX tiles (`tdpbf16ps`, 32x32 C blocks,
+    /// `src/microkernel_amx.rs`), for CPUs with AMX-BF16 whose OS grants
+    /// the tile state. Not an f32 kernel either.
+    AmxBf16,
 }
 
 impl Kernel {
-    /// Every kernel this CPU can run, the portable fallback first.
+    /// Every f32 kernel this CPU can run, the portable fallback first (the
+    /// ones held to f32 accuracy; the bf16 kernel is not one of them).
     pub fn available() -> Vec<Kernel> {
         let mut v = vec![Kernel::MatrixMultiply];
         for kernel in [Kernel::Avx2Fma, Kernel::Avx512] {
@@ -76,8 +93,20 @@ impl Kernel {
             Kernel::Avx512 => {
                 Kernel::Avx2Fma.is_supported() && std::arch::is_x86_feature_detected!("avx512f")
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 => {
+                // BW and VL: the packing's vpermw and masked 256-bit moves.
+                Kernel::Avx512.is_supported()
+                    && std::arch::is_x86_feature_detected!("avx512bf16")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AmxBf16 => {
+                Kernel::Avx512Bf16.is_supported() && crate::microkernel_amx::is_available()
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma | Kernel::Avx512 => false,
+            Kernel::Avx2Fma | Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::AmxBf16 => false,
         }
     }
 
@@ -86,6 +115,8 @@ impl Kernel {
             Kernel::MatrixMultiply => "matrixmultiply",
             Kernel::Avx2Fma => "avx2+fma 6x16",
             Kernel::Avx512 => "avx512f 6x32",
+            Kernel::Avx512Bf16 => "avx512_bf16 dpbf16ps 6x32",
+            Kernel::AmxBf16 => "amx_bf16 tdpbf16ps 32x32",
         }
     }
 
@@ -132,9 +163,123 @@ impl Kernel {
     }
 }
 
-/// The name of the block kernel `sgemm` dispatches to on this machine.
+/// The name of the block kernel `sgemm` dispatches to on this machine at
+/// the current [`precision`].
 pub fn kernel_name() -> &'static str {
-    Kernel::best().name()
+    active_kernel().name()
+}
+
+/// The number format of GEMM operands. Accumulation, C, alpha, beta and the
+/// bias row are f32 in both; so is everything outside the GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 operands: the fastest f32 kernel ([`Kernel::best`]).
+    #[default]
+    Fp32,
+    /// Operands rounded to bf16 (round to nearest even) while packed,
+    /// products accumulated in f32 ([`Kernel::AmxBf16`] where available,
+    /// else [`Kernel::Avx512Bf16`]); needs AVX512_BF16.
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::Fp32, Precision::Bf16];
+
+    /// The block kernel of this precision on this CPU, or why there is
+    /// none (naming the missing CPU feature).
+    pub fn kernel(self) -> Result<Kernel, String> {
+        match self {
+            Precision::Fp32 => Ok(Kernel::best()),
+            Precision::Bf16 if Kernel::Avx512Bf16.is_supported() => Ok(best_bf16()),
+            Precision::Bf16 => Err(
+                "bf16 needs a CPU with AVX512_BF16 (and AVX-512 F/BW/VL): this one has no \
+                 avx512_bf16 (see the flags in /proc/cpuinfo); use fp32"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.to_string() == s)
+            .ok_or_else(|| format!("{s:?} is not a precision: expected fp32 or bf16"))
+    }
+}
+
+/// The bf16 kernel: AMX tiles where the CPU and OS allow them, else
+/// `vdpbf16ps`, unless `TENSOR_GEMM_BF16_KERNEL` names one (`amx` or
+/// `avx512_bf16`; an unsupported or unknown name is ignored with a message
+/// on stderr). Decided once per process; only called when AVX512_BF16 is
+/// supported.
+fn best_bf16() -> Kernel {
+    static BEST: OnceLock<Kernel> = OnceLock::new();
+    *BEST.get_or_init(|| {
+        let forced = std::env::var("TENSOR_GEMM_BF16_KERNEL").ok();
+        let named = match forced.as_deref() {
+            None => None,
+            Some("amx") => Some(Kernel::AmxBf16),
+            Some("avx512_bf16") => Some(Kernel::Avx512Bf16),
+            Some(other) => {
+                eprintln!("TENSOR_GEMM_BF16_KERNEL={other:?} is not a bf16 kernel (amx, avx512_bf16); ignored");
+                None
+            }
+        };
+        match named {
+            Some(kernel) if kernel.is_supported() => return kernel,
+            Some(kernel) => eprintln!("TENSOR_GEMM_BF16_KERNEL: {kernel:?} is not supported by this CPU; ignored"),
+            None => {}
+        }
+        if Kernel::AmxBf16.is_supported() {
+            Kernel::AmxBf16
+        } else {
+            Kernel::Avx512Bf16
+        }
+    })
+}
+
+/// The process-wide precision ([`Precision`] as its index in `ALL`).
+static PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Makes every later [`sgemm`], [`sgemm_bias`], [`sgemm_serial`] and
+/// [`sgemm_serial_bias`] in this process use `precision`, or refuses
+/// (naming the missing CPU feature) when this CPU cannot, leaving the
+/// setting as it was. Process-wide because the products are made deep
+/// inside convolutions and layers; a product already running finishes in
+/// the precision it started with (each call reads the setting once, at
+/// dispatch, and hands the same kernel to all its threads). The `*_with`
+/// functions name their kernel and ignore it.
+pub fn set_precision(precision: Precision) -> Result<(), String> {
+    precision.kernel()?;
+    let index = Precision::ALL.iter().position(|&p| p == precision);
+    PRECISION.store(index.expect("in ALL") as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The precision [`set_precision`] last set (fp32 until then).
+pub fn precision() -> Precision {
+    Precision::ALL[PRECISION.load(Ordering::Relaxed) as usize]
+}
+
+/// The kernel of the current precision (supported: `set_precision` checked).
+fn active_kernel() -> Kernel {
+    match precision() {
+        Precision::Fp32 => Kernel::best(),
+        Precision::Bf16 => best_bf16(),
+    }
 }
 
 /// Below this many multiply-adds a GEMM runs on the calling thread: the cost of
@@ -147,7 +292,8 @@ impl Kernel {
     /// every kernel's tile width).
     fn split_align(self, along_m: bool) -> usize {
         match (self, along_m) {
-            (Kernel::Avx2Fma | Kernel::Avx512, true) => 6,
+            (Kernel::AmxBf16, _) => 32,
+            (Kernel::Avx2Fma | Kernel::Avx512 | Kernel::Avx512Bf16, true) => 6,
             (_, true) => 8,
             (_, false) => 16,
         }
@@ -202,7 +348,8 @@ fn prepare(
     Some([rsa, csa, rsb, csb])
 }
 
-/// `C = alpha * op(A) * op(B) + beta * C`, split across the rayon threads.
+/// `C = alpha * op(A) * op(B) + beta * C`, split across the rayon threads,
+/// at the process's [`precision`].
 ///
 /// `op(A)` is `m x k`: stored `m x k` for [`Trans::N`], `k x m` for [`Trans::T`].
 /// `op(B)` is `k x n`: stored `k x n` for [`Trans::N`], `n x k` for [`Trans::T`].
@@ -220,7 +367,7 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    sgemm_with(Kernel::best(), m, n, k, alpha, a, ta, b, tb, beta, c);
+    sgemm_with(active_kernel(), m, n, k, alpha, a, ta, b, tb, beta, c);
 }
 
 /// `C = alpha * op(A) * op(B) + bias`, `bias` (`n` values) added to every
@@ -240,7 +387,7 @@ pub fn sgemm_bias(
     c: &mut [f32],
 ) {
     threaded(
-        Kernel::best(),
+        active_kernel(),
         m,
         n,
         k,
@@ -254,8 +401,9 @@ pub fn sgemm_bias(
     );
 }
 
-/// [`sgemm`] with an explicit block kernel (tests and benchmarks compare
-/// them). Panics if the CPU does not support `kernel`.
+/// [`sgemm`] with an explicit block kernel, whatever the [`precision`]
+/// (tests and benchmarks compare them). Panics if the CPU does not support
+/// `kernel`.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_with(
     kernel: Kernel,
@@ -418,7 +566,7 @@ fn serial(
     // SAFETY: `prepare` checked that A, B and C hold the full operands.
     unsafe {
         block(
-            Kernel::best(),
+            active_kernel(),
             m,
             n,
             k,
@@ -476,6 +624,18 @@ unsafe fn block(
             let wide = kernel == Kernel::Avx512;
             crate::microkernel::sgemm(
                 m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc, wide,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Bf16 => unsafe {
+            crate::microkernel_bf16::sgemm(
+                m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::AmxBf16 => unsafe {
+            crate::microkernel_amx::sgemm(
+                m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc,
             )
         },
         _ => unsafe {

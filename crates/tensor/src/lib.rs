@@ -15,6 +15,7 @@
 //! fault.
 
 pub mod batch_norm;
+pub mod bf16;
 pub mod buffer_pool;
 pub mod conv;
 pub mod elementwise;
@@ -23,6 +24,8 @@ pub mod error;
 pub mod gemm;
 pub mod geometry;
 mod microkernel;
+mod microkernel_amx;
+mod microkernel_bf16;
 pub mod pool;
 pub mod reference;
 mod scratch;
@@ -32,7 +35,7 @@ pub mod threads;
 
 pub use epilogue::Epilogue;
 pub use error::{Result, TensorError};
-pub use gemm::{sgemm, sgemm_bias, sgemm_serial, sgemm_serial_bias, Kernel, Trans};
+pub use gemm::{sgemm, sgemm_bias, sgemm_serial, sgemm_serial_bias, Kernel, Precision, Trans};
 pub use geometry::{ConvGeometry, Padding, PoolGeometry};
 pub use tensor::Tensor;
 pub use threads::{num_threads, set_num_threads};

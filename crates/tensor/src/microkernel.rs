@@ -506,6 +506,39 @@ unsafe fn kernel_avx512<const P: usize>(
         for _ in 0..kc % 4 {
             step(&mut a, &mut kk, &mut acc);
         }
+        store_tile_avx512(&acc, c, rsc, alpha, beta, row, mr, nr);
+    }
+}
+
+/// Writes a 6-row AVX-512 tile of `P` 16-column panels (`acc`, before
+/// alpha) to C: `C[..mr, ..nr] = alpha * acc + beta * C`, or `+ row[..nr]`
+/// on every row instead of `beta * C` (C's old contents unread; with beta
+/// 0 they are unread too, so NaN there is ignored). Full tiles go straight
+/// from the registers, fusing `beta * C + alpha * acc` into one FMA; edge
+/// tiles are spilled and only the valid part written. Shared by the fp32
+/// kernel `kernel_avx512` and the bf16 kernel (`microkernel_bf16.rs`), so
+/// both follow the same rules for C.
+///
+/// Always inlined, and so without a `target_feature` of its own (the two
+/// cannot be combined): it takes its callers' AVX-512 features, and the
+/// accumulators stay in registers instead of being spilled for a call.
+///
+/// # Safety
+/// AVX-512F must be available; C must be valid for `mr` rows (stride
+/// `rsc`) of `nr` columns, and `row`, when given, for `nr` values.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn store_tile_avx512<const P: usize>(
+    acc: &[[__m512; P]; MR],
+    c: *mut f32,
+    rsc: isize,
+    alpha: f32,
+    beta: f32,
+    row: Option<*const f32>,
+    mr: usize,
+    nr: usize,
+) {
+    unsafe {
         let va = _mm512_set1_ps(alpha);
         if mr == MR && nr == P * NR {
             for (i, acc_row) in acc.iter().enumerate() {
@@ -525,7 +558,7 @@ unsafe fn kernel_avx512<const P: usize>(
         }
         // Edge tile: spill and write the valid part.
         let mut tile = [[[0.0f32; NR]; P]; MR];
-        for (t, acc_row) in tile.iter_mut().zip(&acc) {
+        for (t, acc_row) in tile.iter_mut().zip(acc) {
             for p in 0..P {
                 _mm512_storeu_ps(t[p].as_mut_ptr(), acc_row[p]);
             }

@@ -81,6 +81,7 @@ impl Recipe {
             data: None,
             model: ModelSpec::resnet50(Some(10)),
             callbacks: CallbackConfig::default(),
+            precision: "fp32".into(),
         };
         match self {
             Recipe::KerasTutorial => tutorial,

@@ -83,6 +83,13 @@ pub fn train(
     display: &mut dyn Callback,
     stop: &AtomicBool,
 ) -> Result<RunOutcome> {
+    // Process-wide (every GEMM below reads it); fp32 unless the run asks.
+    tensor::gemm::set_precision(config.precision()?).map_err(|e| anyhow!("--precision: {e}"))?;
+    println!(
+        "gemm: {} ({} operands, f32 accumulation)",
+        tensor::gemm::kernel_name(),
+        tensor::gemm::precision()
+    );
     let preprocess = config.preprocess()?;
     let tta = config.tta()?;
     let freeze = config.freeze()?;

@@ -82,6 +82,12 @@ pub struct RunConfig {
     /// every epoch and saved as `ema.safetensors`; `None`: off.
     #[serde(default)]
     pub ema: Option<crate::ema::EmaConfig>,
+    /// The number format of every GEMM operand (conv forward, input and
+    /// kernel gradients, dense layers): "fp32" or "bf16" (rounded to bf16,
+    /// accumulated in f32; needs AVX512_BF16). Weights, activations,
+    /// gradients, batchnorm and the optimizer stay f32 either way.
+    #[serde(default = "fp32")]
+    pub precision: String,
 }
 
 fn zero_padding() -> String {
@@ -98,6 +104,10 @@ fn every_epoch() -> String {
 
 fn no_tta() -> String {
     "none".into()
+}
+
+fn fp32() -> String {
+    "fp32".into()
 }
 
 /// The Keras-style callbacks of a run ([`mod@crate::fit`]); all off by default.
@@ -223,6 +233,18 @@ impl RunConfig {
     pub fn tta(&self) -> Result<Tta> {
         self.tta.parse().map_err(|e| anyhow!("--tta: {e}"))
     }
+
+    /// The GEMM precision, refused (naming the missing CPU feature) when
+    /// this CPU cannot run it.
+    pub fn precision(&self) -> Result<tensor::Precision> {
+        let p: tensor::Precision = self
+            .precision
+            .parse()
+            .map_err(|e| anyhow!("--precision {}: {e}", self.precision))?;
+        p.kernel()
+            .map_err(|e| anyhow!("--precision {}: {e}", self.precision))?;
+        Ok(p)
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +269,7 @@ mod tests {
         assert_eq!(c.callbacks, CallbackConfig::default());
         assert_eq!(c.callbacks.early_stopping_patience, None);
         assert_eq!(c.model.bn_momentum, 0.99);
+        assert_eq!(c.precision, "fp32");
         // And round-trips with the new fields.
         let back: RunConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);

@@ -113,6 +113,10 @@ fn invalid_numbers_are_refused_by_name_before_a_run_directory_exists() {
         ),
         (&["--lr-schedule", "sometimes"], "--lr-schedule"),
         (&["--threads", "0"], "--threads 0: must be at least 1"),
+        (
+            &["--precision", "fp16"],
+            "--precision fp16: \"fp16\" is not a precision: expected fp32 or bf16",
+        ),
         // Found after the data loaded: the directory is removed again.
         (&["--val-split", "32"], "cannot hold out 32 of 32"),
         (
@@ -153,6 +157,55 @@ fn invalid_numbers_are_refused_by_name_before_a_run_directory_exists() {
         "/nonexistent/cifar",
     );
     assert!(!out.exists(), "a failed data load left {}", out.display());
+}
+
+/// `--precision bf16` trains through the bf16 kernel and is recorded in
+/// config.json (so `--resume` keeps it), and `bench` says so; on a CPU
+/// without AVX512_BF16 both refuse, naming the missing feature.
+#[test]
+fn bf16_precision_runs_where_the_cpu_has_it_and_is_refused_elsewhere() {
+    let data = image_folder("bf16_data");
+    let dir = tmp_dir("bf16_run");
+    let mut run = train();
+    run.args(TINY)
+        .arg("--data")
+        .arg(&data)
+        .args(["--epochs", "1", "--batch-size", "8", "--quiet"])
+        .args(["--precision", "bf16", "--out"])
+        .arg(&dir);
+    let mut bench = train();
+    bench.args([
+        "bench", "--only", "training", "--steps", "1", "--warmup", "0",
+    ]);
+    bench.args([
+        "--batch-size",
+        "2",
+        "--model",
+        "resnet50",
+        "--precision",
+        "bf16",
+    ]);
+    if !tensor::Kernel::Avx512Bf16.is_supported() {
+        run_refused(&mut run, "avx512_bf16");
+        assert!(!dir.exists(), "a refused precision left {}", dir.display());
+        run_refused(&mut bench, "avx512_bf16");
+        println!("SKIPPED bf16 training (refusals checked): this CPU has no AVX512_BF16");
+        return;
+    }
+    let out = run_ok(&mut run);
+    let kernel = tensor::Precision::Bf16.kernel().unwrap().name();
+    assert!(
+        out.contains(&format!("gemm: {kernel} (bf16 operands")),
+        "{out}"
+    );
+    assert!(out.contains("Test accuracy:"), "{out}");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(config.contains("\"precision\": \"bf16\""), "{config}");
+    let out = run_ok(&mut bench);
+    assert!(
+        out.contains(&format!("gemm kernel {kernel}, precision bf16")),
+        "{out}"
+    );
 }
 
 #[test]

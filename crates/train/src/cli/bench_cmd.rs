@@ -4,7 +4,7 @@
 
 use super::setup::in_pool;
 use super::BenchArgs;
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use autograd::{ops, Graph, Mode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -55,6 +55,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
 }
 
 fn run_in_pool(a: BenchArgs) -> Result<()> {
+    // Checked and set before anything is built: every GEMM below reads it.
+    let precision: tensor::Precision = a
+        .precision
+        .parse()
+        .map_err(|e| anyhow!("--precision {}: {e}", a.precision))?;
+    tensor::gemm::set_precision(precision)
+        .map_err(|e| anyhow!("--precision {}: {e}", a.precision))?;
     let threads = rayon::current_num_threads();
     let spec = ModelSpec {
         num_classes: Some(10),
@@ -69,11 +76,12 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
     );
     let flops = forward_flops_per_image(&trainer);
     println!(
-        "{} (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step; gemm kernel {}",
+        "{} (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step; gemm kernel {}, precision {}",
         keras_display_name(&spec.name()),
         flops / 1e6,
         3.0 * flops / 1e6,
-        tensor::gemm::kernel_name()
+        tensor::gemm::kernel_name(),
+        tensor::gemm::precision()
     );
     let mut rng = StdRng::seed_from_u64(0);
     let only = a.only.as_deref();

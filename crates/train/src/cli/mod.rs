@@ -178,6 +178,11 @@ pub struct TrainArgs {
     /// Worker threads [default: all cores, or RAYON_NUM_THREADS].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// GEMM operands: fp32 | bf16 (rounded to bf16, accumulated in f32, on
+    /// CPUs with AVX512_BF16; weights, batchnorm and the optimizer stay f32)
+    /// [default: the recipe's, fp32].
+    #[arg(long)]
+    pub precision: Option<String>,
     /// unit (x / 255, the recipe) | caffe (Keras ImageNet preprocessing: BGR, mean-subtracted)
     #[arg(long)]
     pub preprocess: Option<String>,
@@ -198,8 +203,8 @@ pub struct TrainArgs {
         "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
         "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite", "recipe",
-        "pad_mode", "cutout", "shuffle", "label_smoothing", "head_lr_scale", "tta", "ema_decay", "ema_every",
-        "bn_momentum",
+        "pad_mode", "cutout", "shuffle", "label_smoothing", "head_lr_scale", "tta", "ema_decay",
+        "ema_every", "bn_momentum", "precision",
     ])]
     pub resume: Option<PathBuf>,
     /// The network: resnet50 | resnet101 | resnet152 | resnet50v2 | resnet101v2 | resnet152v2
@@ -318,6 +323,9 @@ pub struct BenchArgs {
     /// The network, as for `train --model`.
     #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
     pub model: train::model_spec::ModelSpec,
+    /// GEMM operands, as for `train --precision`: fp32 | bf16.
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
 }
 
 /// A training run stopped by SIGINT, SIGTERM or SIGHUP: after saving its

@@ -79,6 +79,7 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
     o.set("val_split", |c| &mut c.val_split, a.val_split);
     o.set("seed", |c| &mut c.seed, a.seed);
     o.set("preprocess", |c| &mut c.preprocess, a.preprocess.clone());
+    o.set("precision", |c| &mut c.precision, a.precision.clone());
     // Stored absolute, so `--resume` works from any directory.
     let data = match &a.data {
         Some(d) => Some(std::path::absolute(d).with_context(|| format!("--data {}", d.display()))?),

@@ -87,6 +87,7 @@ impl RunConfig {
         self.pad_mode()?;
         self.shuffle()?;
         self.tta()?;
+        self.precision()?;
         if let Some(ema) = &self.ema {
             ema.validate()?;
         }

@@ -1,0 +1,401 @@
+//! The bf16 GEMM on AMX tiles (`tdpbf16ps`), for CPUs with AMX-BF16: the
+//! same numbers as `microkernel_bf16.rs` (operands rounded to bf16 while
+//! packed, f32 accumulation, C written by `store_tile_avx512`), a 32x32 C
+//! block per step in four f32 tiles.
+//!
+//! # The tiles
+//! A tile is up to 16 rows of 64 bytes. `tdpbf16ps c, a, b` adds to the
+//! 16 x 16 f32 tile c the product of a (16 rows x 16 bf16 pairs: rows of A,
+//! 32 consecutive k) and b (16 rows of 16 pairs: row t holds, for each of
+//! 16 columns, the pair (B[2t][j], B[2t + 1][j])), `c[i][j] += sum_t
+//! a.lo[i][t] * b.lo[t][j] + a.hi[i][t] * b.hi[t][j]`: 16 x 16 x 32
+//! multiply-adds in one instruction. The B layout is exactly
+//! `microkernel_bf16::pack_b`'s 16-column panels (64 bytes per pair), so B
+//! is packed by that function, each panel padded to whole tiles (a
+//! multiple of 16 pairs) with zeros. A is packed row-major in pairs (row i
+//! is `kps` consecutive words), which is what a tile load of 16 rows reads
+//! (row stride `kps * 4` bytes), padded to 32 rows and whole tiles with
+//! zeros. Tiles 0-3 hold the 2 x 2 C tiles, 4-5 two A tiles, 6-7 two B
+//! tiles: each A and B tile loaded is used twice.
+//!
+//! # Using AMX at all
+//! The tile registers hold 8 KiB of state that Linux saves only for
+//! processes that ask: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`
+//! once per process (made here, by a raw syscall, the first time support
+//! is checked), else the first tile instruction kills the process. A block
+//! product configures the tiles (`ldtilecfg`: palette 1, all eight 16 rows x
+//! 64 bytes) and releases them at the end (`tilerelease`), so a thread
+//! holds tile state only while it multiplies. Rust has no stable AMX
+//! intrinsics or feature detection yet, so the instructions are inline
+//! assembly and detection reads CPUID (leaf 7: EDX bit 22 AMX-BF16, bit 24
+//! AMX-TILE) directly.
+
+#![cfg(target_arch = "x86_64")]
+
+use crate::microkernel::{store_tile_avx512, MR};
+use crate::microkernel_bf16::{pack_b, pair_at, INTERLEAVE_512};
+use crate::scratch::{with_scratch, Slot};
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Maximum depth of one block, in k (a multiple of 32, one tile's depth):
+/// a 32-row A strip and a 32-column B strip are 32 KiB each.
+const KC: usize = 512;
+/// Maximum rows of one packed A block (a multiple of 32).
+const MC: usize = 96;
+/// Maximum columns of one packed B block (a multiple of 32).
+const NC: usize = 2048;
+
+/// Whether the CPU has AMX-BF16 and AMX-TILE and the OS lets this process
+/// use the tile data (asked for once, here).
+pub(crate) fn is_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        // SAFETY: CPUID leaf 7 exists on every x86-64 CPU with AVX-512,
+        // checked by the caller before this; on older ones it reads zeros.
+        #[allow(unused_unsafe)]
+        let leaf7 = unsafe { __cpuid_count(7, 0) };
+        let amx_bf16 = (leaf7.edx >> 22) & 1 == 1;
+        let amx_tile = (leaf7.edx >> 24) & 1 == 1;
+        amx_bf16 && amx_tile && request_tile_permission()
+    })
+}
+
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: 0 on success.
+#[cfg(target_os = "linux")]
+fn request_tile_permission() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+    const XFEATURE_XTILEDATA: u64 = 18;
+    let ret: i64;
+    // SAFETY: a plain syscall; it only changes which state the kernel
+    // saves for this process. rcx and r11 are clobbered by `syscall`.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    false
+}
+
+/// The 64-byte operand of `ldtilecfg`.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// `C = alpha * bf16(A) * bf16(B) + beta * C` (or `+ row`), as
+/// `microkernel_bf16::sgemm`, on AMX tiles.
+///
+/// # Safety
+/// [`is_available`] must have returned true and the CPU must support what
+/// `microkernel_bf16` needs; the operands must be valid for their strides,
+/// and nobody else may access C meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    row: Option<&[f32]>,
+    c: *mut f32,
+    rsc: isize,
+) {
+    let even = |len: usize, max: usize, align: usize| {
+        len.div_ceil(len.div_ceil(max)).next_multiple_of(align)
+    };
+    let (kcb, mcb, ncb) = (even(k, KC, 32), even(m, MC, 32), even(n, NC, 32));
+    let mc_max = mcb.min(m.next_multiple_of(32));
+    let nc_max = ncb.min(n.next_multiple_of(32));
+    let kps_max = kcb.min(k).next_multiple_of(32) / 2;
+    let a_len = mc_max * kps_max + 16;
+    let b_len = nc_max * kps_max + 16;
+    let config = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+        rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+    };
+    with_scratch(Slot::Pack, a_len + b_len, |buf| {
+        // SAFETY: as in `microkernel_bf16::sgemm`.
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u32, buf.len()) };
+        let (abuf, bbuf) = buf.split_at_mut(a_len);
+        let apack = align64(abuf);
+        let bpack = align64(bbuf);
+        // SAFETY: a valid palette-1 configuration (8 tiles of 16 x 64 B).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+        for jc in (0..n).step_by(ncb) {
+            let nc = ncb.min(n - jc);
+            for pc in (0..k).step_by(kcb) {
+                let kc = kcb.min(k - pc);
+                let kps = kc.next_multiple_of(32) / 2;
+                let (beta, row) = if pc == 0 {
+                    (beta, row.map(|r| r[jc..].as_ptr()))
+                } else {
+                    (1.0, None)
+                };
+                unsafe {
+                    pack_b(
+                        kc,
+                        nc,
+                        b.offset(pc as isize * rsb + jc as isize * csb),
+                        rsb,
+                        csb,
+                        bpack,
+                        kps,
+                    );
+                }
+                // A zero panel when the block has an odd number of them,
+                // so every 32-column step has two.
+                let panels = nc.div_ceil(16);
+                if panels % 2 == 1 {
+                    bpack[panels * 16 * kps..(panels + 1) * 16 * kps].fill(0);
+                }
+                for ic in (0..m).step_by(mcb) {
+                    let mc = mcb.min(m - ic);
+                    let a_block = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
+                    unsafe { pack_a(mc, kc, a_block, rsa, csa, apack, kps) };
+                    for jr in (0..nc).step_by(32) {
+                        let nr = 32.min(nc - jr);
+                        for ir in (0..mc).step_by(32) {
+                            let mr = 32.min(mc - ir);
+                            unsafe {
+                                let ap = apack.as_ptr().add(ir * kps);
+                                let bp = bpack.as_ptr().add(jr * kps);
+                                let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
+                                let rp = row.map(|r| r.add(jr));
+                                block_32x32(kps, ap, bp, cp, rsc, alpha, beta, rp, mr, nr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: ends this thread's use of the tiles.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    });
+}
+
+fn align64(buf: &mut [u32]) -> &mut [u32] {
+    let off = buf.as_ptr().align_offset(64).min(16);
+    &mut buf[off..]
+}
+
+/// Packs the `mc x kc` block of A row-major in bf16 pairs: word `i * kps +
+/// t` = (A[i][2t], A[i][2t + 1]), zero for pairs past `kc` and for rows
+/// `mc..` up to a multiple of 32.
+#[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn pack_a(
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    out: &mut [u32],
+    kps: usize,
+) {
+    let kp = kc.div_ceil(2);
+    let rows = mc.next_multiple_of(32);
+    assert!(out.len() >= rows * kps);
+    if rsa == 1 && csa != 1 {
+        unsafe { pack_a_transposed(mc, kc, a, csa, out, kps) };
+        out[mc * kps..rows * kps].fill(0);
+        return;
+    }
+    for i in 0..mc {
+        let src = unsafe { a.offset(i as isize * rsa) };
+        let dst = &mut out[i * kps..(i + 1) * kps];
+        let mut t = 0;
+        if csa == 1 {
+            // Row i is contiguous along k: 32 values round into 16 pairs
+            // in order (the low half of the instruction's result is its
+            // second operand).
+            while 2 * t + 32 <= kc {
+                unsafe {
+                    let lo = _mm512_loadu_ps(src.add(2 * t));
+                    let hi = _mm512_loadu_ps(src.add(2 * t + 16));
+                    let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                    _mm512_storeu_si512(dst.as_mut_ptr().add(t) as *mut __m512i, v);
+                }
+                t += 16;
+            }
+        }
+        for (t, d) in dst.iter_mut().enumerate().skip(t) {
+            *d = if t < kp {
+                unsafe { pair_at(src, csa, 2 * t, kc) }
+            } else {
+                0
+            };
+        }
+    }
+    out[mc * kps..rows * kps].fill(0);
+}
+
+/// `pack_a` for column-major A (transposed: row k of the stored matrix
+/// holds `A[..][k]`, contiguous over i): 16 rows by 16 pairs at a time, each
+/// pair of stored rows rounded and interleaved into the 16 pairs of one k
+/// pair (`vcvtne2ps2bf16` + `vpermw`), then transposed through a small
+/// buffer into A's rows; the ragged rows and pairs by scalar code.
+#[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn pack_a_transposed(
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    csa: isize,
+    out: &mut [u32],
+    kps: usize,
+) {
+    let kp = kc.div_ceil(2);
+    // Whole 16-pair groups with both k of every pair inside the block.
+    let t_full = (kc / 2) / 16 * 16;
+    let i_full = mc / 16 * 16;
+    unsafe {
+        let idx = _mm512_loadu_si512(INTERLEAVE_512.as_ptr() as *const __m512i);
+        let mut tmp = [[0u32; 16]; 16];
+        for i0 in (0..i_full).step_by(16) {
+            for t0 in (0..t_full).step_by(16) {
+                for (t, col) in tmp.iter_mut().enumerate() {
+                    let k = 2 * (t0 + t);
+                    let x0 = _mm512_loadu_ps(a.offset(k as isize * csa).add(i0));
+                    let x1 = _mm512_loadu_ps(a.offset((k + 1) as isize * csa).add(i0));
+                    let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(x1, x0));
+                    let pairs = _mm512_permutexvar_epi16(idx, halves);
+                    _mm512_storeu_si512(col.as_mut_ptr() as *mut __m512i, pairs);
+                }
+                for i in 0..16 {
+                    let dst = &mut out[(i0 + i) * kps + t0..][..16];
+                    for (t, d) in dst.iter_mut().enumerate() {
+                        *d = tmp[t][i];
+                    }
+                }
+            }
+        }
+    }
+    // What the groups left: pairs t_full.. of the full rows, and all pairs
+    // of the ragged rows; zero past the block's depth.
+    for i in 0..mc {
+        let src = unsafe { a.add(i) };
+        let from = if i < i_full { t_full } else { 0 };
+        for t in from..kps {
+            out[i * kps + t] = if t < kp {
+                unsafe { pair_at(src, csa, 2 * t, kc) }
+            } else {
+                0
+            };
+        }
+    }
+}
+
+/// One 32 x 32 block of C over `kps` pairs (a multiple of 16): four C tiles
+/// accumulated on AMX, spilled to the stack, then written by
+/// `store_tile_avx512` six rows at a time (`mr` rows, `nr` columns valid).
+#[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_32x32(
+    kps: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    rsc: isize,
+    alpha: f32,
+    beta: f32,
+    row: Option<*const f32>,
+    mr: usize,
+    nr: usize,
+) {
+    #[repr(C, align(64))]
+    struct Spill([[f32; 32]; 32]);
+    let mut spill = Spill([[0.0; 32]; 32]);
+    let a_stride = kps * 4;
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        for t in (0..kps).step_by(16) {
+            let a0 = a.add(t);
+            let a1 = a.add(16 * kps + t);
+            // Panel p's pairs t.. start at word (p * kps + t) * 16.
+            let b0 = b.add(t * 16);
+            let b1 = b.add((kps + t) * 16);
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa} * 1]",
+                "tileloadd tmm5, [{a1} + {sa} * 1]",
+                "tileloadd tmm6, [{b0} + {sb} * 1]",
+                "tileloadd tmm7, [{b1} + {sb} * 1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0,
+                a1 = in(reg) a1,
+                b0 = in(reg) b0,
+                b1 = in(reg) b1,
+                sa = in(reg) a_stride,
+                sb = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        }
+        let s = spill.0.as_mut_ptr() as *mut f32;
+        asm!(
+            "tilestored [{c00} + {st} * 1], tmm0",
+            "tilestored [{c01} + {st} * 1], tmm1",
+            "tilestored [{c10} + {st} * 1], tmm2",
+            "tilestored [{c11} + {st} * 1], tmm3",
+            c00 = in(reg) s,
+            c01 = in(reg) s.add(16),
+            c10 = in(reg) s.add(16 * 32),
+            c11 = in(reg) s.add(16 * 32 + 16),
+            st = in(reg) 128usize,
+            options(nostack)
+        );
+        for g in (0..mr).step_by(MR) {
+            let acc: [[__m512; 2]; MR] = std::array::from_fn(|i| {
+                let r = (g + i).min(31);
+                [
+                    _mm512_loadu_ps(spill.0[r].as_ptr()),
+                    _mm512_loadu_ps(spill.0[r].as_ptr().add(16)),
+                ]
+            });
+            let rows = MR.min(mr - g);
+            store_tile_avx512(
+                &acc,
+                c.offset(g as isize * rsc),
+                rsc,
+                alpha,
+                beta,
+                row,
+                rows,
+                nr,
+            );
+        }
+    }
+}
