@@ -139,9 +139,11 @@ pub(crate) unsafe fn sgemm(
     });
 }
 
-/// The 64-byte-aligned tail of `buf` (which has 16 floats of slack).
-fn align64(buf: &mut [f32]) -> &mut [f32] {
-    let off = buf.as_ptr().align_offset(64).min(16);
+/// The 64-byte-aligned tail of `buf`, a packing buffer with 64 bytes of
+/// slack (16 floats, or 16 words of bf16 pairs in the bf16 kernels).
+pub(crate) fn align64<T>(buf: &mut [T]) -> &mut [T] {
+    let slack = 64 / std::mem::size_of::<T>();
+    let off = buf.as_ptr().align_offset(64).min(slack);
     &mut buf[off..]
 }
 

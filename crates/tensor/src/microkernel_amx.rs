@@ -32,7 +32,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::microkernel::{store_tile_avx512, MR};
+use crate::microkernel::{align64, store_tile_avx512, MR};
 use crate::microkernel_bf16::{pack_b, pair_at, INTERLEAVE_512};
 use crate::scratch::{with_scratch, Slot};
 use std::arch::asm;
@@ -199,11 +199,6 @@ pub(crate) unsafe fn sgemm(
         // SAFETY: ends this thread's use of the tiles.
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     });
-}
-
-fn align64(buf: &mut [u32]) -> &mut [u32] {
-    let off = buf.as_ptr().align_offset(64).min(16);
-    &mut buf[off..]
 }
 
 /// Packs the `mc x kc` block of A row-major in bf16 pairs: word `i * kps +

@@ -53,7 +53,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use crate::bf16;
-use crate::microkernel::{store_tile_avx512, MR, NR};
+use crate::microkernel::{align64, store_tile_avx512, MR, NR};
 use crate::scratch::{with_scratch, Slot};
 use std::arch::x86_64::*;
 use std::mem::transmute;
@@ -180,12 +180,6 @@ pub(crate) unsafe fn sgemm(
             }
         }
     });
-}
-
-/// The 64-byte-aligned tail of `buf` (which has 16 words of slack).
-fn align64(buf: &mut [u32]) -> &mut [u32] {
-    let off = buf.as_ptr().align_offset(64).min(16);
-    &mut buf[off..]
 }
 
 /// The pair (element k, element k + 1) of a row of A or a column of B that
