@@ -31,12 +31,7 @@ fn tmp_dir(name: &str) -> PathBuf {
 
 /// The binary, with its download/decoded cache inside the test's tmp dir.
 fn train() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_train"));
-    c.env(
-        "RESNET_RS_CACHE",
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("refusals-cache"),
-    );
-    c
+    common::train_binary()
 }
 
 fn text(out: &Output) -> String {
