@@ -30,7 +30,13 @@
 //! conv on a 1x1 map uses only its centre tap) are trimmed away first. The
 //! naive reference skips padding taps as well, so only the rounding order
 //! changes, and the GEMM is up to 9x smaller.
+//!
+//! Small maps where many taps read padding for *some* pixels (a 3x3 'same'
+//! conv on 2x2 or 4x4) skip im2col altogether: `conv_by_position` runs one
+//! strided GEMM per output position and live kernel row on the tensors in
+//! place, so no pass multiplies padding there either.
 
+use crate::conv_by_position as by_position;
 use crate::epilogue::Epilogue;
 use crate::error::Result;
 use crate::gemm::{sgemm, sgemm_bias, sgemm_serial, sgemm_serial_bias, Trans};
@@ -247,9 +253,15 @@ fn trimmed(g: &ConvGeometry) -> Option<(ConvGeometry, usize, usize)> {
 }
 
 /// Multiply-adds the convolution kernels actually execute per pass for `g`:
-/// [`ConvGeometry::macs`] unless taps that only ever read padding are trimmed.
+/// [`ConvGeometry::macs`], less the taps that only ever read padding
+/// (trimmed) and, on maps computed by position, every tap on padding.
 pub fn executed_macs(g: &ConvGeometry) -> usize {
-    trimmed(g).map_or(g.macs(), |(t, _, _)| t.macs())
+    let t = trimmed(g).map_or(*g, |(t, _, _)| t);
+    if by_position::applies(&t) {
+        by_position::useful_macs(&t)
+    } else {
+        t.macs()
+    }
 }
 
 /// Copies the taps of trimmed geometry `t` (offset `ky0, kx0`) out of the
@@ -326,7 +338,9 @@ fn forward_untrimmed(
 ) {
     let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
     let threads = rayon::current_num_threads();
-    if g.is_pointwise() && (epi.is_identity() || !per_task(m, co, threads)) {
+    if by_position::applies(g) {
+        by_position::forward(g, x, w, bias, epi, y);
+    } else if g.is_pointwise() && (epi.is_identity() || !per_task(m, co, threads)) {
         // [M, Cin] x [Cin, Cout] -> [M, Cout], one threaded GEMM.
         product(Threads::All, m, co, k, x, w, bias, y);
         apply_par(epi, y, 0, co);
@@ -464,7 +478,9 @@ fn backward_input_untrimmed(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f
     let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
     let threads = rayon::current_num_threads();
     let per_image = g.out_h() * g.out_w();
-    if g.is_pointwise() {
+    if by_position::applies(g) {
+        by_position::backward_input(g, dy, w, dx);
+    } else if g.is_pointwise() {
         // [M, Cout] x [Cout, Cin] -> [M, Cin]
         sgemm(m, k, co, 1.0, dy, Trans::N, w, Trans::T, 0.0, dx);
     } else if g.batch >= threads && per_image * k <= SCRATCH_FLOATS && per_task(m, k, threads) {
@@ -552,7 +568,9 @@ fn backward_kernel_untrimmed(
     let (m, k, co) = (g.gemm_m(), g.gemm_k(), g.out_c);
     let beta = if accumulate { 1.0 } else { 0.0 };
     let threads = rayon::current_num_threads();
-    if threads > 1 && m / threads >= MIN_REDUCE_ROWS {
+    if by_position::applies(g) {
+        by_position::backward_kernel(g, x, dy, dw, accumulate);
+    } else if threads > 1 && m / threads >= MIN_REDUCE_ROWS {
         // A long reduction (many pixels into a small kernel): per-thread
         // partial gradients over contiguous rows, each packing only its own
         // rows of both operands.

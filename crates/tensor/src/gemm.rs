@@ -460,13 +460,50 @@ fn threaded(
     let Some([rsa, csa, rsb, csb]) = prepare(m, n, k, a, ta, b, tb, init, c) else {
         return;
     };
+    // SAFETY: `prepare` checked that A, B and C hold the full operands, and
+    // C is contiguous (row stride n).
+    unsafe {
+        threaded_raw(
+            kernel,
+            m,
+            n,
+            k,
+            alpha,
+            [a.as_ptr(), b.as_ptr()],
+            [rsa, csa, rsb, csb],
+            init,
+            c.as_mut_ptr(),
+            n as isize,
+        )
+    };
+}
+
+/// The threaded split of [`threaded`] over raw operands: C (`m x n`, row
+/// stride `rsc >= n`) split along the longer of M and N.
+///
+/// # Safety
+/// A and B must be readable at every element their strides reach, C
+/// writable at every `(i, j)` of its `m x n` block, and nobody else may
+/// access C meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn threaded_raw(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    [a, b]: [*const f32; 2],
+    [rsa, csa, rsb, csb]: [isize; 4],
+    init: Init,
+    c: *mut f32,
+    rsc: isize,
+) {
     let threads = rayon::current_num_threads();
-    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
     if threads == 1 || m * n * k < PARALLEL_MIN_MACS {
-        // SAFETY: `prepare` checked that A, B and C hold the full operands.
+        // SAFETY: the caller's contract.
         unsafe {
             block(
-                kernel, m, n, k, alpha, a, rsa, csa, b, rsb, csb, init, c, n as isize,
+                kernel, m, n, k, alpha, a, rsa, csa, b, rsb, csb, init, c, rsc,
             )
         };
         return;
@@ -487,15 +524,15 @@ fn threaded(
         let (a, b, c) = (&a, &b, &c);
         let start = p * piece;
         let size = piece.min(len - start);
-        // SAFETY: each task reads inside A and B (checked by `prepare`) and
+        // SAFETY: each task reads inside A and B (the caller's contract) and
         // writes its own rows (split_m) or columns of C, disjoint from
-        // every other task's.
+        // every other task's (rows do not overlap: rsc >= n).
         unsafe {
             if split_m {
                 let a = a.0.offset(start as isize * rsa);
-                let c = c.0.add(start * n);
+                let c = c.0.offset(start as isize * rsc);
                 block(
-                    kernel, size, n, k, alpha, a, rsa, csa, b.0, rsb, csb, init, c, n as isize,
+                    kernel, size, n, k, alpha, a, rsa, csa, b.0, rsb, csb, init, c, rsc,
                 );
             } else {
                 let b = b.0.offset(start as isize * csb);
@@ -506,11 +543,132 @@ fn threaded(
                     scaled => scaled,
                 };
                 block(
-                    kernel, m, size, k, alpha, a.0, rsa, csa, b, rsb, csb, init, c, n as isize,
+                    kernel, m, size, k, alpha, a.0, rsa, csa, b, rsb, csb, init, c, rsc,
                 );
             }
         }
     });
+}
+
+/// A matrix stored with arbitrary strides: element `(i, j)` is
+/// `data[i * rs + j * cs]`. Convolutions use it to multiply blocks of an
+/// NHWC tensor or an HWIO kernel in place (one output position of every
+/// image is a matrix with row stride `H * W * C`), with no copy.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    /// Row stride, in floats.
+    pub rs: usize,
+    /// Column stride, in floats.
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// The `rows x cols` matrix at `data[offset..]` with strides `rs`, `cs`.
+    pub fn new(data: &'a [f32], offset: usize, rs: usize, cs: usize) -> Self {
+        MatRef {
+            data: &data[offset.min(data.len())..],
+            rs,
+            cs,
+        }
+    }
+
+    /// The transpose: the same elements, strides swapped.
+    pub fn t(self) -> Self {
+        MatRef {
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Panics unless every element of a `rows x cols` block is inside `data`.
+    fn check(&self, what: &str, rows: usize, cols: usize) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
+        assert!(
+            last < self.data.len(),
+            "sgemm_strided: {what} ({rows}x{cols}, strides {} {}) reaches element {last} of {}",
+            self.rs,
+            self.cs,
+            self.data.len()
+        );
+    }
+}
+
+/// `C = alpha * A * B + beta * C` (or `+ bias` on every row instead of
+/// `beta * C`, when `bias` is given) on strided operands, split across the
+/// rayon threads at the process's [`precision`]. A is `m x k`, B `k x n`,
+/// C `m x n` at `c[..]` with row stride `rsc >= n` (columns contiguous).
+/// With `beta == 0` (and no bias) C's old contents are ignored, even NaN.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    rsc: usize,
+) {
+    a.check("A", m, k);
+    b.check("B", k, n);
+    assert!(
+        rsc >= n,
+        "sgemm_strided: C's row stride {rsc} < its {n} columns"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * rsc + n <= c.len(),
+        "sgemm_strided: C ({m}x{n}, row stride {rsc}) needs {} of {} elements",
+        (m - 1) * rsc + n,
+        c.len()
+    );
+    let init = match bias {
+        Some(row) => {
+            assert_eq!(
+                row.len(),
+                n,
+                "sgemm_strided: bias of {} for {n} columns",
+                row.len()
+            );
+            Init::Row(row)
+        }
+        None => Init::Scaled(beta),
+    };
+    if k == 0 {
+        for row in c.chunks_mut(rsc).take(m) {
+            match init {
+                Init::Scaled(beta) => scale_c(beta, &mut row[..n]),
+                Init::Row(bias) => row[..n].copy_from_slice(bias),
+            }
+        }
+        return;
+    }
+    let s = |v: usize| v as isize;
+    // SAFETY: the checks above put every element of A, B and C's block
+    // inside their slices.
+    unsafe {
+        threaded_raw(
+            active_kernel(),
+            m,
+            n,
+            k,
+            alpha,
+            [a.data.as_ptr(), b.data.as_ptr()],
+            [s(a.rs), s(a.cs), s(b.rs), s(b.cs)],
+            init,
+            c.as_mut_ptr(),
+            s(rsc),
+        )
+    };
 }
 
 /// [`sgemm`] on the calling thread only.

@@ -18,6 +18,7 @@ pub mod batch_norm;
 pub mod bf16;
 pub mod buffer_pool;
 pub mod conv;
+pub mod conv_by_position;
 pub mod elementwise;
 pub mod epilogue;
 pub mod error;
@@ -35,7 +36,10 @@ pub mod threads;
 
 pub use epilogue::Epilogue;
 pub use error::{Result, TensorError};
-pub use gemm::{sgemm, sgemm_bias, sgemm_serial, sgemm_serial_bias, Kernel, Precision, Trans};
+pub use gemm::{
+    sgemm, sgemm_bias, sgemm_serial, sgemm_serial_bias, sgemm_strided, Kernel, MatRef, Precision,
+    Trans,
+};
 pub use geometry::{ConvGeometry, Padding, PoolGeometry};
 pub use tensor::Tensor;
 pub use threads::{num_threads, set_num_threads};
