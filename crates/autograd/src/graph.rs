@@ -171,6 +171,9 @@ pub struct OpTiming {
     pub forward_flops: f64,
     /// See [`OpInfo::detail`].
     pub detail: String,
+    /// The convolution's geometry (see [`OpInfo::conv`]), for counts such as
+    /// the multiply-adds that read real input rather than padding.
+    pub conv: Option<ConvGeometry>,
 }
 
 /// Gradients from one backward pass, for parameters and for leaf inputs.
@@ -413,6 +416,7 @@ impl<'p> Graph<'p> {
                 backward: std::time::Duration::ZERO,
                 forward_flops: info.forward_flops,
                 detail: info.detail(),
+                conv: info.conv,
             });
             p.last_push = Some(now);
         }

@@ -5,7 +5,7 @@
 use super::setup::in_pool;
 use super::BenchArgs;
 use anyhow::{anyhow, Result};
-use autograd::{ops, Graph, Mode};
+use autograd::{ops, Graph, Mode, OpTiming};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -35,19 +35,29 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Forward FLOPs per image of the conv and dense layers (2 x MACs), read off
+/// The FLOPs of an op's forward pass that read real input: a convolution's
+/// multiply-adds on its own padding do not count (conv1's input is padded
+/// by an explicit ZeroPadding2D layer, as in Keras, so those count).
+fn useful_flops(op: &OpTiming) -> f64 {
+    match &op.conv {
+        Some(geom) => 2.0 * tensor::conv_by_position::useful_macs(geom) as f64,
+        None => op.forward_flops,
+    }
+}
+
+/// Forward FLOPs per image of the conv and dense layers (2 x MACs), counted
+/// (every tap, the usual convention) and useful ([`useful_flops`]), read off
 /// one profiled inference pass.
-fn forward_flops_per_image(trainer: &Trainer) -> f64 {
+fn forward_flops_per_image(trainer: &Trainer) -> (f64, f64) {
     let mut g = Graph::new(&trainer.store, Mode::INFER);
     g.enable_profile();
     let x = g.input(Tensor::zeros(&[1, 32, 32, 3]));
     trainer.model.forward(&mut g, x).expect("input shape");
-    g.profile()
-        .expect("enabled")
-        .ops
-        .iter()
-        .map(|o| o.forward_flops)
-        .sum()
+    let ops = &g.profile().expect("enabled").ops;
+    (
+        ops.iter().map(|o| o.forward_flops).sum(),
+        ops.iter().map(useful_flops).sum(),
+    )
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -74,7 +84,7 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
         Box::new(Adam::new(AdamConfig::default())),
         LrSchedule::constant(1e-4),
     );
-    let flops = forward_flops_per_image(&trainer);
+    let (flops, useful) = forward_flops_per_image(&trainer);
     println!(
         "{} (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step; gemm kernel {}, precision {}",
         keras_display_name(&spec.name()),
@@ -82,6 +92,11 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
         3.0 * flops / 1e6,
         tensor::gemm::kernel_name(),
         tensor::gemm::precision()
+    );
+    println!(
+        "GFLOP/s count every tap; \"useful\" ones leave out multiply-adds on a convolution's padding: {:.1} of the {:.1} MFLOP/image forward",
+        useful / 1e6,
+        flops / 1e6
     );
     let mut rng = StdRng::seed_from_u64(0);
     let only = a.only.as_deref();
@@ -101,11 +116,12 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
         let t = median(times);
         let rate = batch_size as f64 / t;
         println!(
-            "training step   batch {:4}: median {:7.1} ms  {:7.1} images/s  {:6.1} GFLOP/s",
+            "training step   batch {:4}: median {:7.1} ms  {:7.1} images/s  {:6.1} GFLOP/s  ({:.1} useful)",
             batch_size,
             t * 1e3,
             rate,
-            rate * 3.0 * flops / 1e9
+            rate * 3.0 * flops / 1e9,
+            rate * 3.0 * useful / 1e9
         );
         println!(
             "  of which optimizer update (Adam) and batchnorm statistics: median {:.1} ms",
@@ -128,11 +144,12 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
             }
             let t = median(times);
             println!(
-                "inference       batch {:4}: median {:7.1} ms  {:7.1} images/s  {:6.1} GFLOP/s",
+                "inference       batch {:4}: median {:7.1} ms  {:7.1} images/s  {:6.1} GFLOP/s  ({:.1} useful)",
                 n,
                 t * 1e3,
                 n as f64 / t,
-                n as f64 * flops / t / 1e9
+                n as f64 * flops / t / 1e9,
+                n as f64 * useful / t / 1e9
             );
         }
         if let Some(rss) = peak_rss_mb() {
@@ -207,7 +224,7 @@ fn profile(trainer: &Trainer, mode: Mode, batch: usize, rng: &mut StdRng) {
     println!("total {:.1} ms", total * 1e3);
 
     // Convolutions by shape: every layer of the same geometry together.
-    let mut by_shape: BTreeMap<&str, (f64, f64, f64, usize)> = BTreeMap::new();
+    let mut by_shape: BTreeMap<&str, (f64, f64, f64, f64, usize)> = BTreeMap::new();
     for op in g
         .profile()
         .expect("enabled")
@@ -219,31 +236,33 @@ fn profile(trainer: &Trainer, mode: Mode, batch: usize, rng: &mut StdRng) {
         e.0 += op.forward.as_secs_f64();
         e.1 += op.backward.as_secs_f64();
         e.2 += op.forward_flops;
-        e.3 += 1;
+        e.3 += useful_flops(op);
+        e.4 += 1;
     }
-    println!("\nconvolutions by shape (backward = input + kernel gradient; 2x the forward FLOPs, 1x for the first conv):");
+    println!("\nconvolutions by shape (backward = input + kernel gradient; 2x the forward FLOPs, 1x for the first conv; GF/s counted, then useful):");
     println!(
-        "{:28} {:>5} {:>9} {:>9} {:>10} {:>10}",
-        "conv", "count", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s"
+        "{:28} {:>5} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "conv", "count", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "fwd useful", "bwd useful"
     );
-    for (shape, (f, b, fl, n)) in by_shape {
+    for (shape, (f, b, fl, useful, n)) in by_shape {
         // conv1 reads the network input, which needs no gradient: its
         // backward is the kernel gradient alone.
-        let bwd_flops = if shape.starts_with("7x7") {
-            fl
-        } else {
-            2.0 * fl
-        };
-        let bwd_rate = if b > 0.0 {
-            format!("{:.1}", bwd_flops / b / 1e9)
-        } else {
-            "-".into()
+        let passes = if shape.starts_with("7x7") { 1.0 } else { 2.0 };
+        let bwd_rate = |flops: f64| {
+            if b > 0.0 {
+                format!("{:.1}", passes * flops / b / 1e9)
+            } else {
+                "-".into()
+            }
         };
         println!(
-            "{shape:28} {n:5} {:9.1} {:9.1} {:10.1} {bwd_rate:>10}",
+            "{shape:28} {n:5} {:9.1} {:9.1} {:10.1} {:>10} {:10.1} {:>10}",
             f * 1e3,
             b * 1e3,
             fl / f / 1e9,
+            bwd_rate(fl),
+            useful / f / 1e9,
+            bwd_rate(useful),
         );
     }
 }
