@@ -24,6 +24,9 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "x86_64")]
+use crate::{gemm_blocking::drive, microkernel, microkernel_bf16};
+
 /// Whether an operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trans {
@@ -778,15 +781,20 @@ unsafe fn block(
     };
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2Fma | Kernel::Avx512 => unsafe {
-            let wide = kernel == Kernel::Avx512;
-            crate::microkernel::sgemm(
-                m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc, wide,
+        Kernel::Avx2Fma => unsafe {
+            drive::<microkernel::Fp32<false>>(
+                m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe {
+            drive::<microkernel::Fp32<true>>(
+                m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc,
             )
         },
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Bf16 => unsafe {
-            crate::microkernel_bf16::sgemm(
+            drive::<microkernel_bf16::Bf16>(
                 m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc,
             )
         },

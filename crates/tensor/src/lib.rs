@@ -23,6 +23,7 @@ pub mod elementwise;
 pub mod epilogue;
 pub mod error;
 pub mod gemm;
+mod gemm_blocking;
 pub mod geometry;
 mod microkernel;
 mod microkernel_amx;

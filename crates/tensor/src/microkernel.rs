@@ -2,7 +2,9 @@
 //! BLIS style: C is computed in 6x16 register tiles (12 ymm accumulators)
 //! from A packed into 6-row panels and B packed into 16-column panels, with
 //! the operands blocked so a B micro-panel stays in L1, the packed A block in
-//! L2 and the packed B block in L3.
+//! L2 and the packed B block in L3. The blocking loops are
+//! `gemm_blocking::drive`'s (shared with the bf16 kernel); this file holds
+//! the fp32 packing and register tiles ([`Fp32`]).
 //!
 //! With AVX-512F the same packed panels feed 6x32 tiles instead (two
 //! adjacent 16-column B panels, 12 zmm accumulators, `kernel_avx512`): the
@@ -16,7 +18,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::scratch::{with_scratch, Slot};
+use crate::gemm_blocking::{PackFn, PackedKernel, TileFn};
 use std::arch::x86_64::*;
 
 /// Rows of a register tile.
@@ -24,9 +26,10 @@ pub(crate) const MR: usize = 6;
 /// Columns of a register tile (two ymm registers).
 pub(crate) const NR: usize = 16;
 /// Maximum depth of one packed block: a 16-column B micro-panel is at most
-/// `KC * 64` bytes = 20 KiB, inside the 32 KiB L1d. (Blocks are split evenly,
-/// see `sgemm`; KC, MC and NC were picked by a sweep on the 2048^3 and conv
-/// shapes, within noise of each other between KC 256..384, MC 72..144.)
+/// `KC * 64` bytes = 20 KiB, inside the 32 KiB L1d. (Blocks are split
+/// evenly, see `gemm_blocking`; KC, MC and NC were picked by a sweep on the
+/// 2048^3 and conv shapes, within noise of each other between KC 256..384,
+/// MC 72..144.)
 const KC: usize = 320;
 /// Maximum rows of one packed A block: `MC * KC * 4` bytes = 90 KiB of the
 /// 1 MiB L2.
@@ -34,117 +37,33 @@ const MC: usize = 72;
 /// Maximum columns of one packed B block: `KC * NC * 4` bytes = 2.5 MiB of L3.
 const NC: usize = 2048;
 
-/// `C = alpha * A * B + beta * C` for strided A (`m x k`) and B (`k x n`)
-/// and C with unit column stride; with a `row` (`n` values), `C = alpha *
-/// A * B + row` broadcast over the rows instead, C's old contents unread.
-///
-/// With `wide`, the tiles are 6x32 (two B panels side by side, 12 zmm
-/// accumulators) computed by the AVX-512 kernel `kernel_avx512`; the
-/// packing is the same either way.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA, and AVX-512F when `wide`; the
-/// operands must be valid for their strides, and nobody else may access C
-/// meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    row: Option<&[f32]>,
-    c: *mut f32,
-    rsc: isize,
-    wide: bool,
-) {
-    let (kcb, mcb, ncb) = (KC, MC, NC);
-    // Split each dimension into equal blocks no bigger than the maximum, so
-    // no block is a thin remainder (k = 576 runs as 2 x 288, not 256+256+64).
-    let even = |len: usize, max: usize, align: usize| {
-        len.div_ceil(len.div_ceil(max)).next_multiple_of(align)
-    };
-    let (kcb, mcb, ncb) = (even(k, kcb, 1), even(m, mcb, MR), even(n, ncb, NR));
-    let mc_max = mcb.min(m.next_multiple_of(MR));
-    let nc_max = ncb.min(n.next_multiple_of(NR));
-    let kc_max = kcb.min(k);
-    // One scratch buffer holds both packed blocks (plus slack to align each
-    // to 64 bytes).
-    let a_len = mc_max * kc_max + 16;
-    let b_len = nc_max * kc_max + 16;
-    with_scratch(Slot::Pack, a_len + b_len, |buf| {
-        let (abuf, bbuf) = buf.split_at_mut(a_len);
-        let apack = align64(abuf);
-        let bpack = align64(bbuf);
-        for jc in (0..n).step_by(ncb) {
-            let nc = ncb.min(n - jc);
-            for pc in (0..k).step_by(kcb) {
-                let kc = kcb.min(k - pc);
-                // The first block of the k loop applies beta (or adds the
-                // row); later ones add onto C.
-                let (beta, row) = if pc == 0 {
-                    (beta, row.map(|r| r[jc..].as_ptr()))
-                } else {
-                    (1.0, None)
-                };
-                unsafe {
-                    pack_b(
-                        kc,
-                        nc,
-                        b.offset(pc as isize * rsb + jc as isize * csb),
-                        rsb,
-                        csb,
-                        bpack,
-                    );
-                }
-                for ic in (0..m).step_by(mcb) {
-                    let mc = mcb.min(m - ic);
-                    let a_block = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
-                    unsafe { pack_a(mc, kc, a_block, rsa, csa, apack) };
-                    // Columns per tile: one B panel, or two adjacent ones.
-                    let step = if wide { 2 * NR } else { NR };
-                    for jr in (0..nc).step_by(step) {
-                        let nr = step.min(nc - jr);
-                        let bp = unsafe { bpack.as_ptr().add(jr * kc) };
-                        for ir in (0..mc).step_by(MR) {
-                            let mr = MR.min(mc - ir);
-                            unsafe {
-                                let ap = apack.as_ptr().add(ir * kc);
-                                let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
-                                let rp = row.map(|r| r.add(jr));
-                                if !wide {
-                                    kernel_6x16(kc, ap, bp, cp, rsc, alpha, beta, rp, mr, nr);
-                                } else if nr > NR {
-                                    kernel_avx512::<2>(
-                                        kc, ap, bp, cp, rsc, alpha, beta, rp, mr, nr,
-                                    );
-                                } else {
-                                    // The last, single B panel of this block.
-                                    kernel_avx512::<1>(
-                                        kc, ap, bp, cp, rsc, alpha, beta, rp, mr, nr,
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    });
-}
+/// The fp32 family for `gemm_blocking::drive`: this file's packing with
+/// 6x16 AVX2+FMA tiles (`Fp32<false>`, `Kernel::Avx2Fma`) or, `WIDE`,
+/// 6x32 AVX-512F tiles over two adjacent B panels (`Fp32<true>`,
+/// `Kernel::Avx512`).
+pub(crate) struct Fp32<const WIDE: bool>;
 
-/// The 64-byte-aligned tail of `buf`, a packing buffer with 64 bytes of
-/// slack (16 floats, or 16 words of bf16 pairs in the bf16 kernels).
-pub(crate) fn align64<T>(buf: &mut [T]) -> &mut [T] {
-    let slack = 64 / std::mem::size_of::<T>();
-    let off = buf.as_ptr().align_offset(64).min(slack);
-    &mut buf[off..]
+impl<const WIDE: bool> PackedKernel for Fp32<WIDE> {
+    type Word = f32;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const PANELS: usize = if WIDE { 2 } else { 1 };
+    const K_UNIT: usize = 1;
+    const KC: usize = KC;
+    const MC: usize = MC;
+    const NC: usize = NC;
+    const PACK_A: PackFn<f32> = pack_a;
+    const PACK_B: PackFn<f32> = pack_b;
+    const TILE: TileFn<f32> = if WIDE {
+        kernel_avx512::<2>
+    } else {
+        kernel_6x16
+    };
+    const TILE_LAST_PANEL: TileFn<f32> = if WIDE {
+        kernel_avx512::<1>
+    } else {
+        kernel_6x16
+    };
 }
 
 /// Packs the `mc x kc` block of A into `MR`-row panels, each stored k-major
@@ -214,47 +133,64 @@ unsafe fn pack_rows6(kc: usize, rows: [*const f32; MR], out: *mut f32) {
         let mut kk = 0;
         while kk + 8 <= kc {
             let r: [__m256; MR] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i].add(kk)));
-            // Pairs of rows interleaved: lane-wise k = (0,1 | 4,5) and (2,3 | 6,7).
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            // Rows 0-3 of k = j (low lane) and j + 4 (high lane).
-            let q = [
-                _mm256_shuffle_ps::<0x44>(t0, t2),
-                _mm256_shuffle_ps::<0xEE>(t0, t2),
-                _mm256_shuffle_ps::<0x44>(t1, t3),
-                _mm256_shuffle_ps::<0xEE>(t1, t3),
-            ];
-            // Rows 4-5 of k = j and j + 4, in the low 64 bits of each lane.
-            let p = [
-                t4,
-                _mm256_shuffle_ps::<0xEE>(t4, t4),
-                t5,
-                _mm256_shuffle_ps::<0xEE>(t5, t5),
-            ];
-            for j in 0..4 {
-                let lo = out.add((kk + j) * MR);
-                let hi = out.add((kk + j + 4) * MR);
-                _mm_storeu_ps(lo, _mm256_castps256_ps128(q[j]));
-                _mm_store_sd(
-                    lo.add(4) as *mut f64,
-                    _mm_castps_pd(_mm256_castps256_ps128(p[j])),
-                );
-                _mm_storeu_ps(hi, _mm256_extractf128_ps::<1>(q[j]));
-                _mm_store_sd(
-                    hi.add(4) as *mut f64,
-                    _mm_castps_pd(_mm256_extractf128_ps::<1>(p[j])),
-                );
-            }
+            store_6x8_interleaved(r, out.add(kk * MR));
             kk += 8;
         }
         for k in kk..kc {
             for (i, row) in rows.iter().enumerate() {
                 *out.add(k * MR + i) = *row.add(k);
             }
+        }
+    }
+}
+
+/// `out[j * MR + i] = r[i][j]` for 6 registers of 8 32-bit lanes: 8
+/// consecutive k of six rows, interleaved as an A panel stores them.
+/// Lanes are moved, never computed on, so the bf16 packing passes its
+/// pairs through these f32 shuffles unchanged (`microkernel_bf16.rs`).
+///
+/// Always inlined, without a `target_feature` of its own (as
+/// `store_tile_avx512`): it takes its callers' features.
+///
+/// # Safety
+/// AVX must be available; `out` must be valid for `8 * MR` floats.
+#[inline(always)]
+pub(crate) unsafe fn store_6x8_interleaved(r: [__m256; MR], out: *mut f32) {
+    unsafe {
+        // Pairs of rows interleaved: lane-wise k = (0,1 | 4,5) and (2,3 | 6,7).
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        // Rows 0-3 of k = j (low lane) and j + 4 (high lane).
+        let q = [
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xEE>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xEE>(t1, t3),
+        ];
+        // Rows 4-5 of k = j and j + 4, in the low 64 bits of each lane.
+        let p = [
+            t4,
+            _mm256_shuffle_ps::<0xEE>(t4, t4),
+            t5,
+            _mm256_shuffle_ps::<0xEE>(t5, t5),
+        ];
+        for j in 0..4 {
+            let lo = out.add(j * MR);
+            let hi = out.add((j + 4) * MR);
+            _mm_storeu_ps(lo, _mm256_castps256_ps128(q[j]));
+            _mm_store_sd(
+                lo.add(4) as *mut f64,
+                _mm_castps_pd(_mm256_castps256_ps128(p[j])),
+            );
+            _mm_storeu_ps(hi, _mm256_extractf128_ps::<1>(q[j]));
+            _mm_store_sd(
+                hi.add(4) as *mut f64,
+                _mm_castps_pd(_mm256_extractf128_ps::<1>(p[j])),
+            );
         }
     }
 }
@@ -324,43 +260,57 @@ unsafe fn transpose_8_cols(kc: usize, cols: [*const f32; 8], out: *mut f32) {
         let mut kk = 0;
         while kk + 8 <= kc {
             let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(cols[j].add(kk)));
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            // Columns 0-3 / 4-7 of k = j (low lane) and j + 4 (high lane).
-            let lo = [
-                _mm256_shuffle_ps::<0x44>(t0, t2),
-                _mm256_shuffle_ps::<0xEE>(t0, t2),
-                _mm256_shuffle_ps::<0x44>(t1, t3),
-                _mm256_shuffle_ps::<0xEE>(t1, t3),
-            ];
-            let hi = [
-                _mm256_shuffle_ps::<0x44>(t4, t6),
-                _mm256_shuffle_ps::<0xEE>(t4, t6),
-                _mm256_shuffle_ps::<0x44>(t5, t7),
-                _mm256_shuffle_ps::<0xEE>(t5, t7),
-            ];
-            for j in 0..4 {
-                _mm256_storeu_ps(
-                    out.add((kk + j) * NR),
-                    _mm256_permute2f128_ps::<0x20>(lo[j], hi[j]),
-                );
-                _mm256_storeu_ps(
-                    out.add((kk + j + 4) * NR),
-                    _mm256_permute2f128_ps::<0x31>(lo[j], hi[j]),
-                );
-            }
+            store_8x8_transposed(r, out.add(kk * NR));
             kk += 8;
         }
         for k in kk..kc {
             for (j, col) in cols.iter().enumerate() {
                 *out.add(k * NR + j) = *col.add(k);
             }
+        }
+    }
+}
+
+/// `out[j * NR + i] = r[i][j]` for 8 registers of 8 32-bit lanes: 8
+/// consecutive k of 8 columns, transposed into half of a B panel's rows.
+/// Shared with the bf16 packing and inlined like
+/// [`store_6x8_interleaved`].
+///
+/// # Safety
+/// AVX must be available; `out` must be valid for `7 * NR + 8` floats.
+#[inline(always)]
+pub(crate) unsafe fn store_8x8_transposed(r: [__m256; 8], out: *mut f32) {
+    unsafe {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        // Columns 0-3 / 4-7 of k = j (low lane) and j + 4 (high lane).
+        let lo = [
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xEE>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xEE>(t1, t3),
+        ];
+        let hi = [
+            _mm256_shuffle_ps::<0x44>(t4, t6),
+            _mm256_shuffle_ps::<0xEE>(t4, t6),
+            _mm256_shuffle_ps::<0x44>(t5, t7),
+            _mm256_shuffle_ps::<0xEE>(t5, t7),
+        ];
+        for j in 0..4 {
+            _mm256_storeu_ps(
+                out.add(j * NR),
+                _mm256_permute2f128_ps::<0x20>(lo[j], hi[j]),
+            );
+            _mm256_storeu_ps(
+                out.add((j + 4) * NR),
+                _mm256_permute2f128_ps::<0x31>(lo[j], hi[j]),
+            );
         }
     }
 }

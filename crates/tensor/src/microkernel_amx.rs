@@ -32,7 +32,8 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::microkernel::{align64, store_tile_avx512, MR};
+use crate::gemm_blocking::align64;
+use crate::microkernel::{store_tile_avx512, MR};
 use crate::microkernel_bf16::{pack_b, pair_at, INTERLEAVE_512};
 use crate::scratch::{with_scratch, Slot};
 use std::arch::asm;
@@ -101,7 +102,9 @@ struct TileConfig {
 }
 
 /// `C = alpha * bf16(A) * bf16(B) + beta * C` (or `+ row`), as
-/// `microkernel_bf16::sgemm`, on AMX tiles.
+/// `Kernel::Avx512Bf16` (`microkernel_bf16.rs`), on AMX tiles. Its loop
+/// nest is its own copy of `gemm_blocking::drive`'s, kept as it is (32x32
+/// steps, tile configuration, padded panels; untestable without AMX).
 ///
 /// # Safety
 /// [`is_available`] must have returned true and the CPU must support what
@@ -141,7 +144,7 @@ pub(crate) unsafe fn sgemm(
         rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
     };
     with_scratch(Slot::Pack, a_len + b_len, |buf| {
-        // SAFETY: as in `microkernel_bf16::sgemm`.
+        // SAFETY: as in `gemm_blocking::drive`.
         let buf =
             unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u32, buf.len()) };
         let (abuf, bbuf) = buf.split_at_mut(a_len);

@@ -53,8 +53,8 @@
 #![cfg(target_arch = "x86_64")]
 
 use crate::bf16;
-use crate::microkernel::{align64, store_tile_avx512, MR, NR};
-use crate::scratch::{with_scratch, Slot};
+use crate::gemm_blocking::{PackFn, PackedKernel, TileFn};
+use crate::microkernel::{store_6x8_interleaved, store_8x8_transposed, store_tile_avx512, MR, NR};
 use std::arch::x86_64::*;
 use std::mem::transmute;
 
@@ -85,101 +85,40 @@ const fn interleave<const W: usize>() -> [u16; W] {
     v
 }
 
-/// `C = alpha * bf16(A) * bf16(B) + beta * C` (f32 accumulation) for
-/// strided A (`m x k`) and B (`k x n`) and C with unit column stride; with
-/// a `row` (`n` values), `+ row` on every row instead of `beta * C`, C's
-/// old contents unread. The blocking mirrors `microkernel::sgemm`.
+/// The bf16 family for `gemm_blocking::drive` (`Kernel::Avx512Bf16`):
+/// `C = alpha * bf16(A) * bf16(B) + beta * C` (or `+ row`) with f32
+/// accumulation, depth in k-pairs, 6x32 tiles.
+pub(crate) struct Bf16;
+
+impl PackedKernel for Bf16 {
+    type Word = u32;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const PANELS: usize = 2;
+    const K_UNIT: usize = 2;
+    const KC: usize = KC;
+    const MC: usize = MC;
+    const NC: usize = NC;
+    const PACK_A: PackFn<u32> = pack_a;
+    const PACK_B: PackFn<u32> = pack_b_dense;
+    const TILE: TileFn<u32> = kernel::<2>;
+    const TILE_LAST_PANEL: TileFn<u32> = kernel::<1>;
+}
+
+/// [`pack_b`] with the panels back to back (`kc / 2` pairs apart, rounded
+/// up), as the 6x32 tile reads them.
 ///
 /// # Safety
-/// The CPU must support AVX512_BF16, AVX-512F/BW/VL, AVX2 and FMA; the
-/// operands must be valid for their strides, and nobody else may access C
-/// meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
+/// As [`pack_b`].
+unsafe fn pack_b_dense(
+    kc: usize,
+    nc: usize,
     b: *const f32,
     rsb: isize,
     csb: isize,
-    beta: f32,
-    row: Option<&[f32]>,
-    c: *mut f32,
-    rsc: isize,
+    out: &mut [u32],
 ) {
-    // Equal blocks no bigger than the maximum (see `microkernel::sgemm`);
-    // depth blocks a whole number of pairs.
-    let even = |len: usize, max: usize, align: usize| {
-        len.div_ceil(len.div_ceil(max)).next_multiple_of(align)
-    };
-    let (kcb, mcb, ncb) = (even(k, KC, 2), even(m, MC, MR), even(n, NC, NR));
-    let mc_max = mcb.min(m.next_multiple_of(MR));
-    let nc_max = ncb.min(n.next_multiple_of(NR));
-    let kp_max = kcb.min(k).div_ceil(2);
-    // In 32-bit words (one bf16 pair each), plus slack to align to 64 bytes.
-    let a_len = mc_max * kp_max + 16;
-    let b_len = nc_max * kp_max + 16;
-    with_scratch(Slot::Pack, a_len + b_len, |buf| {
-        // SAFETY: u32 and f32 have the same size and alignment, and every
-        // bit pattern is a valid u32.
-        let buf =
-            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u32, buf.len()) };
-        let (abuf, bbuf) = buf.split_at_mut(a_len);
-        let apack = align64(abuf);
-        let bpack = align64(bbuf);
-        for jc in (0..n).step_by(ncb) {
-            let nc = ncb.min(n - jc);
-            for pc in (0..k).step_by(kcb) {
-                let kc = kcb.min(k - pc);
-                let kp = kc.div_ceil(2);
-                // The first depth block applies beta (or adds the row);
-                // later ones add onto C.
-                let (beta, row) = if pc == 0 {
-                    (beta, row.map(|r| r[jc..].as_ptr()))
-                } else {
-                    (1.0, None)
-                };
-                unsafe {
-                    pack_b(
-                        kc,
-                        nc,
-                        b.offset(pc as isize * rsb + jc as isize * csb),
-                        rsb,
-                        csb,
-                        bpack,
-                        kp,
-                    );
-                }
-                for ic in (0..m).step_by(mcb) {
-                    let mc = mcb.min(m - ic);
-                    let a_block = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
-                    unsafe { pack_a(mc, kc, a_block, rsa, csa, apack) };
-                    for jr in (0..nc).step_by(2 * NR) {
-                        let nr = (2 * NR).min(nc - jr);
-                        let bp = unsafe { bpack.as_ptr().add(jr * kp) };
-                        for ir in (0..mc).step_by(MR) {
-                            let mr = MR.min(mc - ir);
-                            unsafe {
-                                let ap = apack.as_ptr().add(ir * kp);
-                                let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
-                                let rp = row.map(|r| r.add(jr));
-                                if nr > NR {
-                                    kernel::<2>(kp, ap, bp, cp, rsc, alpha, beta, rp, mr, nr);
-                                } else {
-                                    // The last, single B panel of this block.
-                                    kernel::<1>(kp, ap, bp, cp, rsc, alpha, beta, rp, mr, nr);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    });
+    unsafe { pack_b(kc, nc, b, rsb, csb, out, kc.div_ceil(2)) }
 }
 
 /// The pair (element k, element k + 1) of a row of A or a column of B that
@@ -288,21 +227,43 @@ pub(crate) unsafe fn pack_b(
 /// columns of `kc` floats (contiguous along k).
 #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn pack_cols8(kc: usize, cols: [*const f32; 8], out: *mut u32) {
+    unsafe { pack_lines::<8, NR>(kc, cols, out, |r, o| store_8x8_transposed(r, o)) }
+}
+
+/// Writes `out[t * W + l] = pair(lines[l][2t], lines[l][2t + 1])` for `L`
+/// lines of `kc` floats, each contiguous along k (rows of A, `W` = `MR`;
+/// columns of B, `W` = `NR`): 16 values of every line at a time rounded
+/// to 8 pairs in one register each, which `store` lays out from its
+/// pointer (pair t of the 8 at `t * W`); the rest one pair at a time.
+///
+/// Always inlined into its `target_feature` callers (the closures they
+/// pass take their features, and `store` inlines with them).
+///
+/// # Safety
+/// AVX512_BF16 must be available; each line must hold `kc` floats, and
+/// `out` must be valid for `kc.div_ceil(2) * W` words.
+#[inline(always)]
+unsafe fn pack_lines<const L: usize, const W: usize>(
+    kc: usize,
+    lines: [*const f32; L],
+    out: *mut u32,
+    store: impl Fn([__m256; L], *mut f32),
+) {
     unsafe {
         let mut t = 0;
         while 2 * (t + 8) <= kc {
-            // Column j's k = 2t..2t + 16 as 8 pairs (even k in the low half).
-            let r: [__m256; 8] = std::array::from_fn(|j| {
+            // Line l's k = 2t..2t + 16 as 8 pairs (even k in the low half).
+            let r: [__m256; L] = std::array::from_fn(|l| {
                 transmute::<__m256bh, __m256>(_mm512_cvtneps_pbh(_mm512_loadu_ps(
-                    cols[j].add(2 * t),
+                    lines[l].add(2 * t),
                 )))
             });
-            store_8x8_transposed(r, out.add(t * NR) as *mut f32);
+            store(r, out.add(t * W) as *mut f32);
             t += 8;
         }
         for t in t..kc.div_ceil(2) {
-            for (j, &col) in cols.iter().enumerate() {
-                *out.add(t * NR + j) = pair_at(col, 1, 2 * t, kc);
+            for (l, &line) in lines.iter().enumerate() {
+                *out.add(t * W + l) = pair_at(line, 1, 2 * t, kc);
             }
         }
     }
@@ -377,104 +338,7 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ou
 /// rows of `kc` floats (contiguous along k).
 #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn pack_rows6(kc: usize, rows: [*const f32; MR], out: *mut u32) {
-    unsafe {
-        let mut t = 0;
-        while 2 * (t + 8) <= kc {
-            let r: [__m256; MR] = std::array::from_fn(|i| {
-                transmute::<__m256bh, __m256>(_mm512_cvtneps_pbh(_mm512_loadu_ps(
-                    rows[i].add(2 * t),
-                )))
-            });
-            store_6x8_interleaved(r, out.add(t * MR) as *mut f32);
-            t += 8;
-        }
-        for t in t..kc.div_ceil(2) {
-            for (i, &row) in rows.iter().enumerate() {
-                *out.add(t * MR + i) = pair_at(row, 1, 2 * t, kc);
-            }
-        }
-    }
-}
-
-/// `out[j * MR + i] = r[i][j]` for 6 registers of 8 32-bit lanes (the
-/// shuffle network of `microkernel::pack_rows6`; lanes are moved, never
-/// computed on, so bf16 pairs pass through the f32 shuffles unchanged).
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn store_6x8_interleaved(r: [__m256; MR], out: *mut f32) {
-    unsafe {
-        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        // Registers 0-3 of lanes j (low 128 bits) and j + 4 (high).
-        let q = [
-            _mm256_shuffle_ps::<0x44>(t0, t2),
-            _mm256_shuffle_ps::<0xEE>(t0, t2),
-            _mm256_shuffle_ps::<0x44>(t1, t3),
-            _mm256_shuffle_ps::<0xEE>(t1, t3),
-        ];
-        // Registers 4-5 of lanes j and j + 4, in the low 64 bits of each half.
-        let p = [
-            t4,
-            _mm256_shuffle_ps::<0xEE>(t4, t4),
-            t5,
-            _mm256_shuffle_ps::<0xEE>(t5, t5),
-        ];
-        for j in 0..4 {
-            let lo = out.add(j * MR);
-            let hi = out.add((j + 4) * MR);
-            _mm_storeu_ps(lo, _mm256_castps256_ps128(q[j]));
-            _mm_store_sd(
-                lo.add(4) as *mut f64,
-                _mm_castps_pd(_mm256_castps256_ps128(p[j])),
-            );
-            _mm_storeu_ps(hi, _mm256_extractf128_ps::<1>(q[j]));
-            _mm_store_sd(
-                hi.add(4) as *mut f64,
-                _mm_castps_pd(_mm256_extractf128_ps::<1>(p[j])),
-            );
-        }
-    }
-}
-
-/// `out[j * NR + i] = r[i][j]` for 8 registers of 8 32-bit lanes (the 8x8
-/// transpose of `microkernel::transpose_8_cols`).
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn store_8x8_transposed(r: [__m256; 8], out: *mut f32) {
-    unsafe {
-        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-        let lo = [
-            _mm256_shuffle_ps::<0x44>(t0, t2),
-            _mm256_shuffle_ps::<0xEE>(t0, t2),
-            _mm256_shuffle_ps::<0x44>(t1, t3),
-            _mm256_shuffle_ps::<0xEE>(t1, t3),
-        ];
-        let hi = [
-            _mm256_shuffle_ps::<0x44>(t4, t6),
-            _mm256_shuffle_ps::<0xEE>(t4, t6),
-            _mm256_shuffle_ps::<0x44>(t5, t7),
-            _mm256_shuffle_ps::<0xEE>(t5, t7),
-        ];
-        for j in 0..4 {
-            _mm256_storeu_ps(
-                out.add(j * NR),
-                _mm256_permute2f128_ps::<0x20>(lo[j], hi[j]),
-            );
-            _mm256_storeu_ps(
-                out.add((j + 4) * NR),
-                _mm256_permute2f128_ps::<0x31>(lo[j], hi[j]),
-            );
-        }
-    }
+    unsafe { pack_lines::<MR, MR>(kc, rows, out, |r, o| store_6x8_interleaved(r, o)) }
 }
 
 /// One tile of 6 rows by `P` B panels (`P * 16` columns): `C[..mr, ..nr] =
