@@ -7,11 +7,12 @@
 #
 #   tools/compare.sh [--threads 2] [--batch-size 64] [--steps 10] [--warmup 3]
 #                    [--rounds 1] [--memory-format both|contiguous|channels_last]
-#                    [--no-build]
+#                    [--precision fp32|bf16] [--no-build]
 #
 # --rounds N runs the pair N times, alternating, and reports each round and
 # the median over rounds (the machine's speed drifts; alternating spreads
-# the drift over both).
+# the drift over both). --precision is ours only (`train bench --precision`;
+# PyTorch stays fp32: its bf16 autocast gains nothing on these CPUs).
 # PYTHON (default /work/venv/bin/python) runs the peer; the Rust binary is
 # built with `cargo build --release -p train` first (skip with --no-build).
 # Inference is timed at batch 64 and 256 by both. Raw outputs are printed too.
@@ -19,7 +20,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-/work/venv/bin/python}
-threads=2 batch=64 steps=10 warmup=3 rounds=1 memfmt=both build=1
+threads=2 batch=64 steps=10 warmup=3 rounds=1 memfmt=both build=1 precision=fp32
 infer_batches=64,256
 
 usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -34,6 +35,7 @@ while [[ $# -gt 0 ]]; do
         --warmup)        need "$@"; warmup=$2; shift 2 ;;
         --rounds)        need "$@"; rounds=$2; shift 2 ;;
         --memory-format) need "$@"; memfmt=$2; shift 2 ;;
+        --precision)     need "$@"; precision=$2; shift 2 ;;
         --no-build)      build=0; shift ;;
         -h|--help)       usage; exit 0 ;;
         *) echo "compare.sh: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
@@ -58,9 +60,9 @@ trap 'rm -rf "$tmp"' EXIT
 for r in $(seq "$rounds"); do
     echo "== round $r of $rounds"
     echo "load before: $(uptime)"
-    echo "== ours: $bin bench --threads $threads --batch-size $batch --steps $steps --warmup $warmup --inference-batches $infer_batches"
+    echo "== ours: $bin bench --threads $threads --batch-size $batch --steps $steps --warmup $warmup --inference-batches $infer_batches --precision $precision"
     "$bin" bench --threads "$threads" --batch-size "$batch" --steps "$steps" --warmup "$warmup" \
-        --inference-batches "$infer_batches" | tee "$tmp/ours.$r.txt"
+        --inference-batches "$infer_batches" --precision "$precision" | tee "$tmp/ours.$r.txt"
     echo "load between: $(uptime)"
     echo "== PyTorch: $python tools/peer_bench.py --threads $threads --batch-size $batch --steps $steps --warmup $warmup --inference-batches $infer_batches --memory-format $memfmt"
     "$python" tools/peer_bench.py --threads "$threads" --batch-size "$batch" --steps "$steps" --warmup "$warmup" \
@@ -114,7 +116,9 @@ table() { # a round number, or "median" for the medians over all rounds
 }
 
 echo
-echo "ResNet50 (Keras topology) 32x32 fp32, $threads thread(s), training batch $batch, median of $steps steps after $warmup warm-up"
+echo "CPU: $(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: //') ($(nproc) CPUs)"
+echo "ours: $(grep -m1 'gemm kernel' "$tmp/ours.1.txt" | sed 's/.*gemm kernel/gemm kernel/')"
+echo "ResNet50 (Keras topology) 32x32, ours $precision / PyTorch fp32, $threads thread(s), training batch $batch, median of $steps steps after $warmup warm-up"
 echo "PyTorch memory format: training $(fmt_of "$tmp/torch.1.txt" training); inference $(fmt_of "$tmp/torch.1.txt" inference)"
 for r in $(seq "$rounds"); do
     table "$r"
