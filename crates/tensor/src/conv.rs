@@ -140,7 +140,7 @@ fn im2col_row(g: &ConvGeometry, x: &[f32], r: usize, row: &mut [f32]) {
 /// The taps `kx_lo..kx_hi` of output column `ox` that land inside the input
 /// row; they read the contiguous pixels `ix_lo .. ix_lo + (kx_hi - kx_lo)`.
 #[inline]
-fn live_kx(g: &ConvGeometry, ox: usize) -> (usize, usize, usize) {
+pub(crate) fn live_kx(g: &ConvGeometry, ox: usize) -> (usize, usize, usize) {
     let x0 = ox * g.stride;
     let kx_lo = g.padding.left.saturating_sub(x0).min(g.kernel_w);
     let kx_hi = (g.in_w + g.padding.left)
@@ -361,7 +361,7 @@ fn forward_untrimmed(
 
 /// Applies `epi` to `y` (output rows from flat offset `offset` on), split
 /// across the rayon threads.
-fn apply_par(epi: &Epilogue, y: &mut [f32], offset: usize, co: usize) {
+pub(crate) fn apply_par(epi: &Epilogue, y: &mut [f32], offset: usize, co: usize) {
     if epi.is_identity() {
         return;
     }

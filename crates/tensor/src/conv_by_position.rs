@@ -40,6 +40,7 @@
 //! many small products. The 8x8 maps (16% padding) and conv1 (10%) stay on
 //! im2col.
 
+use crate::conv::{apply_par, live_kx};
 use crate::epilogue::Epilogue;
 use crate::gemm::{sgemm_strided, MatRef};
 use crate::geometry::ConvGeometry;
@@ -77,17 +78,6 @@ fn segments(g: &ConvGeometry, oy: usize, ox: usize) -> impl Iterator<Item = Segm
             len: (kx_hi - kx_lo) * cin,
         })
     })
-}
-
-/// The taps `kx_lo..kx_hi` of output column `ox` that land inside the input
-/// row, and the first input column `ix_lo` they read.
-fn live_kx(g: &ConvGeometry, ox: usize) -> (usize, usize, usize) {
-    let x0 = ox * g.stride;
-    let kx_lo = g.padding.left.saturating_sub(x0).min(g.kernel_w);
-    let kx_hi = (g.in_w + g.padding.left)
-        .saturating_sub(x0)
-        .clamp(kx_lo, g.kernel_w);
-    (kx_lo, kx_hi, (x0 + kx_lo).saturating_sub(g.padding.left))
 }
 
 /// Multiply-adds of one pass that read real input: the nominal count
@@ -145,12 +135,7 @@ pub fn forward(
             }
         }
     }
-    if !epi.is_identity() {
-        let chunk = co * (1usize << 14).div_ceil(co);
-        y.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, y)| epi.apply(y, i * chunk, co));
-    }
+    apply_par(epi, y, 0, co);
 }
 
 /// Input gradient: `dx = conv^T(dy, w)`, overwriting `dx`.
