@@ -126,13 +126,10 @@ pub fn forward(
             first = false;
         }
         if first {
-            // No kernel row reads real input: the output is the bias.
-            for row in c.chunks_mut(y_image).take(g.batch) {
-                match bias {
-                    Some(b) => row[..co].copy_from_slice(b),
-                    None => row[..co].fill(0.0),
-                }
-            }
+            // No kernel row reads real input: a product of depth 0, which
+            // leaves the bias (or 0).
+            let none = MatRef::new(x, 0, x_image, 1);
+            sgemm_strided(g.batch, co, 0, 1.0, none, none, 0.0, bias, c, y_image);
         }
     }
     apply_par(epi, y, 0, co);

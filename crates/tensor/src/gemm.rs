@@ -332,12 +332,7 @@ fn prepare(
         return None;
     }
     if k == 0 {
-        match init {
-            Init::Scaled(beta) => scale_c(beta, &mut c[..m * n]),
-            Init::Row(row) => c[..m * n]
-                .chunks_exact_mut(n)
-                .for_each(|r| r.copy_from_slice(row)),
-        }
+        init_only(init, c, m, n, n);
         return None;
     }
     let (rsa, csa) = match ta {
@@ -647,12 +642,7 @@ pub fn sgemm_strided(
         None => Init::Scaled(beta),
     };
     if k == 0 {
-        for row in c.chunks_mut(rsc).take(m) {
-            match init {
-                Init::Scaled(beta) => scale_c(beta, &mut row[..n]),
-                Init::Row(bias) => row[..n].copy_from_slice(bias),
-            }
-        }
+        init_only(init, c, m, n, rsc);
         return;
     }
     let s = |v: usize| v as isize;
@@ -814,6 +804,17 @@ unsafe fn block(
             }
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, 1)
         },
+    }
+}
+
+/// A product of depth 0: C (`m x n`, row stride `rsc`) becomes `beta * C`
+/// (0 when beta is 0, even over NaN) or the bias row.
+fn init_only(init: Init, c: &mut [f32], m: usize, n: usize, rsc: usize) {
+    for row in c.chunks_mut(rsc).take(m) {
+        match init {
+            Init::Scaled(beta) => scale_c(beta, &mut row[..n]),
+            Init::Row(bias) => row[..n].copy_from_slice(bias),
+        }
     }
 }
 
