@@ -198,6 +198,11 @@ impl Gradients {
         self.params.iter().map(|(k, v)| (*k, v))
     }
 
+    /// The parameters' gradients, to rescale in place (gradient clipping).
+    pub fn params_mut(&mut self) -> impl Iterator<Item = (ParamId, &mut Tensor)> {
+        self.params.iter_mut().map(|(k, v)| (*k, v))
+    }
+
     fn accumulate<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Tensor>, key: K, g: Tensor) {
         match map.get_mut(&key) {
             Some(acc) => tensor::elementwise::add_assign(acc.data_mut(), g.data()),

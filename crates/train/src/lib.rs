@@ -7,6 +7,7 @@
 //! (see `examples/finetune_folder.rs`); the `train` command runs a whole
 //! configured run directory through [`run::train`].
 
+pub mod clip;
 pub mod data;
 pub mod ema;
 pub mod evaluate;

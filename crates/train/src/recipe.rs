@@ -69,6 +69,7 @@ impl Recipe {
             shuffle: "epoch".into(),
             label_smoothing: 0.0,
             head_lr_scale: 1.0,
+            global_clipnorm: None,
             tta: "none".into(),
             ema: None,
             freeze: "none".into(),

@@ -154,6 +154,7 @@ pub fn train(
     let schedule = config.schedule(steps_per_epoch)?;
     let mut trainer = Trainer::new(model, store, config.optimizer()?, schedule);
     trainer.label_smoothing = config.label_smoothing;
+    trainer.global_clipnorm = config.global_clipnorm;
     if config.head_lr_scale != 1.0 {
         trainer.scale_head_lr(config.head_lr_scale);
     }

@@ -58,6 +58,11 @@ pub struct RunConfig {
     /// ([`crate::Trainer::scale_head_lr`] says why), in (0, 1e3].
     #[serde(default = "one")]
     pub head_lr_scale: f32,
+    /// Keras's `global_clipnorm`: the gradients of each step scaled down
+    /// together to this global norm when theirs is larger ([`crate::clip`]);
+    /// `None` for no clipping.
+    #[serde(default)]
+    pub global_clipnorm: Option<f32>,
     /// Test-time augmentation of the evaluations: "none", "flip" or
     /// "flip-translate".
     #[serde(default = "no_tta")]

@@ -1,6 +1,7 @@
 //! One model, its parameters and its optimizer: the training step and the
 //! evaluation pass, independent of where batches come from.
 
+use crate::clip;
 use crate::data::{Dataset, Preprocess};
 use crate::ema::{Ema, EmaConfig};
 use crate::evaluate::{self, EvalResult, Tta};
@@ -34,6 +35,10 @@ pub struct Trainer {
     /// the test loss stays comparable across recipes. Must be in `[0, 1)`
     /// (the caller validates it; [`Trainer::train_step`] panics otherwise).
     pub label_smoothing: f32,
+    /// Keras's `global_clipnorm`: the gradients of every step are scaled
+    /// down together to this global norm when theirs is larger
+    /// ([`crate::clip`]); `None` (the default) leaves them as they are.
+    pub global_clipnorm: Option<f32>,
 }
 
 /// What one training step measured.
@@ -42,6 +47,10 @@ pub struct StepStats {
     pub loss: f32,
     pub correct: usize,
     pub lr: f32,
+    /// The global norm of the loss's gradients before clipping, measured
+    /// only when [`Trainer::global_clipnorm`] is set (it costs a pass over
+    /// every gradient). Not finite: the step's update was not applied.
+    pub grad_norm: Option<f32>,
     /// Wall time of forward + backward (the graph) and of applying the
     /// batchnorm statistics, the optimizer update and the EMA update, for
     /// the profile.
@@ -65,6 +74,7 @@ impl Trainer {
             lr_scale: 1.0,
             ema: None,
             label_smoothing: 0.0,
+            global_clipnorm: None,
         };
         // No weight decay on biases and batchnorm parameters (the usual
         // practice; Keras decays whatever it is told to, everything by default).
@@ -100,11 +110,15 @@ impl Trainer {
 
     /// Forward, backward and one optimizer update on the batch `x`
     /// (`[N, H, W, 3]`), with the new batchnorm statistics applied. The
-    /// loss optimized and reported is smoothed by [`Trainer::label_smoothing`].
+    /// loss optimized and reported is smoothed by [`Trainer::label_smoothing`],
+    /// its gradients clipped by [`Trainer::global_clipnorm`]. A gradient of
+    /// infinite or NaN norm changes nothing (no update, no statistics, no
+    /// step counted): its [`StepStats::grad_norm`] says so, for the caller
+    /// to stop on.
     pub fn train_step(&mut self, x: Tensor, labels: &[usize]) -> StepStats {
         let lr = self.lr_at(self.global_step);
         let started = Instant::now();
-        let (loss, correct, grads, stats) = {
+        let (loss, correct, mut grads, stats) = {
             let mut g = Graph::new(&self.store, Mode::TRAIN);
             let xv = g.input(x);
             let out = self
@@ -121,10 +135,34 @@ impl Trainer {
         };
         let graph_time = started.elapsed();
         let started = Instant::now();
+        let mut updates: Vec<_> = grads.params_mut().collect();
+        updates.sort_by_key(|(id, _)| *id);
+        let grad_norm = self.global_clipnorm.map(|clip| {
+            let all: Vec<&[f32]> = updates.iter().map(|(_, g)| g.data()).collect();
+            let norm = clip::global_norm(&all);
+            if norm.is_finite() {
+                let factor = clip::clip_factor(norm, clip);
+                if factor != 1.0 {
+                    for (_, g) in &mut updates {
+                        tensor::elementwise::scale(g.data_mut(), factor);
+                    }
+                }
+            }
+            norm
+        });
+        let stats_step = StepStats {
+            loss,
+            correct,
+            lr,
+            grad_norm,
+            graph_time,
+            update_time: Duration::ZERO,
+        };
+        if grad_norm.is_some_and(|n| !n.is_finite()) {
+            return stats_step;
+        }
         self.store.apply_stat_updates(stats);
         self.optimizer.begin_step(lr);
-        let mut updates: Vec<_> = grads.params().collect();
-        updates.sort_by_key(|(id, _)| *id);
         for (id, grad) in updates {
             self.optimizer
                 .update(id.0, self.store.value_mut(id).data_mut(), grad.data());
@@ -134,11 +172,8 @@ impl Trainer {
             ema.after_step(&self.store, self.global_step);
         }
         StepStats {
-            loss,
-            correct,
-            lr,
-            graph_time,
             update_time: started.elapsed(),
+            ..stats_step
         }
     }
 

@@ -40,6 +40,8 @@ fn everything_on(data: &Path, schedule: &str, warmup_epochs: f32) -> RunConfig {
         decay: 0.9,
         every: 2,
     });
+    // Some steps are clipped and others not (the first steps have norms 34-39, the later ones 4-26: checked below).
+    c.global_clipnorm = Some(30.0);
     c.data = Some(data.to_path_buf());
     c.model.stem_filters = 8;
     c.model.depths = vec![1, 1, 1, 1];
@@ -105,6 +107,17 @@ fn metrics_without_time(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The `grad_norm` column of a run's `steps.csv`.
+fn grad_norms(dir: &Path) -> Vec<f32> {
+    let text = String::from_utf8(read(dir, "steps.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|&h| h == "grad_norm").unwrap();
+    lines
+        .map(|l| l.split(',').nth(col).unwrap().parse().unwrap())
+        .collect()
+}
+
 fn resume_is_bit_exact(name: &str, schedule: &str, warmup_epochs: f32) {
     let data = tmp_dir(&format!("{name}_data"));
     common::write_image_folder(&data, 4, 12, 6);
@@ -138,6 +151,12 @@ fn resume_is_bit_exact(name: &str, schedule: &str, warmup_epochs: f32) {
     assert!(
         read(&straight, "steps.csv") == read(&split, "steps.csv"),
         "{name}: steps.csv"
+    );
+    let limit = config.global_clipnorm.unwrap();
+    let norms = grad_norms(&straight);
+    assert!(
+        norms.iter().any(|&n| n > limit) && norms.iter().any(|&n| n <= limit),
+        "{name}: the clipping limit should clip some steps and not others: {norms:?}"
     );
     assert_eq!(
         metrics_without_time(&straight),

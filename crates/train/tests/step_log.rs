@@ -73,16 +73,20 @@ struct Row {
     loss: f32,
     correct: usize,
     lr: f32,
+    grad_norm: Option<f32>,
 }
 
 fn read(dir: &std::path::Path) -> (String, Vec<Row>) {
     let text = std::fs::read_to_string(dir.join("steps.csv")).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("epoch,step,global_step,loss,correct,lr"));
+    assert_eq!(
+        lines.next(),
+        Some("epoch,step,global_step,loss,correct,lr,grad_norm")
+    );
     let rows = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 6, "{l}");
+            assert_eq!(f.len(), 7, "{l}");
             Row {
                 epoch: f[0].parse().unwrap(),
                 step: f[1].parse().unwrap(),
@@ -90,6 +94,7 @@ fn read(dir: &std::path::Path) -> (String, Vec<Row>) {
                 loss: f[3].parse().unwrap(),
                 correct: f[4].parse().unwrap(),
                 lr: f[5].parse().unwrap(),
+                grad_norm: (!f[6].is_empty()).then(|| f[6].parse().unwrap()),
             }
         })
         .collect();
@@ -144,6 +149,8 @@ fn each_row_is_its_steps_loss_before_the_update() {
     let logged: Vec<f32> = rows.iter().map(|r| r.loss).collect();
     assert_eq!(logged, rec.losses);
     assert!(rows.iter().all(|r| r.lr == 1e-2 && r.correct <= 8));
+    // No clipping, so no norm measured.
+    assert!(rows.iter().all(|r| r.grad_norm.is_none()));
 
     // The same model and batches with a learning rate of 0 never leaves its
     // initial weights: its first loss equals the logged first loss only if
@@ -188,4 +195,53 @@ fn a_resumed_run_writes_the_same_file_as_a_straight_run() {
     assert_eq!(start.progress.global_step, 4);
     run(&mut t, &dir, start, &mut Recorder::default());
     assert_eq!(read(&dir).0, want);
+}
+
+#[test]
+fn a_clipping_run_logs_each_steps_gradient_norm() {
+    let dir = tmp_dir("step_log_norms");
+    let mut t = trainer(1e-2, 7);
+    t.global_clipnorm = Some(1e-3);
+    run(&mut t, &dir, Start::fresh(), &mut Recorder::default());
+    let (_, rows) = read(&dir);
+    let norms: Vec<f32> = rows.iter().map(|r| r.grad_norm.unwrap()).collect();
+    assert!(
+        norms.iter().all(|n| n.is_finite() && *n > 1e-3),
+        "{norms:?}"
+    );
+}
+
+#[test]
+fn a_file_from_before_the_norm_column_gets_it_on_resume() {
+    let dir = tmp_dir("step_log_old_format");
+    let mut rec = Recorder {
+        stop_at: Some(4),
+        ..Recorder::default()
+    };
+    run(&mut trainer(1e-2, 7), &dir, Start::fresh(), &mut rec);
+    // Rewrite the file as a binary from before the column wrote it.
+    let path = dir.join("steps.csv");
+    let old: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.strip_suffix(",grad_norm").unwrap_or(&l[..l.len() - 1])
+            )
+        })
+        .collect();
+    assert!(old.starts_with("epoch,step,global_step,loss,correct,lr\n1,1,1,"));
+    std::fs::write(&path, &old).unwrap();
+
+    let mut t = trainer(1e-2, 99);
+    let start = Start::resume(&dir, &mut t).unwrap();
+    run(&mut t, &dir, start, &mut Recorder::default());
+    let (text, rows) = read(&dir);
+    assert_eq!(rows.len(), 6);
+    let old_rows: Vec<&str> = old.lines().skip(1).collect();
+    let new_rows: Vec<&str> = text.lines().skip(1).take(4).collect();
+    for (o, n) in old_rows.iter().zip(&new_rows) {
+        assert_eq!(format!("{o},"), *n);
+    }
 }

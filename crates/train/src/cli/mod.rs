@@ -115,6 +115,11 @@ pub struct TrainArgs {
     /// (0, 1000] [default: the recipe's].
     #[arg(long)]
     pub head_lr_scale: Option<f32>,
+    /// Keras's global_clipnorm: scale each step's gradients down together to
+    /// this global norm when theirs is larger (before weight decay is added);
+    /// 0 for no clipping [default: the recipe's].
+    #[arg(long)]
+    pub global_clipnorm: Option<f32>,
     /// Test-time augmentation of the final evaluation: none | flip |
     /// flip-translate [default: the recipe's].
     #[arg(long)]
@@ -203,7 +208,7 @@ pub struct TrainArgs {
         "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",
         "reduce_lr_patience", "reduce_lr_factor", "reduce_lr_min_lr", "overwrite", "recipe",
-        "pad_mode", "cutout", "shuffle", "label_smoothing", "head_lr_scale", "tta", "ema_decay",
+        "pad_mode", "cutout", "shuffle", "label_smoothing", "head_lr_scale", "tta", "ema_decay", "global_clipnorm",
         "ema_every", "bn_momentum", "precision",
     ])]
     pub resume: Option<PathBuf>,

@@ -56,6 +56,11 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
         a.label_smoothing,
     );
     o.set("head_lr_scale", |c| &mut c.head_lr_scale, a.head_lr_scale);
+    o.set(
+        "global_clipnorm",
+        |c| &mut c.global_clipnorm,
+        a.global_clipnorm.map(|c| (c != 0.0).then_some(c)),
+    );
     o.set("tta", |c| &mut c.tta, a.tta.clone());
     let ema = match (a.ema_decay, a.ema_every) {
         (None, None) => None,

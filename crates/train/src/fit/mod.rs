@@ -454,6 +454,15 @@ impl Epochs<'_> {
             train.fill_batch(indices, config.preprocess, augment.as_ref(), x.data_mut());
             train.fill_labels(indices, &mut labels);
             let stats = trainer.train_step(x, &labels);
+            if let Some(norm) = stats.grad_norm.filter(|n| !n.is_finite()) {
+                bail!(
+                    "the gradients' global norm became {norm} at epoch {} step {} (loss {}); \
+                     the update was not applied: lower --lr? (the last checkpoint saved, if any, is kept)",
+                    epoch + 1,
+                    step,
+                    stats.loss
+                );
+            }
             if !stats.loss.is_finite() {
                 bail!(
                     "loss became {} at epoch {} step {}: lower --lr? (the last checkpoint saved, if any, is kept)",

@@ -11,13 +11,17 @@
 //! the epoch), `global_step` (optimizer updates done, this one included),
 //! `loss` (the batch's mean loss, computed by the forward pass *before* this
 //! step's update), `correct` (the batch's correctly classified images, by
-//! the same forward pass), `lr` (the rate this step's update used). Numbers
+//! the same forward pass), `lr` (the rate this step's update used),
+//! `grad_norm` (the global norm of the loss's gradients before clipping,
+//! written only by runs that clip: `--global-clipnorm`; empty otherwise). Numbers
 //! are written in Rust's shortest round-trip form: parsed back as `f32`
 //! they are the exact values.
 //!
 //! A resumed run keeps the rows up to its checkpoint and drops the later
 //! ones (steps a killed run took after its last checkpoint, which are taken
-//! again), so the file holds every step once, as a straight run would.
+//! again), so the file holds every step once, as a straight run would. A
+//! file from before the `grad_norm` column gets the column, empty in its
+//! old rows.
 
 use super::{BatchLogs, Callback, TrainBegin};
 use crate::trainer::Trainer;
@@ -30,7 +34,9 @@ use std::path::PathBuf;
 /// The file [`StepLog`] writes in the run directory.
 pub const STEPS_FILE: &str = "steps.csv";
 
-const HEADER: &str = "epoch,step,global_step,loss,correct,lr";
+const HEADER: &str = "epoch,step,global_step,loss,correct,lr,grad_norm";
+/// The header of files written before `grad_norm` was logged.
+const HEADER_WITHOUT_NORM: &str = "epoch,step,global_step,loss,correct,lr";
 
 pub struct StepLog {
     path: PathBuf,
@@ -56,6 +62,7 @@ impl StepLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
         };
+        let pad = text.lines().next() == Some(HEADER_WITHOUT_NORM);
         let mut kept = format!("{HEADER}\n");
         for (i, line) in text.split_inclusive('\n').enumerate().skip(1) {
             let Some(line) = line.strip_suffix('\n') else {
@@ -74,7 +81,7 @@ impl StepLog {
                 })?;
             if global_step <= upto {
                 kept.push_str(line);
-                kept.push('\n');
+                kept.push_str(if pad { ",\n" } else { "\n" });
             }
         }
         Ok(kept)
@@ -106,8 +113,9 @@ impl Callback for StepLog {
         let s = &logs.stats;
         // One unbuffered write per row (a step takes far longer): a killed
         // run leaves every row but at most a cut last one.
+        let grad_norm = s.grad_norm.map(|n| n.to_string()).unwrap_or_default();
         let row = format!(
-            "{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{grad_norm}\n",
             logs.epoch + 1,
             logs.step + 1,
             trainer.global_step,

@@ -59,6 +59,11 @@ impl RunConfig {
                 self.label_smoothing
             );
         }
+        if let Some(c) = self.global_clipnorm {
+            if !(c > 0.0 && c.is_finite()) {
+                bail!("--global-clipnorm {c}: must be a positive finite norm (0 for no clipping)");
+            }
+        }
         if !(self.head_lr_scale > 0.0 && self.head_lr_scale <= 1e3) {
             bail!(
                 "--head-lr-scale {}: must be in (0, 1000]",
