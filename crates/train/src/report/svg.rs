@@ -1,6 +1,7 @@
 //! Hand-written SVG learning curves: loss and accuracy per epoch, train vs
-//! validation (when the run has a split) vs test, with axes, ticks and a
-//! legend.
+//! validation (when the run has a split) vs test, and the EMA weights' test
+//! and validation curves when the run keeps an average, with axes, ticks
+//! and a legend.
 //!
 //! Why by hand: two line charts do not justify a plotting crate (and its
 //! compile time); SVG is plain text that browsers and the file viewer show.
@@ -19,6 +20,9 @@ const MARGIN_B: f64 = 55.0;
 const TRAIN_COLOR: &str = "#1f77b4";
 const TEST_COLOR: &str = "#ff7f0e";
 const VAL_COLOR: &str = "#2ca02c";
+/// The EMA weights' curves: their own color, the dash of the split they
+/// were evaluated on.
+const EMA_COLOR: &str = "#9467bd";
 /// `stroke-dasharray` of each series ("" for a solid line).
 const TRAIN_DASH: &str = "";
 const TEST_DASH: &str = "6 4";
@@ -165,6 +169,10 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
     let test_acc = points(records, |r| r.test_acc);
     let val_loss = points(records, |r| r.val_loss);
     let val_acc = points(records, |r| r.val_acc);
+    let ema_test_loss = points(records, |r| r.ema_test_loss);
+    let ema_test_acc = points(records, |r| r.ema_test_acc);
+    let ema_val_loss = points(records, |r| r.ema_val_loss);
+    let ema_val_acc = points(records, |r| r.ema_val_acc);
 
     let (mut x_lo, mut x_hi) = records.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| {
         (lo.min(r.epoch as f64), hi.max(r.epoch as f64))
@@ -187,6 +195,8 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
         .iter()
         .chain(&test_loss)
         .chain(&val_loss)
+        .chain(&ema_test_loss)
+        .chain(&ema_val_loss)
         .map(|p| p.1)
         .fold(0.0, f64::max);
     let loss_hi = if max_loss > 0.0 {
@@ -198,6 +208,8 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
         .iter()
         .chain(&test_acc)
         .chain(&val_acc)
+        .chain(&ema_test_acc)
+        .chain(&ema_val_acc)
         .map(|p| p.1)
         .fold(1.0, f64::min);
     let acc_lo = ((min_acc * 10.0).floor() / 10.0).clamp(0.0, 0.9);
@@ -233,6 +245,12 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
         legend.push(("val", VAL_COLOR, VAL_DASH));
     }
     legend.push(("test", TEST_COLOR, TEST_DASH));
+    if !ema_val_loss.is_empty() || !ema_val_acc.is_empty() {
+        legend.push(("EMA val", EMA_COLOR, VAL_DASH));
+    }
+    if !ema_test_loss.is_empty() || !ema_test_acc.is_empty() {
+        legend.push(("EMA test", EMA_COLOR, TEST_DASH));
+    }
     let x_first = WIDTH / 2.0 - 50.0 * legend.len() as f64 + 10.0;
     for (i, (name, color, dash)) in legend.iter().enumerate() {
         let x = x_first + i as f64 * 100.0;
@@ -248,10 +266,20 @@ pub fn learning_curves_svg(records: &[EpochRecord]) -> String {
     loss.series(&mut s, "train-loss", TRAIN_COLOR, TRAIN_DASH, &train_loss);
     loss.series(&mut s, "val-loss", VAL_COLOR, VAL_DASH, &val_loss);
     loss.series(&mut s, "test-loss", TEST_COLOR, TEST_DASH, &test_loss);
+    loss.series(&mut s, "ema-val-loss", EMA_COLOR, VAL_DASH, &ema_val_loss);
+    loss.series(
+        &mut s,
+        "ema-test-loss",
+        EMA_COLOR,
+        TEST_DASH,
+        &ema_test_loss,
+    );
     acc.axes(&mut s, &x_ticks);
     acc.series(&mut s, "train-acc", TRAIN_COLOR, TRAIN_DASH, &train_acc);
     acc.series(&mut s, "val-acc", VAL_COLOR, VAL_DASH, &val_acc);
     acc.series(&mut s, "test-acc", TEST_COLOR, TEST_DASH, &test_acc);
+    acc.series(&mut s, "ema-val-acc", EMA_COLOR, VAL_DASH, &ema_val_acc);
+    acc.series(&mut s, "ema-test-acc", EMA_COLOR, TEST_DASH, &ema_test_acc);
     s.push_str("</svg>\n");
     s
 }
@@ -337,6 +365,25 @@ mod tests {
         check_balanced(&svg);
         assert!(!svg.contains("NaN"));
         assert_eq!(polyline_points(&svg, "train-loss"), 1);
+    }
+
+    #[test]
+    fn ema_curves_are_drawn_when_the_run_keeps_an_average() {
+        let mut records = sample().records;
+        assert!(!learning_curves_svg(&records).contains("ema-"));
+        for (i, r) in records.iter_mut().enumerate() {
+            r.ema_test_loss = Some(0.5 + i as f64);
+            r.ema_test_acc = Some(0.05);
+        }
+        records[0].ema_test_acc = None;
+        let svg = learning_curves_svg(&records);
+        check_balanced(&svg);
+        assert_eq!(polyline_points(&svg, "ema-test-loss"), records.len());
+        assert_eq!(polyline_points(&svg, "ema-test-acc"), records.len() - 1);
+        assert!(svg.contains(">EMA test<") && !svg.contains(">EMA val<"));
+        assert!(!svg.contains("ema-val-"));
+        // Its accuracy of 5% sets the axis' lower end.
+        assert!(svg.contains(">0%<"), "{svg}");
     }
 
     #[test]
