@@ -46,6 +46,7 @@
 //! Frozen parameters are averaged too, which keeps them exactly: they never
 //! change, the average starts equal to them, and `ema - w` is then 0.
 
+use crate::optim::PAR_CHUNK;
 use anyhow::{bail, Context, Result};
 use autograd::ParamStore;
 use nn::checkpoint::{self, Metadata, TensorFile};
@@ -232,17 +233,16 @@ impl Ema {
 /// `avg -= k * (avg - w)` elementwise, in parallel over large tensors
 /// (elementwise, so the result does not depend on the split).
 fn blend(avg: &mut [f32], w: &[f32], k: f32) {
-    const CHUNK: usize = 1 << 15;
     let one = |a: &mut [f32], w: &[f32]| {
         for (a, &w) in a.iter_mut().zip(w) {
             *a -= (*a - w) * k;
         }
     };
-    if avg.len() <= CHUNK {
+    if avg.len() <= PAR_CHUNK {
         one(avg, w);
     } else {
-        avg.par_chunks_mut(CHUNK)
-            .zip(w.par_chunks(CHUNK))
+        avg.par_chunks_mut(PAR_CHUNK)
+            .zip(w.par_chunks(PAR_CHUNK))
             .for_each(|(a, w)| one(a, w));
     }
 }

@@ -1,4 +1,4 @@
-//! The `bench` command: full training steps (forward, backward, Adam) and
+//! The `bench` command: full training steps (forward, backward, update) and
 //! inference on random data, after warm-up, reporting the median step as
 //! images/s and GFLOP/s, and the peak resident memory.
 
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use tensor::Tensor;
 use train::model_spec::ModelSpec;
-use train::optim::{Adam, AdamConfig, LrSchedule};
+use train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
 use train::trainer::Trainer;
 
 fn random_batch(n: usize, rng: &mut StdRng) -> Tensor {
@@ -78,12 +78,18 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
         ..a.model.clone()
     };
     let (model, store) = spec.build(32, 0)?;
-    let mut trainer = Trainer::new(
-        model,
-        store,
-        Box::new(Adam::new(AdamConfig::default())),
-        LrSchedule::constant(1e-4),
-    );
+    let (optimizer, lr): (Box<dyn Optimizer>, f32) = match a.optimizer.as_str() {
+        "sgd" => (
+            Box::new(Sgd::new(SgdConfig {
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 5e-4,
+            })),
+            0.05,
+        ),
+        _ => (Box::new(Adam::new(AdamConfig::default())), 1e-4),
+    };
+    let mut trainer = Trainer::new(model, store, optimizer, LrSchedule::constant(lr));
     let (flops, useful) = forward_flops_per_image(&trainer);
     println!(
         "{} (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step; gemm kernel {}, precision {}",
@@ -124,7 +130,8 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
             rate * 3.0 * useful / 1e9
         );
         println!(
-            "  of which optimizer update (Adam) and batchnorm statistics: median {:.1} ms",
+            "  of which optimizer update ({}) and batchnorm statistics: median {:.1} ms",
+            a.optimizer,
             median(update_times) * 1e3
         );
         if let Some(rss) = peak_rss_mb() {

@@ -331,6 +331,11 @@ pub struct BenchArgs {
     /// GEMM operands, as for `train --precision`: fp32 | bf16.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// The optimizer whose update the training steps include: adam (the
+    /// tutorial's) | sgd (the scratch recipe's: Nesterov momentum 0.9 and
+    /// weight decay 5e-4).
+    #[arg(long, default_value = "adam", value_parser = ["adam", "sgd"])]
+    pub optimizer: String,
 }
 
 /// A training run stopped by SIGINT, SIGTERM or SIGHUP: after saving its

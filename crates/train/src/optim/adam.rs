@@ -26,6 +26,7 @@
 //! gradient, so it does not pass through the moment estimates.
 
 use super::state::{BufferKey, OptimError, OptimizerState};
+use super::PAR_CHUNK;
 use super::{check_lengths, slot_mut, Optimizer, ParamOptions};
 use rayon::prelude::*;
 
@@ -55,9 +56,6 @@ impl Default for AdamConfig {
         }
     }
 }
-
-/// Elements per parallel task of the update.
-const CHUNK: usize = 1 << 15;
 
 /// The constants of one step's update.
 #[derive(Clone, Copy)]
@@ -162,10 +160,10 @@ impl Optimizer for Adam {
         // Every element is independent: large parameters are split across
         // the rayon threads (same result for any split).
         param
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
-            .zip(slot.m.par_chunks_mut(CHUNK))
-            .zip(slot.v.par_chunks_mut(CHUNK))
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(grad.par_chunks(PAR_CHUNK))
+            .zip(slot.m.par_chunks_mut(PAR_CHUNK))
+            .zip(slot.v.par_chunks_mut(PAR_CHUNK))
             .for_each(|(((w, g), m), v)| step.apply(w, g, m, v));
     }
 

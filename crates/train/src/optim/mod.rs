@@ -26,6 +26,12 @@ pub use schedule::{LrSchedule, ScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{BufferKey, OptimError, OptimizerState};
 
+/// Elements per parallel task of the elementwise updates (optimizers, the
+/// weight average): large enough that a task outweighs its scheduling, small
+/// enough that the 2.4M-element kernels of stage 5 split across the cores.
+/// Every element is updated on its own, so results do not depend on the split.
+pub(crate) const PAR_CHUNK: usize = 1 << 15;
+
 /// What an optimizer treats differently per parameter (by index): which
 /// parameters are exempt from weight decay (biases, batchnorm) and which
 /// learn at a multiple of the step's rate (per-layer rates: the head, see

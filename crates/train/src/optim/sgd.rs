@@ -14,7 +14,8 @@
 //! without momentum the two coincide.
 
 use super::state::{BufferKey, OptimError, OptimizerState};
-use super::{check_lengths, slot_mut, Optimizer, ParamOptions};
+use super::{check_lengths, slot_mut, Optimizer, ParamOptions, PAR_CHUNK};
+use rayon::prelude::*;
 
 /// SGD hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -24,6 +25,45 @@ pub struct SgdConfig {
     pub nesterov: bool,
     /// L2 coefficient added to the gradient (0 = none).
     pub weight_decay: f32,
+}
+
+/// The constants of one parameter's update in one step.
+#[derive(Clone, Copy)]
+struct SgdStep {
+    lr: f32,
+    wd: f32,
+    mom: f32,
+    nesterov: bool,
+}
+
+impl SgdStep {
+    /// Without momentum: `w -= lr * (g + wd * w)`.
+    fn plain(self, param: &mut [f32], grad: &[f32]) {
+        let SgdStep { lr, wd, .. } = self;
+        for (w, &g) in param.iter_mut().zip(grad) {
+            let g = g + wd * *w;
+            *w -= lr * g;
+        }
+    }
+
+    /// Keras's momentum update, `v = mom * v - lr * g`, then `w += v` or,
+    /// with Nesterov, `w += mom * v - lr * g`.
+    fn with_momentum(self, param: &mut [f32], grad: &[f32], vel: &mut [f32]) {
+        let SgdStep { lr, wd, mom, .. } = self;
+        if self.nesterov {
+            for ((w, &g), v) in param.iter_mut().zip(grad).zip(vel) {
+                let g = g + wd * *w;
+                *v = mom * *v - lr * g;
+                *w += mom * *v - lr * g;
+            }
+        } else {
+            for ((w, &g), v) in param.iter_mut().zip(grad).zip(vel) {
+                let g = g + wd * *w;
+                *v = mom * *v - lr * g;
+                *w += *v;
+            }
+        }
+    }
 }
 
 /// SGD optimizer; see the module docs for the exact update.
@@ -69,31 +109,30 @@ impl Optimizer for Sgd {
         } else {
             self.cfg.weight_decay
         };
-        let mom = self.cfg.momentum;
-        if mom == 0.0 {
+        let step = SgdStep {
+            lr,
+            wd,
+            mom: self.cfg.momentum,
+            nesterov: self.cfg.nesterov,
+        };
+        if step.mom == 0.0 {
             check_lengths("sgd", index, param, grad, param.len());
-            for (w, &g) in param.iter_mut().zip(grad) {
-                let g = g + wd * *w;
-                *w -= lr * g;
-            }
+            param
+                .par_chunks_mut(PAR_CHUNK)
+                .zip(grad.par_chunks(PAR_CHUNK))
+                .for_each(|(w, g)| step.plain(w, g));
             return;
         }
         let n = param.len();
         let vel = slot_mut(&mut self.velocity, index).get_or_insert_with(|| vec![0.0; n]);
         check_lengths("sgd", index, param, grad, vel.len());
-        if self.cfg.nesterov {
-            for ((w, &g), v) in param.iter_mut().zip(grad).zip(vel.iter_mut()) {
-                let g = g + wd * *w;
-                *v = mom * *v - lr * g;
-                *w += mom * *v - lr * g;
-            }
-        } else {
-            for ((w, &g), v) in param.iter_mut().zip(grad).zip(vel.iter_mut()) {
-                let g = g + wd * *w;
-                *v = mom * *v - lr * g;
-                *w += *v;
-            }
-        }
+        // Every element is independent: large parameters are split across
+        // the rayon threads (same result for any split).
+        param
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(grad.par_chunks(PAR_CHUNK))
+            .zip(vel.par_chunks_mut(PAR_CHUNK))
+            .for_each(|((w, g), v)| step.with_momentum(w, g, v));
     }
 
     fn exclude_from_weight_decay(&mut self, index: usize) {
@@ -226,6 +265,43 @@ mod tests {
             opt.update(0, &mut w, &[1.0]);
         }
         assert!((w[0] + 0.29).abs() < 1e-6, "{w:?}");
+    }
+
+    #[test]
+    fn a_parameter_of_several_parallel_chunks_follows_the_formula() {
+        // 2.5 chunks, each element with its own weight and gradients, so a
+        // chunk paired with another chunk's gradients or velocity shows.
+        let n = PAR_CHUNK * 5 / 2;
+        let w0: Vec<f64> = (0..n).map(|i| ((i % 97) as f64 - 48.0) / 16.0).collect();
+        let grads: Vec<Vec<f64>> = (0..3)
+            .map(|s| {
+                (0..n)
+                    .map(|i| ((i * 7 + s * 13) % 61) as f64 / 30.0 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let lrs = [0.1, 0.05, 0.2];
+        for momentum in [0.0, 0.9] {
+            let cfg = SgdConfig {
+                momentum,
+                nesterov: momentum > 0.0,
+                weight_decay: 5e-4,
+            };
+            let mut opt = Sgd::new(cfg);
+            let mut w: Vec<f32> = w0.iter().map(|&x| x as f32).collect();
+            for (g, &lr) in grads.iter().zip(&lrs) {
+                let g: Vec<f32> = g.iter().map(|&x| x as f32).collect();
+                opt.begin_step(lr as f32);
+                opt.update(0, &mut w, &g);
+            }
+            let want = reference(&lrs, momentum as f64, cfg.nesterov, 5e-4, &w0, &grads);
+            for (i, (g, w)) in w.iter().zip(&want).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() < 1e-5,
+                    "{cfg:?}: element {i}: {g} vs {w}"
+                );
+            }
+        }
     }
 
     #[test]
