@@ -7,7 +7,7 @@ use crate::ema::{Ema, EmaConfig};
 use crate::evaluate::{self, EvalResult, Tta};
 use crate::metrics::count_correct;
 use crate::optim::{LrSchedule, Optimizer};
-use autograd::{ops, Graph, Mode, ParamKind, ParamStore};
+use autograd::{ops, Graph, Mode, ParamId, ParamKind, ParamStore};
 use nn::Model;
 use std::time::{Duration, Instant};
 use tensor::Tensor;
@@ -51,6 +51,13 @@ pub struct StepStats {
     /// only when [`Trainer::global_clipnorm`] is set (it costs a pass over
     /// every gradient). Not finite: the step's update was not applied.
     pub grad_norm: Option<f32>,
+    /// A batchnorm moving statistic the step would have made infinite or
+    /// NaN, if any: the step's update was not applied. It is how a layer's
+    /// input overflowing f32 shows (values past ~1e19 square to infinity):
+    /// the variance becomes infinite, the layer outputs its `beta` and
+    /// passes zero gradients back, the loss stays finite, and training
+    /// would go on without learning anything below that layer.
+    pub non_finite_statistic: Option<ParamId>,
     /// Wall time of forward + backward (the graph) and of applying the
     /// batchnorm statistics, the optimizer update and the EMA update, for
     /// the profile.
@@ -114,7 +121,8 @@ impl Trainer {
     /// its gradients clipped by [`Trainer::global_clipnorm`]. A gradient of
     /// infinite or NaN norm changes nothing (no update, no statistics, no
     /// step counted): its [`StepStats::grad_norm`] says so, for the caller
-    /// to stop on.
+    /// to stop on; so does a non-finite batchnorm statistic
+    /// ([`StepStats::non_finite_statistic`]).
     pub fn train_step(&mut self, x: Tensor, labels: &[usize]) -> StepStats {
         let lr = self.lr_at(self.global_step);
         let started = Instant::now();
@@ -150,15 +158,20 @@ impl Trainer {
             }
             norm
         });
+        let non_finite_statistic = stats
+            .iter()
+            .find(|u| u.value.data().iter().any(|v| !v.is_finite()))
+            .map(|u| u.id);
         let stats_step = StepStats {
             loss,
             correct,
             lr,
             grad_norm,
+            non_finite_statistic,
             graph_time,
             update_time: Duration::ZERO,
         };
-        if grad_norm.is_some_and(|n| !n.is_finite()) {
+        if grad_norm.is_some_and(|n| !n.is_finite()) || non_finite_statistic.is_some() {
             return stats_step;
         }
         self.store.apply_stat_updates(stats);

@@ -92,3 +92,39 @@ fn a_non_finite_loss_keeps_the_last_good_checkpoint() {
     let p = Start::resume(&dir, &mut again).unwrap().progress;
     assert_eq!((p.epoch, p.step), (1, 0));
 }
+
+/// Inputs so large that the stem convolution's outputs square to infinity:
+/// the first batchnorm's variance overflows while the loss stays finite
+/// (the layer outputs its beta). The step reports the statistic and
+/// changes nothing, where it would otherwise train on silently with zero
+/// gradients below that layer.
+#[test]
+fn an_overflowing_batchnorm_input_stops_the_step_by_name() {
+    let n = 4 * 32 * 32 * 3;
+    let x: Vec<f32> = (0..n).map(|i| 1e20 * ((i % 17) as f32 - 8.0)).collect();
+    let x = tensor::Tensor::from_vec(&[4, 32, 32, 3], x).unwrap();
+    let mut t = trainer(1e-3);
+    let before: Vec<Vec<f32>> = t
+        .store
+        .iter()
+        .map(|(_, p)| p.value.data().to_vec())
+        .collect();
+    let stats = t.train_step(x, &[0, 1, 2, 3]);
+    assert!(stats.loss.is_finite(), "the loss hides it: {stats:?}");
+    let id = stats
+        .non_finite_statistic
+        .expect("the overflow is reported");
+    let name = &t.store.get(id).name;
+    assert!(name.starts_with("conv1_bn/moving_"), "{name}");
+    let after: Vec<Vec<f32>> = t
+        .store
+        .iter()
+        .map(|(_, p)| p.value.data().to_vec())
+        .collect();
+    assert_eq!(after, before, "nothing was applied");
+    assert_eq!(t.global_step, 0);
+
+    // A normal batch reports nothing.
+    let x = tensor::Tensor::from_vec(&[4, 32, 32, 3], vec![0.5; n]).unwrap();
+    assert_eq!(t.train_step(x, &[0, 1, 2, 3]).non_finite_statistic, None);
+}

@@ -463,6 +463,17 @@ impl Epochs<'_> {
                     stats.loss
                 );
             }
+            if let Some(id) = stats.non_finite_statistic {
+                bail!(
+                    "batchnorm statistic {} became non-finite at epoch {} step {} (loss {}): \
+                     the layer's input overflowed f32; the update was not applied: lower --lr? \
+                     (the last checkpoint saved, if any, is kept)",
+                    trainer.store.get(id).name,
+                    epoch + 1,
+                    step,
+                    stats.loss
+                );
+            }
             if !stats.loss.is_finite() {
                 bail!(
                     "loss became {} at epoch {} step {}: lower --lr? (the last checkpoint saved, if any, is kept)",
