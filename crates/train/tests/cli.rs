@@ -98,6 +98,7 @@ fn train_eval_predict_and_resume() {
         "metrics.csv",
         "metrics.json",
         "learning_curves.svg",
+        "metrics.md",
         "confusion.txt",
     ] {
         assert!(dir.join(f).exists(), "{f} missing from the run directory");

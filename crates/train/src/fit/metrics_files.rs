@@ -1,6 +1,7 @@
-//! `metrics.csv`, `metrics.json` and `learning_curves.svg` in the run
-//! directory, rewritten after every epoch ([`crate::report::MetricsLog`]).
-//! Keras's `CSVLogger`, plus JSON for scripts and a picture. (A resumed run
+//! `metrics.csv`, `metrics.json`, `learning_curves.svg` and `metrics.md` in
+//! the run directory, rewritten after every epoch
+//! ([`crate::report::MetricsLog`]). Keras's `CSVLogger`, plus JSON for
+//! scripts, a picture and a table to quote. (A resumed run
 //! reads its history from its checkpoint, not from these files.)
 
 use super::{Callback, EpochLogs, TrainBegin};

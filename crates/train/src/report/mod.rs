@@ -1,12 +1,14 @@
-//! Per-epoch records written as `metrics.csv`, `metrics.json` and a
-//! learning-curve SVG.
+//! Per-epoch records written as `metrics.csv`, `metrics.json`, a
+//! learning-curve SVG and `metrics.md`.
 //!
-//! Why three files: CSV for spreadsheets and quick `column -t`, JSON for
-//! scripts and for resuming a run (the log is read back and extended), and an
-//! SVG picture that any browser shows without a plotting stack. All are
+//! Why four files: CSV for spreadsheets and quick `column -t`, JSON for
+//! scripts and for resuming a run (the log is read back and extended), an
+//! SVG picture that any browser shows without a plotting stack, and a
+//! Markdown table with elapsed times and time-to-accuracy, for quoting. All are
 //! rewritten atomically after every epoch, so a killed run leaves a complete
 //! log of the epochs it finished.
 
+mod markdown;
 mod svg;
 
 use std::fmt::Write as _;
@@ -19,12 +21,14 @@ use thiserror::Error;
 
 use nn::checkpoint::write_atomic;
 
+pub use markdown::{metrics_markdown, MILESTONES};
 pub use svg::learning_curves_svg;
 
 /// File names written by [`MetricsLog::write_all`].
 pub const CSV_FILE: &str = "metrics.csv";
 pub const JSON_FILE: &str = "metrics.json";
 pub const SVG_FILE: &str = "learning_curves.svg";
+pub const MARKDOWN_FILE: &str = "metrics.md";
 
 #[derive(Debug, Error)]
 pub enum ReportError {
@@ -184,13 +188,14 @@ impl MetricsLog {
         }
     }
 
-    /// Writes `metrics.csv`, `metrics.json` and `learning_curves.svg` into
-    /// `dir` (created if needed), each atomically.
+    /// Writes `metrics.csv`, `metrics.json`, `learning_curves.svg` and
+    /// `metrics.md` into `dir` (created if needed), each atomically.
     pub fn write_all(&self, dir: &Path) -> Result<(), ReportError> {
         let files = [
             (CSV_FILE, self.to_csv()),
             (JSON_FILE, self.to_json()),
             (SVG_FILE, learning_curves_svg(&self.records)),
+            (MARKDOWN_FILE, metrics_markdown(&self.records)),
         ];
         for (name, content) in files {
             let path = dir.join(name);
@@ -335,6 +340,10 @@ pub(crate) mod tests {
         assert!(fs::read_to_string(dir.join(SVG_FILE))
             .unwrap()
             .starts_with("<svg"));
+        assert_eq!(
+            fs::read_to_string(dir.join(MARKDOWN_FILE)).unwrap(),
+            metrics_markdown(&log.records)
+        );
         assert_eq!(MetricsLog::read_dir(&dir).unwrap(), log);
     }
 }

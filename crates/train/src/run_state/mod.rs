@@ -1,7 +1,7 @@
 //! Saving and resuming a run: the checkpoint protocol.
 //!
 //! A run directory holds `config.json`, `classes.txt`, the human-facing
-//! `metrics.csv`/`.json` and `learning_curves.svg` (written by the
+//! `metrics.csv`/`.json`/`.md` and `learning_curves.svg` (written by the
 //! `MetricsFiles` callback), the user-facing `model.safetensors`, and
 //! `checkpoints/`, where every save is one **unit**: a directory
 //! `checkpoints/<seq>-step<global_step>/` holding

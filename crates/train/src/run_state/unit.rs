@@ -306,7 +306,7 @@ pub fn prune(run_dir: &Path, newest: &Path) -> io::Result<()> {
 /// temporaries (`.<file>.<random>.tmp`) are the run's own leftovers; no
 /// other hidden file is touched (`--out` may name a directory that holds
 /// more than the run).
-const RUN_FILES: [&str; 10] = [
+const RUN_FILES: [&str; 11] = [
     MODEL_FILE,
     super::EMA_FILE,
     STATE_FILE,
@@ -315,6 +315,7 @@ const RUN_FILES: [&str; 10] = [
     crate::report::CSV_FILE,
     crate::report::JSON_FILE,
     crate::report::SVG_FILE,
+    crate::report::MARKDOWN_FILE,
     "best.safetensors",
     "confusion.txt",
 ];
