@@ -86,9 +86,14 @@ pub fn train(
     // Process-wide (every GEMM below reads it); fp32 unless the run asks.
     tensor::gemm::set_precision(config.precision()?).map_err(|e| anyhow!("--precision: {e}"))?;
     println!(
-        "gemm: {} ({} operands, f32 accumulation)",
+        "gemm: {} ({} operands, f32 accumulation{})",
         tensor::gemm::kernel_name(),
-        tensor::gemm::precision()
+        tensor::gemm::precision(),
+        if config.precision == "auto" {
+            "; --precision auto"
+        } else {
+            ""
+        }
     );
     let preprocess = config.preprocess()?;
     let tta = config.tta()?;

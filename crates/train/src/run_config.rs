@@ -88,9 +88,11 @@ pub struct RunConfig {
     #[serde(default)]
     pub ema: Option<crate::ema::EmaConfig>,
     /// The number format of every GEMM operand (conv forward, input and
-    /// kernel gradients, dense layers): "fp32" or "bf16" (rounded to bf16,
-    /// accumulated in f32; needs AVX512_BF16). Weights, activations,
-    /// gradients, batchnorm and the optimizer stay f32 either way.
+    /// kernel gradients, dense layers): "fp32", "bf16" (rounded to bf16,
+    /// accumulated in f32; needs AVX512_BF16) or "auto" (bf16 where the CPU
+    /// has it, else fp32: decided on each start, so a run resumed on
+    /// another machine may change). Weights, activations, gradients,
+    /// batchnorm and the optimizer stay f32 either way.
     #[serde(default = "fp32")]
     pub precision: String,
 }
@@ -239,22 +241,53 @@ impl RunConfig {
         self.tta.parse().map_err(|e| anyhow!("--tta: {e}"))
     }
 
-    /// The GEMM precision, refused (naming the missing CPU feature) when
-    /// this CPU cannot run it.
+    /// The GEMM precision on this CPU, refused (naming the missing CPU
+    /// feature) when this CPU cannot run it.
     pub fn precision(&self) -> Result<tensor::Precision> {
-        let p: tensor::Precision = self
-            .precision
-            .parse()
-            .map_err(|e| anyhow!("--precision {}: {e}", self.precision))?;
-        p.kernel()
-            .map_err(|e| anyhow!("--precision {}: {e}", self.precision))?;
-        Ok(p)
+        resolve_precision(
+            &self.precision,
+            tensor::Precision::Bf16.kernel().map(|_| ()),
+        )
     }
+}
+
+/// `name` ("fp32" | "bf16" | "auto") on a CPU whose bf16 support is
+/// `bf16`: `Ok`, or why not (the missing CPU feature). "auto" is bf16 when
+/// it is supported, fp32 otherwise: never an error, never silently slower.
+pub fn resolve_precision(name: &str, bf16: Result<(), String>) -> Result<tensor::Precision> {
+    if name == "auto" {
+        return Ok(match bf16 {
+            Ok(()) => tensor::Precision::Bf16,
+            Err(_) => tensor::Precision::Fp32,
+        });
+    }
+    let p: tensor::Precision = name
+        .parse()
+        .map_err(|e| anyhow!("--precision {name}: {e} (or auto)"))?;
+    if p == tensor::Precision::Bf16 {
+        bf16.map_err(|e| anyhow!("--precision {name}: {e} (--precision auto falls back to fp32)"))?;
+    }
+    Ok(p)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_precision_is_bf16_where_the_cpu_has_it() {
+        use tensor::Precision::{Bf16, Fp32};
+        let has = || Ok(());
+        let lacks = || Err("this CPU lacks AVX512_BF16".to_string());
+        assert_eq!(resolve_precision("auto", has()).unwrap(), Bf16);
+        assert_eq!(resolve_precision("auto", lacks()).unwrap(), Fp32);
+        assert_eq!(resolve_precision("fp32", lacks()).unwrap(), Fp32);
+        assert_eq!(resolve_precision("bf16", has()).unwrap(), Bf16);
+        let e = resolve_precision("bf16", lacks()).unwrap_err().to_string();
+        assert!(e.contains("lacks AVX512_BF16") && e.contains("auto"), "{e}");
+        let e = resolve_precision("fp16", has()).unwrap_err().to_string();
+        assert!(e.contains("--precision fp16") && e.contains("auto"), "{e}");
+    }
 
     /// A config.json written before `val_split` and `callbacks` existed.
     const OLD: &str = r#"{

@@ -203,6 +203,35 @@ fn bf16_precision_runs_where_the_cpu_has_it_and_is_refused_elsewhere() {
     );
 }
 
+/// `--precision auto` is never refused: bf16 where the CPU has
+/// AVX512_BF16, fp32 elsewhere, and the kernel it took is printed.
+#[test]
+fn auto_precision_takes_bf16_where_the_cpu_has_it_and_fp32_elsewhere() {
+    let out = run_ok(train().args([
+        "bench",
+        "--only",
+        "training",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-size",
+        "2",
+        "--precision",
+        "auto",
+    ]));
+    let want = if tensor::Kernel::Avx512Bf16.is_supported() {
+        tensor::Precision::Bf16
+    } else {
+        tensor::Precision::Fp32
+    };
+    let kernel = want.kernel().unwrap().name();
+    assert!(
+        out.contains(&format!("gemm kernel {kernel}, precision {want}")),
+        "{out}"
+    );
+}
+
 #[test]
 fn run_directories_are_never_shared_or_overwritten_silently() {
     let data = image_folder("dirs_data");

@@ -185,7 +185,7 @@ pub struct TrainArgs {
     pub threads: Option<usize>,
     /// GEMM operands: fp32 | bf16 (rounded to bf16, accumulated in f32, on
     /// CPUs with AVX512_BF16; weights, batchnorm and the optimizer stay f32)
-    /// [default: the recipe's, fp32].
+    /// | auto (bf16 where the CPU has it, else fp32) [default: the recipe's].
     #[arg(long)]
     pub precision: Option<String>,
     /// unit (x / 255, the recipe) | caffe (Keras ImageNet preprocessing: BGR, mean-subtracted)
@@ -328,7 +328,7 @@ pub struct BenchArgs {
     /// The network, as for `train --model`.
     #[arg(long, default_value = "resnet50", value_parser = train::model_spec::ModelSpec::keras)]
     pub model: train::model_spec::ModelSpec,
-    /// GEMM operands, as for `train --precision`: fp32 | bf16.
+    /// GEMM operands, as for `train --precision`: fp32 | bf16 | auto.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
     /// The optimizer whose update the training steps include: adam (the
