@@ -2,33 +2,20 @@
 //! computation: the step's gradients taken from the graph independently,
 //! their norm summed here in f64, the plain-SGD update applied by hand.
 
+mod common;
+
 use autograd::{ops, Graph, Mode, ParamId};
 use std::collections::BTreeMap;
 use tensor::Tensor;
-use train::model_spec::{ModelSpec, ResNetVersion};
 use train::optim::{LrSchedule, Sgd, SgdConfig};
 use train::trainer::Trainer;
 
 const LR: f32 = 0.05;
 
 fn trainer() -> Trainer {
-    let spec = ModelSpec {
-        version: ResNetVersion::V1,
-        stem_filters: 8,
-        depths: vec![1, 1, 1, 1],
-        widths: vec![8, 8, 16, 16],
-        num_classes: Some(4),
-        unbiased_moving_variance: false,
-        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
-    };
-    let (model, store) = nn::ResNet::new(spec.config(32, 11)).unwrap();
     // Plain SGD (no momentum, no decay): the update is w - lr * g exactly.
-    Trainer::new(
-        Box::new(model),
-        store,
-        Box::new(Sgd::new(SgdConfig::default())),
-        LrSchedule::constant(LR),
-    )
+    let sgd = Box::new(Sgd::new(SgdConfig::default()));
+    common::narrow_trainer(4, 11, sgd, LrSchedule::constant(LR))
 }
 
 fn batch(scale: f32) -> (Tensor, Vec<usize>) {

@@ -7,28 +7,11 @@ mod common;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use train::fit::{fit, Checkpoint, FitConfig, FitData, MetricsFiles, Start};
-use train::model_spec::ModelSpec;
-use train::optim::{Adam, AdamConfig, LrSchedule};
 use train::run_state;
 use train::trainer::Trainer;
 
 fn trainer(lr: f32) -> Trainer {
-    let spec = ModelSpec {
-        version: train::model_spec::ResNetVersion::V1,
-        stem_filters: 8,
-        depths: vec![1, 1, 1, 1],
-        widths: vec![8, 8, 16, 16],
-        num_classes: Some(4),
-        unbiased_moving_variance: false,
-        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
-    };
-    let (model, store) = nn::ResNet::new(spec.config(32, 7)).unwrap();
-    Trainer::new(
-        Box::new(model),
-        store,
-        Box::new(Adam::new(AdamConfig::default())),
-        LrSchedule::constant(lr),
-    )
+    common::narrow_adam(4, 7, lr)
 }
 
 #[test]

@@ -10,7 +10,6 @@ mod finetune_folder;
 
 use std::path::PathBuf;
 use train::fit::EndReason;
-use train::model_spec::ModelSpec;
 
 #[test]
 fn the_example_fine_tunes_on_an_image_folder() {
@@ -21,15 +20,7 @@ fn the_example_fine_tunes_on_an_image_folder() {
         folder: root.join("images"),
         weights: None,
         epochs: 4,
-        model: ModelSpec {
-            version: train::model_spec::ResNetVersion::V1,
-            stem_filters: 8,
-            depths: vec![1, 1, 1, 1],
-            widths: vec![8, 8, 16, 16],
-            num_classes: None,
-            unbiased_moving_variance: false,
-            bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
-        },
+        model: common::narrow_spec(None),
         out: root.join("run"),
     };
     let (summary, test) = finetune_folder::finetune(&options).unwrap();

@@ -16,36 +16,17 @@ use train::fit::{
     fit, Callback, EarlyStopping, EndReason, EpochLogs, FitConfig, FitData, Metric, MetricsFiles,
     ModelCheckpoint, Monitor, ReduceLrOnPlateau, Start, TrainBegin,
 };
-use train::model_spec::ModelSpec;
-use train::optim::{Adam, AdamConfig, LrSchedule};
+use train::optim::LrSchedule;
 use train::report::EpochRecord;
 use train::run_state::Progress;
 use train::trainer::Trainer;
 
-fn narrow_spec(classes: usize) -> ModelSpec {
-    ModelSpec {
-        version: train::model_spec::ResNetVersion::V1,
-        stem_filters: 8,
-        depths: vec![1, 1, 1, 1],
-        widths: vec![8, 8, 16, 16],
-        num_classes: Some(classes),
-        unbiased_moving_variance: false,
-        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
-    }
-}
-
 fn narrow(classes: usize, seed: u64) -> ResNetConfig {
-    narrow_spec(classes).config(32, seed)
+    common::narrow_spec(Some(classes)).config(32, seed)
 }
 
 fn trainer_seeded(lr: f32, classes: usize, seed: u64) -> Trainer {
-    let (model, store) = nn::ResNet::new(narrow(classes, seed)).unwrap();
-    Trainer::new(
-        Box::new(model),
-        store,
-        Box::new(Adam::new(AdamConfig::default())),
-        LrSchedule::constant(lr),
-    )
+    common::narrow_adam(classes, seed, lr)
 }
 
 fn trainer(lr: f32) -> Trainer {
@@ -871,7 +852,7 @@ fn a_configured_run_writes_its_average_and_judges_it() {
         seed: 1,
         weights: None,
         data: Some(data),
-        model: narrow_spec(4),
+        model: common::narrow_spec(Some(4)),
         ema: Some(EmaConfig {
             decay: 0.9,
             every: 1,

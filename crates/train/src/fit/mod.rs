@@ -463,6 +463,15 @@ impl Epochs<'_> {
                     stats.loss
                 );
             }
+            if !stats.loss.is_finite() {
+                bail!(
+                    "loss became {} at epoch {} step {}: lower --lr? (the last checkpoint saved, if any, is kept)",
+                    stats.loss,
+                    epoch + 1,
+                    step
+                );
+            }
+            // A finite loss with a non-finite statistic: the silent case.
             if let Some(id) = stats.non_finite_statistic {
                 bail!(
                     "batchnorm statistic {} became non-finite at epoch {} step {} (loss {}): \
@@ -472,14 +481,6 @@ impl Epochs<'_> {
                     epoch + 1,
                     step,
                     stats.loss
-                );
-            }
-            if !stats.loss.is_finite() {
-                bail!(
-                    "loss became {} at epoch {} step {}: lower --lr? (the last checkpoint saved, if any, is kept)",
-                    stats.loss,
-                    epoch + 1,
-                    step
                 );
             }
             meter.add_counts(stats.loss as f64, stats.correct, indices.len());

@@ -8,6 +8,41 @@
 
 use std::path::Path;
 use train::data::{Dataset, IMAGE_BYTES, IMAGE_SIDE};
+use train::model_spec::{ModelSpec, ResNetVersion};
+use train::optim::{Adam, AdamConfig, LrSchedule, Optimizer};
+use train::trainer::Trainer;
+
+/// The tests' network: ResNet50's topology (v1 blocks, Keras names) with
+/// one block per stage and widths 8-16, so a step takes milliseconds;
+/// `classes: None` leaves the head off.
+pub fn narrow_spec(classes: Option<usize>) -> ModelSpec {
+    ModelSpec {
+        version: ResNetVersion::V1,
+        stem_filters: 8,
+        depths: vec![1, 1, 1, 1],
+        widths: vec![8, 8, 16, 16],
+        num_classes: classes,
+        unbiased_moving_variance: false,
+        bn_momentum: nn::layers::batch_norm::KERAS_MOMENTUM,
+    }
+}
+
+/// A trainer of [`narrow_spec`] for 32x32 inputs, initialized from `seed`.
+pub fn narrow_trainer(
+    classes: usize,
+    seed: u64,
+    optimizer: Box<dyn Optimizer>,
+    schedule: LrSchedule,
+) -> Trainer {
+    let (model, store) = nn::ResNet::new(narrow_spec(Some(classes)).config(32, seed)).unwrap();
+    Trainer::new(Box::new(model), store, optimizer, schedule)
+}
+
+/// [`narrow_trainer`] with Keras's default Adam at the constant rate `lr`.
+pub fn narrow_adam(classes: usize, seed: u64, lr: f32) -> Trainer {
+    let adam = Box::new(Adam::new(AdamConfig::default()));
+    narrow_trainer(classes, seed, adam, LrSchedule::constant(lr))
+}
 
 /// A small seeded generator (SplitMix64): the same images on every machine.
 struct Noise(u64);
