@@ -219,7 +219,7 @@ fn the_command_line_overrides_a_recipe_field_by_field() {
     assert!(text.contains("\"epochs\": 3,   <- given"), "{text}");
     assert!(text.contains("\"label_smoothing\": 0.1,\n"), "{text}");
     assert!(
-        text.contains("lr 0.025 at batch 32 = 0.05 per 64 images"),
+        text.contains("lr 0.0125 at batch 32 = 0.025 per 64 images"),
         "{text}"
     );
     assert!(text.contains("(flip test-time augmentation)"), "{text}");
@@ -232,7 +232,7 @@ fn the_command_line_overrides_a_recipe_field_by_field() {
     let mut want = Recipe::Scratch.config();
     want.epochs = 3;
     want.batch_size = 32;
-    want.lr = 0.025;
+    want.lr = 0.0125;
     want.nesterov = false;
     want.cutout = 4;
     assert_eq!(saved.lr, want.lr);
@@ -249,6 +249,9 @@ fn the_command_line_overrides_a_recipe_field_by_field() {
     );
     assert_eq!(saved.ema, want.ema);
     assert_eq!(saved.model.bn_momentum, 0.9);
+    // bf16 GEMMs where the CPU has them, decided (and printed) at the start.
+    assert_eq!(saved.precision, "auto");
+    assert!(text.contains("; --precision auto)"), "{text}");
     assert_eq!(
         (saved.nesterov, saved.cutout, saved.tta.as_str()),
         (false, 4, "flip")
