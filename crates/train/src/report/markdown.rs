@@ -19,10 +19,11 @@ pub const MILESTONES: [f64; 5] = [0.5, 0.7, 0.8, 0.85, 0.874];
 /// How a record gives one of its accuracies (`None`: not evaluated).
 type Accuracy = fn(&EpochRecord) -> Option<f64>;
 
-/// One column: its header and how a record fills it (`None`: no value).
+/// One column: its header and how a record, with the minutes elapsed at its
+/// end, fills it (`None`: no value).
 struct Column {
     header: &'static str,
-    cell: fn(&EpochRecord) -> Option<String>,
+    cell: fn(&EpochRecord, f64) -> Option<String>,
 }
 
 fn loss(v: Option<f64>) -> Option<String> {
@@ -52,44 +53,43 @@ fn lr(v: f64) -> String {
 const COLUMNS: [Column; 10] = [
     Column {
         header: "lr (last step)",
-        cell: |r| Some(lr(r.lr)),
+        cell: |r, _| Some(lr(r.lr)),
     },
     Column {
         header: "train loss",
-        cell: |r| loss(Some(r.train_loss)),
+        cell: |r, _| loss(Some(r.train_loss)),
     },
     Column {
         header: "train acc",
-        cell: |r| acc(Some(r.train_acc)),
+        cell: |r, _| acc(Some(r.train_acc)),
     },
     Column {
         header: "val loss",
-        cell: |r| loss(r.val_loss),
+        cell: |r, _| loss(r.val_loss),
     },
     Column {
         header: "val acc",
-        cell: |r| acc(r.val_acc),
+        cell: |r, _| acc(r.val_acc),
     },
     Column {
         header: "test loss",
-        cell: |r| loss(r.test_loss),
+        cell: |r, _| loss(r.test_loss),
     },
     Column {
         header: "test acc",
-        cell: |r| acc(r.test_acc),
+        cell: |r, _| acc(r.test_acc),
     },
     Column {
         header: "EMA val acc",
-        cell: |r| acc(r.ema_val_acc),
+        cell: |r, _| acc(r.ema_val_acc),
     },
     Column {
         header: "EMA test acc",
-        cell: |r| acc(r.ema_test_acc),
+        cell: |r, _| acc(r.ema_test_acc),
     },
     Column {
         header: "elapsed min",
-        // Filled by the caller (it needs the running sum).
-        cell: |_| None,
+        cell: |_, minutes| Some(format!("{minutes:.1}")),
     },
 ];
 
@@ -103,25 +103,21 @@ pub fn metrics_markdown(records: &[EpochRecord]) -> String {
             Some(*t / 60.0)
         })
         .collect();
-    let last = COLUMNS.len() - 1;
-    let shown: Vec<usize> = (0..COLUMNS.len())
-        .filter(|&c| c == last || records.iter().any(|r| (COLUMNS[c].cell)(r).is_some()))
+    let shown: Vec<&Column> = COLUMNS
+        .iter()
+        .filter(|c| records.iter().any(|r| (c.cell)(r, 0.0).is_some()))
         .collect();
     let mut s = String::from("| epoch |");
-    for &c in &shown {
-        let _ = write!(s, " {} |", COLUMNS[c].header);
+    for c in &shown {
+        let _ = write!(s, " {} |", c.header);
     }
     s += "\n|---:|";
     s += &"---:|".repeat(shown.len());
     s += "\n";
-    for (r, minutes) in records.iter().zip(&elapsed_min) {
+    for (r, &minutes) in records.iter().zip(&elapsed_min) {
         let _ = write!(s, "| {} |", r.epoch);
-        for &c in &shown {
-            let cell = if c == last {
-                Some(format!("{minutes:.1}"))
-            } else {
-                (COLUMNS[c].cell)(r)
-            };
+        for c in &shown {
+            let cell = (c.cell)(r, minutes);
             let _ = write!(s, " {} |", cell.as_deref().unwrap_or("-"));
         }
         s += "\n";
