@@ -244,11 +244,14 @@ impl RunConfig {
     /// The GEMM precision on this CPU, refused (naming the missing CPU
     /// feature) when this CPU cannot run it.
     pub fn precision(&self) -> Result<tensor::Precision> {
-        resolve_precision(
-            &self.precision,
-            tensor::Precision::Bf16.kernel().map(|_| ()),
-        )
+        precision_on_this_cpu(&self.precision)
     }
+}
+
+/// [`resolve_precision`] on the CPU this runs on: what `train` and `bench`
+/// both take their `--precision` through.
+pub fn precision_on_this_cpu(name: &str) -> Result<tensor::Precision> {
+    resolve_precision(name, tensor::Precision::Bf16.kernel().map(|_| ()))
 }
 
 /// `name` ("fp32" | "bf16" | "auto") on a CPU whose bf16 support is

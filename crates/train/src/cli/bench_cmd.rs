@@ -66,8 +66,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
 fn run_in_pool(a: BenchArgs) -> Result<()> {
     // Checked and set before anything is built: every GEMM below reads it.
-    let bf16 = tensor::Precision::Bf16.kernel().map(|_| ());
-    let precision = train::run_config::resolve_precision(&a.precision, bf16)?;
+    let precision = train::run_config::precision_on_this_cpu(&a.precision)?;
     tensor::gemm::set_precision(precision)
         .map_err(|e| anyhow!("--precision {}: {e}", a.precision))?;
     let threads = rayon::current_num_threads();
