@@ -143,20 +143,16 @@ fn milestones_line(
     elapsed_min: &[f64],
     get: Accuracy,
 ) -> String {
-    let first = |m: f64| records.iter().position(|r| get(r).is_some_and(|a| a >= m));
-    let (reached, missed): (Vec<f64>, Vec<f64>) =
-        MILESTONES.iter().partition(|&&m| first(m).is_some());
-    let reached: Vec<String> = reached
-        .iter()
-        .map(|&m| {
-            let i = first(m).expect("partitioned on it");
-            format!(
+    let (mut reached, mut missed) = (Vec::new(), Vec::new());
+    for m in MILESTONES {
+        match records.iter().position(|r| get(r).is_some_and(|a| a >= m)) {
+            Some(i) => reached.push(format!(
                 "{m} at epoch {} ({:.1} min)",
                 records[i].epoch, elapsed_min[i]
-            )
-        })
-        .collect();
-    let missed: Vec<String> = missed.iter().map(f64::to_string).collect();
+            )),
+            None => missed.push(m.to_string()),
+        }
+    }
     let best = records
         .iter()
         .filter_map(|r| get(r).map(|a| (a, r.epoch)))
