@@ -5,7 +5,7 @@
 //! both sides of the parallel threshold and of the fixed reduction blocks.
 
 use proptest::prelude::*;
-use tensor::batch_norm as bn;
+use tensor::batch_norm::{self as bn, Relu};
 use tensor::reference;
 use tensor::testing::{assert_close, check_tensor, data, SUM_RTOL};
 
@@ -23,19 +23,6 @@ fn batch(rows: usize, c: usize, seed: u64) -> Vec<f32> {
 
 fn rows() -> impl Strategy<Value = usize> {
     prop_oneof![1usize..40, 250usize..300, Just(2048), Just(8192)]
-}
-
-/// The per-channel constants of the input gradient, as the autograd op
-/// folds them: `dx = k dy + a x + b`.
-fn fold(gamma: &[f32], mean: &[f32], inv: &[f32], sums: (&[f32], &[f32]), m: f32) -> [Vec<f32>; 3] {
-    let (dbeta, dgamma) = sums;
-    let c = gamma.len();
-    let k: Vec<f32> = (0..c).map(|i| gamma[i] * inv[i]).collect();
-    let a: Vec<f32> = (0..c).map(|i| -k[i] * dgamma[i] / m * inv[i]).collect();
-    let b: Vec<f32> = (0..c)
-        .map(|i| -k[i] * dbeta[i] / m - a[i] * mean[i])
-        .collect();
-    [k, a, b]
 }
 
 /// `sum(dy)` and `sum(dy * xhat)` against the reference. The tolerance is
@@ -59,27 +46,34 @@ fn check_sums(x: &[f32], dy: &[f32], c: usize, got: (&[f32], &[f32]), want: (&[f
     assert_close("dgamma", got.1, want.1, &tol_dyx, 1.0);
 }
 
-/// The error bound of `dx = k dy + a x + b` against the f64 reference.
-/// `dx` subtracts two means from `dy`: an absolute error on the scale of
-/// `gamma / sigma` (sigma ~ 0.6 here) and a relative one. And `a x + b`
-/// cancels to `a (x - mean)`: where a channel's variance is tiny (two rows
-/// of nearly equal values), `a` is large and `x` far from zero, so the
-/// folded form rounds on the scale of `|a x|` and of `b ~ |a mean|`, a few
-/// ulps each, however small the result.
+/// The error bound of `dx = k dy + a (x - mean) + b` against the f64
+/// reference. `dx` subtracts two means from `dy`: an absolute error on the
+/// scale of `gamma / sigma` (sigma ~ 0.6 here) and a relative one; a few
+/// ulps of each of the three terms (where a channel's variance is tiny, `a`
+/// is large, but `x - mean` is small: the centred form does not cancel); and
+/// `a` times the difference between our mean and the reference's (both
+/// rounded to f32 from nearly the same value, usually equal).
 fn dx_bound(
     x: &[f32],
     dy: &[f32],
     gamma: &[f32],
-    [k, a, b]: [&[f32]; 3],
+    mean: &[f32],
+    grad: &bn::InputGradient,
     want: &[f32],
 ) -> Vec<f32> {
     let c = gamma.len();
+    let (ref_mean, _) = reference::batch_norm_statistics(x, c);
     let scale = gamma.iter().map(|g| g.abs()).fold(0.0f32, f32::max) * 4.0;
+    let (k, a, b) = (&grad.k, &grad.a, &grad.b);
     (0..x.len())
         .map(|j| {
             let i = j % c;
-            let folded = (k[i] * dy[j]).abs() + (a[i] * x[j]).abs() + b[i].abs();
-            1e-4 * scale.max(1.0) + 1e-4 * want[j].abs() + 8.0 * f32::EPSILON * folded
+            let terms = (k[i] * dy[j]).abs() + (a[i] * (x[j] - mean[i])).abs() + b[i].abs();
+            let mean_difference = (a[i] * (mean[i] - ref_mean[i])).abs();
+            1e-4 * scale.max(1.0)
+                + 1e-4 * want[j].abs()
+                + 4.0 * f32::EPSILON * terms
+                + mean_difference
         })
         .collect()
 }
@@ -133,13 +127,13 @@ proptest! {
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
         let (rdx, rdgamma, rdbeta) = reference::batch_norm_train_backward(&x, &dy, &gamma, EPS);
 
-        let (dbeta, dgamma) = bn::backward_sums(&x, &dy, &mean, &inv);
+        let (dbeta, dgamma) = bn::backward_sums(&x, &dy, &mean, &inv, Relu::None);
         check_sums(&x, &dy, c, (&dbeta, &dgamma), (&rdbeta, &rdgamma));
 
-        let [k, a, b] = fold(&gamma, &mean, &inv, (&dbeta, &dgamma), rows as f32);
+        let grad = bn::InputGradient::training(&gamma, &inv, &dbeta, &dgamma, rows);
         let mut dx = vec![f32::NAN; x.len()];
-        bn::backward_input(&x, &dy, &k, &a, &b, &mut dx);
-        assert_close("dx", &dx, &rdx, &dx_bound(&x, &dy, &gamma, [&k, &a, &b], &rdx), 1.0);
+        bn::backward_input(&x, &dy, &mean, &grad, Relu::None, &mut dx);
+        assert_close("dx", &dx, &rdx, &dx_bound(&x, &dy, &gamma, &mean, &grad, &rdx), 1.0);
     }
 
     #[test]
@@ -148,24 +142,33 @@ proptest! {
         let x = batch(rows, c, seed);
         let dy = data(x.len(), seed + 1);
         let (gamma, beta) = (data(c, seed + 2), data(c, seed + 3));
-        let y = reference::relu(&reference::batch_norm_train(&x, &gamma, &beta, EPS));
-        // The ReLU's backward first, then batchnorm's: what the fused passes do at once.
-        let masked = reference::relu_backward(&y, &dy);
-        let (rdx, rdgamma, rdbeta) = reference::batch_norm_train_backward(&x, &masked, &gamma, EPS);
 
         let (mean, var) = bn::mean_and_variance(&x, c);
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
-        let (dbeta, dgamma) = bn::backward_sums_relu(&x, &y, &dy, &mean, &inv);
-        check_sums(&x, &masked, c, (&dbeta, &dgamma), (&rdbeta, &rdgamma));
-        let [k, a, b] = fold(&gamma, &mean, &inv, (&dbeta, &dgamma), rows as f32);
-        let mut dx = vec![f32::NAN; x.len()];
-        bn::backward_input_relu(&x, &y, &dy, &k, &a, &b, &mut dx);
-        assert_close("dx", &dx, &rdx, &dx_bound(&x, &masked, &gamma, [&k, &a, &b], &rdx), 1.0);
+        // The op's own forward (its mask is what the backward must match),
+        // then the ReLU's backward and batchnorm's in the reference: what the
+        // fused passes do at once, with the mask read from the output and
+        // recomputed from the input.
+        let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * inv[i] * gamma[i]).collect();
+        let scale: Vec<f32> = (0..c).map(|i| inv[i] * gamma[i]).collect();
+        let mut y32 = vec![f32::NAN; x.len()];
+        bn::affine_relu(&x, &scale, &shift, &mut y32);
+        let masks = [Relu::OfOutput(&y32), Relu::OfAffine { scale: &scale, shift: &shift }];
+        let masked = reference::relu_backward(&y32, &dy);
+        let (rdx, rdgamma, rdbeta) = reference::batch_norm_train_backward(&x, &masked, &gamma, EPS);
+        for relu in masks {
+            let (dbeta, dgamma) = bn::backward_sums(&x, &dy, &mean, &inv, relu);
+            check_sums(&x, &masked, c, (&dbeta, &dgamma), (&rdbeta, &rdgamma));
+            let grad = bn::InputGradient::training(&gamma, &inv, &dbeta, &dgamma, rows);
+            let mut dx = vec![f32::NAN; x.len()];
+            bn::backward_input(&x, &dy, &mean, &grad, relu, &mut dx);
+            assert_close("dx", &dx, &rdx, &dx_bound(&x, &masked, &gamma, &mean, &grad, &rdx), 1.0);
 
-        let mut dy_masked = dy.clone();
-        let mut dx2 = vec![f32::NAN; x.len()];
-        bn::backward_input_relu_masking(&x, &y, &mut dy_masked, &k, &a, &b, &mut dx2);
-        prop_assert_eq!(&dx2, &dx);
-        prop_assert_eq!(&dy_masked, &masked);
+            let mut dy_masked = dy.clone();
+            let mut dx2 = vec![f32::NAN; x.len()];
+            bn::backward_input_masking(&x, &mut dy_masked, &mean, &grad, relu, &mut dx2);
+            prop_assert_eq!(&dx2, &dx);
+            prop_assert_eq!(&dy_masked, &masked);
+        }
     }
 }

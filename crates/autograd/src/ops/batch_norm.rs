@@ -18,10 +18,11 @@
 //! change. Inference mode normalizes with fixed moving statistics, so it is a
 //! per-channel affine map, and its backward is too.
 //!
-//! The passes over the data are the `tensor::batch_norm` kernels: two reads
+//! The passes over the data are the `tensor::batch_norm` kernels: one read
 //! for the statistics and one affine pass forward; one fused read for both
 //! sums and one pass for `dx` backward. `xhat` is recomputed from the input
-//! rather than stored.
+//! rather than stored, and so is a following ReLU's mask where no residual
+//! joins before it.
 
 use crate::graph::{Backward, BackwardCtx, Graph, OpInfo, Var};
 use tensor::batch_norm as bn;
@@ -42,23 +43,6 @@ fn channels_of(x: &Tensor) -> usize {
     *x.shape()
         .last()
         .expect("batch_norm: a rank-0 input has no channel axis")
-}
-
-/// `sum(dy)` and `sum(dy * xhat)` per channel, `dy` first sent back through
-/// the op's ReLU (whose output is the op's output) when it has one.
-fn sums(
-    ctx: &BackwardCtx,
-    dy: &Tensor,
-    mean: &[f32],
-    inv_sigma: &[f32],
-    relu: bool,
-) -> (Vec<f32>, Vec<f32>) {
-    let x = ctx.inputs[0].data();
-    if relu {
-        bn::backward_sums_relu(x, ctx.output.data(), dy.data(), mean, inv_sigma)
-    } else {
-        bn::backward_sums(x, dy.data(), mean, inv_sigma)
-    }
 }
 
 fn per_channel(v: Vec<f32>) -> Tensor {
@@ -145,67 +129,76 @@ fn train(
         var,
         count: xv.numel() / c,
     };
+    let (mask, name) = match (relu, residual) {
+        (false, _) => (Mask::None, "batch_norm_train"),
+        (true, None) => (Mask::OfAffine { scale, shift }, "batch_norm_relu_train"),
+        (true, Some(_)) => (Mask::OfOutput, "batch_norm_add_relu_train"),
+    };
     let backward = BatchNormTrainBackward {
         mean,
         inv_sigma,
-        relu,
-        residual: residual.is_some(),
+        relu: mask,
     };
     let y = match residual {
-        Some(r) => {
-            let info = OpInfo::named("batch_norm_add_relu_train");
-            g.push(y, &[x, gamma, beta, r], info, backward)
-        }
-        None => {
-            let name = if relu {
-                "batch_norm_relu_train"
-            } else {
-                "batch_norm_train"
-            };
-            g.push(y, &[x, gamma, beta], OpInfo::named(name), backward)
-        }
+        Some(r) => g.push(y, &[x, gamma, beta, r], OpInfo::named(name), backward),
+        None => g.push(y, &[x, gamma, beta], OpInfo::named(name), backward),
     };
     (y, stats)
+}
+
+/// The ReLU inside the op, for the backward (see [`bn::Relu`]).
+enum Mask {
+    None,
+    /// No residual: the mask is recomputed from `x` with the forward's
+    /// `scale` and `shift`, the same f32 arithmetic, so the op's output is
+    /// not read again.
+    OfAffine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    /// A residual was added before the ReLU: the mask is the op's output.
+    OfOutput,
+}
+
+impl Mask {
+    fn relu<'a>(&'a self, ctx: &'a BackwardCtx) -> bn::Relu<'a> {
+        match self {
+            Mask::None => bn::Relu::None,
+            Mask::OfAffine { scale, shift } => bn::Relu::OfAffine { scale, shift },
+            Mask::OfOutput => bn::Relu::OfOutput(ctx.output.data()),
+        }
+    }
 }
 
 struct BatchNormTrainBackward {
     mean: Vec<f32>,
     inv_sigma: Vec<f32>,
-    /// A ReLU follows inside the op: `dy` is the ReLU output's gradient.
-    relu: bool,
-    /// A residual is added before the ReLU (a fourth input).
-    residual: bool,
+    /// The ReLU after the batchnorm (after the residual, when the op has a
+    /// fourth input): `dy` is the ReLU output's gradient.
+    relu: Mask,
 }
 
 impl Backward for BatchNormTrainBackward {
     fn backward(&self, ctx: &BackwardCtx, mut dy: Tensor) -> Vec<Option<Tensor>> {
-        let (x, gamma) = (ctx.inputs[0], ctx.inputs[1]);
+        let (x, gamma) = (ctx.inputs[0].data(), ctx.inputs[1].data());
         let (mean, inv) = (&self.mean, &self.inv_sigma);
-        let c = mean.len();
-        let m = (x.numel() / c) as f32;
-        // dbeta = sum(dy), dgamma = sum(dy * xhat), in one read of x and dy.
-        // Through the ReLU first when there is one (its output is ours).
-        let (dbeta, dgamma) = sums(ctx, &dy, mean, inv, self.relu);
+        let relu = self.relu.relu(ctx);
+        let residual = matches!(self.relu, Mask::OfOutput);
+        // dbeta = sum(dy), dgamma = sum(dy * xhat), in one read of x and dy,
+        // through the ReLU first when there is one.
+        let (dbeta, dgamma) = bn::backward_sums(x, dy.data(), mean, inv, relu);
         // With a residual, `dy` ends up masked by the ReLU: the residual's
         // gradient (done in the input-gradient pass when there is one).
         let mut masked = false;
         let dx = ctx.needs_grad[0].then(|| {
-            // dx = k (dy - dbeta/M - xhat dgamma/M) with k = gamma / sigma and
-            // xhat = (x - mean) inv, which is k dy + a x + b per channel.
-            let k: Vec<f32> = gamma.data().iter().zip(inv).map(|(g, s)| g * s).collect();
-            let a: Vec<f32> = (0..c).map(|i| -k[i] * dgamma[i] / m * inv[i]).collect();
-            let b: Vec<f32> = (0..c)
-                .map(|i| -k[i] * dbeta[i] / m - a[i] * mean[i])
-                .collect();
-            let mut dx = Tensor::for_overwrite(x.shape());
-            let (xd, out) = (x.data(), ctx.output.data());
-            if self.residual {
-                bn::backward_input_relu_masking(xd, out, dy.data_mut(), &k, &a, &b, dx.data_mut());
+            let rows = x.len() / mean.len();
+            let grad = bn::InputGradient::training(gamma, inv, &dbeta, &dgamma, rows);
+            let mut dx = Tensor::for_overwrite(ctx.inputs[0].shape());
+            if residual {
+                bn::backward_input_masking(x, dy.data_mut(), mean, &grad, relu, dx.data_mut());
                 masked = true;
-            } else if self.relu {
-                bn::backward_input_relu(xd, out, dy.data(), &k, &a, &b, dx.data_mut());
             } else {
-                bn::backward_input(xd, dy.data(), &k, &a, &b, dx.data_mut());
+                bn::backward_input(x, dy.data(), mean, &grad, relu, dx.data_mut());
             }
             dx
         });
@@ -214,7 +207,7 @@ impl Backward for BatchNormTrainBackward {
             ctx.needs_grad[1].then(|| per_channel(dgamma)),
             ctx.needs_grad[2].then(|| per_channel(dbeta)),
         ];
-        if self.residual {
+        if residual {
             // The residual's gradient is dy through the ReLU, in dy's buffer.
             grads.push(ctx.needs_grad[3].then(|| {
                 if !masked {
@@ -315,8 +308,8 @@ fn infer(g: &mut Graph, inputs: [Var; 5], eps: f32, relu: bool) -> Var {
     let backward = BatchNormInferBackward {
         mean: mv.data().to_vec(),
         inv_sigma,
+        relu: relu.then(|| shift.clone()),
         scale,
-        relu,
     };
     let name = if relu {
         "batch_norm_relu_infer"
@@ -331,36 +324,35 @@ struct BatchNormInferBackward {
     inv_sigma: Vec<f32>,
     /// gamma / sigma
     scale: Vec<f32>,
-    /// A ReLU follows inside the op.
-    relu: bool,
+    /// The forward's shift when a ReLU follows inside the op (its mask is
+    /// recomputed from `x`, `scale` and this).
+    relu: Option<Vec<f32>>,
 }
 
 impl Backward for BatchNormInferBackward {
     fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
-        let x = ctx.inputs[0];
+        let x = ctx.inputs[0].data();
         let c = self.mean.len();
-        let zeros = vec![0.0; c];
+        let relu = match &self.relu {
+            Some(shift) => bn::Relu::OfAffine {
+                scale: &self.scale,
+                shift,
+            },
+            None => bn::Relu::None,
+        };
         let dx = ctx.needs_grad[0].then(|| {
             // dx = gamma / sigma * dy (through the ReLU's mask if there is one).
             let mut dx = Tensor::for_overwrite(dy.shape());
-            if self.relu {
-                let y = ctx.output.data();
-                bn::backward_input_relu(
-                    x.data(),
-                    y,
-                    dy.data(),
-                    &self.scale,
-                    &zeros,
-                    &zeros,
-                    dx.data_mut(),
-                );
+            if self.relu.is_some() {
+                let grad = bn::InputGradient::fixed(&self.scale);
+                bn::backward_input(x, dy.data(), &self.mean, &grad, relu, dx.data_mut());
             } else {
-                channel_affine(dy.data(), &self.scale, &zeros, dx.data_mut());
+                channel_affine(dy.data(), &self.scale, &vec![0.0; c], dx.data_mut());
             }
             dx
         });
         // sum(dy) and sum(dy * xhat), xhat from the moving statistics.
-        let (dbeta, dgamma) = sums(ctx, &dy, &self.mean, &self.inv_sigma, self.relu);
+        let (dbeta, dgamma) = bn::backward_sums(x, dy.data(), &self.mean, &self.inv_sigma, relu);
         // The statistics are never trained, but the op is a function of them
         // too; their gradients make the gradient check complete:
         // dL/dmean = -sum(dy) * gamma / sigma,
