@@ -194,12 +194,8 @@ impl Backward for BatchNormTrainBackward {
             let rows = x.len() / mean.len();
             let grad = bn::InputGradient::training(gamma, inv, &dbeta, &dgamma, rows);
             let mut dx = Tensor::for_overwrite(ctx.inputs[0].shape());
-            if residual {
-                bn::backward_input_masking(x, dy.data_mut(), mean, &grad, relu, dx.data_mut());
-                masked = true;
-            } else {
-                bn::backward_input(x, dy.data(), mean, &grad, relu, dx.data_mut());
-            }
+            bn::backward_input(x, dy.data_mut(), mean, &grad, relu, residual, dx.data_mut());
+            masked = residual;
             dx
         });
         let mut grads = vec![
@@ -330,7 +326,7 @@ struct BatchNormInferBackward {
 }
 
 impl Backward for BatchNormInferBackward {
-    fn backward(&self, ctx: &BackwardCtx, dy: Tensor) -> Vec<Option<Tensor>> {
+    fn backward(&self, ctx: &BackwardCtx, mut dy: Tensor) -> Vec<Option<Tensor>> {
         let x = ctx.inputs[0].data();
         let c = self.mean.len();
         let relu = match &self.relu {
@@ -345,7 +341,15 @@ impl Backward for BatchNormInferBackward {
             let mut dx = Tensor::for_overwrite(dy.shape());
             if self.relu.is_some() {
                 let grad = bn::InputGradient::fixed(&self.scale);
-                bn::backward_input(x, dy.data(), &self.mean, &grad, relu, dx.data_mut());
+                bn::backward_input(
+                    x,
+                    dy.data_mut(),
+                    &self.mean,
+                    &grad,
+                    relu,
+                    false,
+                    dx.data_mut(),
+                );
             } else {
                 channel_affine(dy.data(), &self.scale, &vec![0.0; c], dx.data_mut());
             }

@@ -198,94 +198,69 @@ impl InputGradient {
 
 /// `dx = k dy + a (x - mean) + b` per channel ([`InputGradient`]), `dy`
 /// first sent back through the ReLU `relu` when there is one.
+///
+/// With `mask_dy`, `dy` is also left masked by that ReLU, in the same pass:
+/// when a residual was added before the ReLU, the masked `dy` is the
+/// residual's gradient, and a separate ReLU backward pass is saved. Without
+/// it `dy` is only read (it is borrowed mutably either way: one pass, one
+/// signature).
 pub fn backward_input(
-    x: &[f32],
-    dy: &[f32],
-    mean: &[f32],
-    grad: &InputGradient,
-    relu: Relu,
-    dx: &mut [f32],
-) {
-    let c = check_input_shapes(x, dy, mean, grad, relu, dx);
-    let (mask, args) = relu.args(x, mean);
-    let chunk = BLOCK_ROWS * c;
-    macro_rules! run {
-        ($mask:expr) => {{
-            let kernel = |dx: &mut [f32], x: &[f32], y: &[f32], dy: &[f32]| {
-                let rows = dx
-                    .chunks_exact_mut(c)
-                    .zip(x.chunks_exact(c))
-                    .zip(y.chunks_exact(c))
-                    .zip(dy.chunks_exact(c));
-                for (((dr, xr), yr), gr) in rows {
-                    for i in 0..c {
-                        dr[i] =
-                            input_element::<{ $mask }>(i, gr[i], xr[i], yr[i], mean, grad, &args).0;
-                    }
-                }
-            };
-            if dx.len() < PARALLEL_MIN {
-                kernel(dx, x, args.out, dy);
-            } else {
-                dx.par_chunks_mut(chunk)
-                    .zip(x.par_chunks(chunk))
-                    .zip(args.out.par_chunks(chunk))
-                    .zip(dy.par_chunks(chunk))
-                    .for_each(|(((dx, x), y), dy)| kernel(dx, x, y, dy));
-            }
-        }};
-    }
-    match mask {
-        NO_RELU => run!(NO_RELU),
-        OF_AFFINE => run!(OF_AFFINE),
-        _ => run!(OF_OUTPUT),
-    }
-}
-
-/// [`backward_input`] that also leaves `dy` masked by the ReLU, in the same
-/// pass: when a residual was added before the ReLU, that masked `dy` is the
-/// residual's gradient, and a separate ReLU backward pass is saved.
-pub fn backward_input_masking(
     x: &[f32],
     dy: &mut [f32],
     mean: &[f32],
     grad: &InputGradient,
     relu: Relu,
+    mask_dy: bool,
     dx: &mut [f32],
 ) {
     let c = check_input_shapes(x, dy, mean, grad, relu, dx);
     let (mask, args) = relu.args(x, mean);
-    let chunk = BLOCK_ROWS * c;
-    macro_rules! run {
-        ($mask:expr) => {{
-            let kernel = |dx: &mut [f32], x: &[f32], y: &[f32], dy: &mut [f32]| {
-                let rows = dx
-                    .chunks_exact_mut(c)
-                    .zip(x.chunks_exact(c))
-                    .zip(y.chunks_exact(c))
-                    .zip(dy.chunks_exact_mut(c));
-                for (((dr, xr), yr), gr) in rows {
-                    for i in 0..c {
-                        (dr[i], gr[i]) =
-                            input_element::<{ $mask }>(i, gr[i], xr[i], yr[i], mean, grad, &args);
-                    }
-                }
-            };
-            if dx.len() < PARALLEL_MIN {
-                kernel(dx, x, args.out, dy);
-            } else {
-                dx.par_chunks_mut(chunk)
-                    .zip(x.par_chunks(chunk))
-                    .zip(args.out.par_chunks(chunk))
-                    .zip(dy.par_chunks_mut(chunk))
-                    .for_each(|(((dx, x), y), dy)| kernel(dx, x, y, dy));
-            }
-        }};
+    let pass = match (mask, mask_dy) {
+        (NO_RELU, _) => input_pass::<NO_RELU, false>,
+        (OF_AFFINE, false) => input_pass::<OF_AFFINE, false>,
+        (OF_AFFINE, true) => input_pass::<OF_AFFINE, true>,
+        (_, false) => input_pass::<OF_OUTPUT, false>,
+        (_, true) => input_pass::<OF_OUTPUT, true>,
+    };
+    if dx.len() < PARALLEL_MIN {
+        pass(dx, x, args.out, dy, mean, grad, &args);
+    } else {
+        let chunk = BLOCK_ROWS * c;
+        dx.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .zip(args.out.par_chunks(chunk))
+            .zip(dy.par_chunks_mut(chunk))
+            .for_each(|(((dx, x), out), dy)| pass(dx, x, out, dy, mean, grad, &args));
     }
-    match mask {
-        NO_RELU => run!(NO_RELU),
-        OF_AFFINE => run!(OF_AFFINE),
-        _ => run!(OF_OUTPUT),
+}
+
+/// [`backward_input`] over whole rows: `MASK` the kind of ReLU mask,
+/// `MASK_DY` whether `dy` is left masked.
+fn input_pass<const MASK: u8, const MASK_DY: bool>(
+    dx: &mut [f32],
+    x: &[f32],
+    out: &[f32],
+    dy: &mut [f32],
+    mean: &[f32],
+    grad: &InputGradient,
+    m: &MaskArgs,
+) {
+    let c = mean.len();
+    let (k, a, b) = (&grad.k[..c], &grad.a[..c], &grad.b[..c]);
+    let (scale, shift) = (&m.scale[..c], &m.shift[..c]);
+    let rows = dx
+        .chunks_exact_mut(c)
+        .zip(x.chunks_exact(c))
+        .zip(out.chunks_exact(c))
+        .zip(dy.chunks_exact_mut(c));
+    for (((dr, xr), yr), gr) in rows {
+        for i in 0..c {
+            let g = through_relu::<MASK>(gr[i], xr[i], yr[i], scale[i], shift[i]);
+            dr[i] = k[i] * g + a[i] * (xr[i] - mean[i]) + b[i];
+            if MASK_DY {
+                gr[i] = g;
+            }
+        }
     }
 }
 
@@ -304,21 +279,6 @@ fn check_input_shapes(
         "batch norm backward: dx or the gradient constants do not match x"
     );
     c
-}
-
-/// Channel `i` of one element: `(dx, dy through the ReLU)`.
-#[inline(always)]
-fn input_element<const MASK: u8>(
-    i: usize,
-    dy: f32,
-    x: f32,
-    out: f32,
-    mean: &[f32],
-    grad: &InputGradient,
-    m: &MaskArgs,
-) -> (f32, f32) {
-    let g = through_relu::<MASK>(dy, x, out, m.scale[i], m.shift[i]);
-    (grad.k[i] * g + grad.a[i] * (x - mean[i]) + grad.b[i], g)
 }
 
 #[cfg(test)]
@@ -347,11 +307,27 @@ mod tests {
         let dy: Vec<f32> = x.iter().map(|v| v.sin()).collect();
         let grad = constants();
         let mut want = vec![f32::NAN; x.len()];
-        backward_input(&x, &dy, &mean, &grad, Relu::OfOutput(&y), &mut want);
+        backward_input(
+            &x,
+            &mut dy.clone(),
+            &mean,
+            &grad,
+            Relu::OfOutput(&y),
+            false,
+            &mut want,
+        );
         let mut want_dy = dy.clone();
         crate::elementwise::relu_backward(&y, &mut want_dy);
         let (mut dx, mut masked) = (vec![f32::NAN; x.len()], dy.clone());
-        backward_input_masking(&x, &mut masked, &mean, &grad, Relu::OfOutput(&y), &mut dx);
+        backward_input(
+            &x,
+            &mut masked,
+            &mean,
+            &grad,
+            Relu::OfOutput(&y),
+            true,
+            &mut dx,
+        );
         assert_eq!(dx, want);
         assert_eq!(masked, want_dy);
         assert!(masked.contains(&0.0) && masked.iter().any(|&v| v != 0.0));
@@ -381,7 +357,7 @@ mod tests {
         let grad = constants();
         for relu in [Relu::OfOutput(&y), affine] {
             let (mut dx, mut masked) = (vec![0.0; x.len()], dy.clone());
-            backward_input_masking(&x, &mut masked, &mean, &grad, relu, &mut dx);
+            backward_input(&x, &mut masked, &mean, &grad, relu, true, &mut dx);
             let passed: Vec<bool> = masked.iter().map(|&g| g != 0.0).collect();
             let want: Vec<bool> = y.iter().map(|&v| v > 0.0).collect();
             assert_eq!(passed, want, "{relu:?}");

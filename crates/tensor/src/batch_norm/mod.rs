@@ -18,7 +18,7 @@ mod backward;
 mod statistics;
 
 pub use affine::{affine_add_relu, affine_relu};
-pub use backward::{backward_input, backward_input_masking, backward_sums, InputGradient, Relu};
+pub use backward::{backward_input, backward_sums, InputGradient, Relu};
 pub use statistics::mean_and_variance;
 
 use rayon::prelude::*;

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tensor::Tensor;
+use train::ema::EmaConfig;
 use train::model_spec::ModelSpec;
 use train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
 use train::trainer::Trainer;
@@ -87,6 +88,12 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
         _ => (Box::new(Adam::new(AdamConfig::default())), 1e-4),
     };
     let mut trainer = Trainer::new(model, store, optimizer, LrSchedule::constant(lr));
+    if let Some(every) = a.ema_every {
+        trainer.enable_ema(EmaConfig {
+            decay: 0.999f32.powi(every.into()),
+            every: every.into(),
+        })?;
+    }
     let (flops, useful) = forward_flops_per_image(&trainer);
     println!(
         "{} (Keras topology) 32x32, {threads} thread(s); {:.1} MFLOP/image forward, {:.1} MFLOP/image training step; gemm kernel {}, precision {}",
@@ -126,10 +133,15 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
             rate * 3.0 * flops / 1e9,
             rate * 3.0 * useful / 1e9
         );
+        let ema = match a.ema_every {
+            Some(k) => format!(", EMA every {k} step(s)"),
+            None => String::new(),
+        };
         println!(
-            "  of which optimizer update ({}) and batchnorm statistics: median {:.1} ms",
+            "  of which optimizer update ({}{ema}) and batchnorm statistics: median {:.1} ms, mean {:.1} ms",
             a.optimizer,
-            median(update_times) * 1e3
+            median(update_times.clone()) * 1e3,
+            update_times.iter().sum::<f64>() / update_times.len() as f64 * 1e3
         );
         if let Some(rss) = peak_rss_mb() {
             println!("peak RSS after training steps: {rss:.0} MB");

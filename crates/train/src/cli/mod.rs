@@ -336,6 +336,11 @@ pub struct BenchArgs {
     /// weight decay 5e-4).
     #[arg(long, default_value = "adam", value_parser = ["adam", "sgd"])]
     pub optimizer: String,
+    /// Also keep an EMA of the weights, updated after every k-th step (the
+    /// decay is 0.999^k, the horizon of the scratch recipe's); its updates
+    /// are then in the timed steps.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub ema_every: Option<u16>,
 }
 
 /// A training run stopped by SIGINT, SIGTERM or SIGHUP: after saving its
