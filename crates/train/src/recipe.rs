@@ -110,9 +110,12 @@ impl Recipe {
                     ..ModelSpec::resnet50(Some(10))
                 },
                 tta: "flip".into(),
+                // A horizon of every / (1 - decay) = 1000 steps (0.999 after
+                // every step), updated a fifth as often: each update reads
+                // and writes all 23.6M parameters, ~4% of a bf16 step.
                 ema: Some(EmaConfig {
-                    decay: 0.999,
-                    every: 1,
+                    decay: 0.995,
+                    every: 5,
                 }),
                 precision: "auto".into(),
                 ..tutorial
