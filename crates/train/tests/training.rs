@@ -549,6 +549,7 @@ fn begin(history: &[EpochRecord]) -> TrainBegin<'_> {
         history,
         has_validation: true,
         has_test: false,
+        has_ema: false,
     }
 }
 
@@ -759,6 +760,75 @@ fn model_checkpoint_keeps_the_best_epoch() {
     std::fs::remove_file(&path).unwrap();
     mc.on_epoch_end(&mut t, &logs(5, 0.65)).unwrap();
     assert!(!path.exists());
+}
+
+/// Monitoring `ema_val_accuracy`: the best file holds the average's weights
+/// of the best epoch, restore_best_weights puts those into the trained
+/// weights, and a run without an average is refused before training.
+#[test]
+fn callbacks_that_monitor_the_average_keep_the_averages_weights() {
+    let dir = tmp_dir("ema_monitor");
+    let path = dir.join(train::fit::BEST_FILE);
+    let mut t = trainer(1e-3);
+    t.enable_ema(EmaConfig {
+        decay: 0.9,
+        every: 1,
+    })
+    .unwrap();
+    let id = t.store.iter().next().unwrap().0;
+    let name = t.store.get(id).name.clone();
+    let monitor = Monitor::new(Metric::EmaValAccuracy);
+    let mut mc = ModelCheckpoint::best_only(&path, monitor);
+    let mut es = EarlyStopping::new(monitor, 10).restore_best_weights(true);
+    let with_ema = TrainBegin {
+        has_ema: true,
+        ..begin(&[])
+    };
+    mc.on_train_begin(&mut t, &with_ema).unwrap();
+    es.on_train_begin(&mut t, &with_ema).unwrap();
+    let mut averaged = Vec::new();
+    for (i, acc) in [0.5, 0.7, 0.6].into_iter().enumerate() {
+        t.store.value_mut(id).data_mut()[0] = 100.0 + i as f32;
+        t.ema.as_mut().unwrap().update(&t.store);
+        let avg = t.ema.as_ref().unwrap().store().get(id).value.data()[0];
+        assert_ne!(
+            avg,
+            100.0 + i as f32,
+            "the average differs from the live weight"
+        );
+        averaged.push(avg);
+        let mut l = logs(i + 1, 0.5);
+        (l.record.ema_val_acc, l.record.ema_val_loss) = (Some(acc), Some(1.0 - acc));
+        mc.on_epoch_end(&mut t, &l).unwrap();
+        es.on_epoch_end(&mut t, &l).unwrap();
+    }
+    let (tensors, meta) = nn::checkpoint::read_tensors(&path).unwrap();
+    let (_, saved) = tensors.iter().find(|(n, _)| *n == name).unwrap();
+    assert_eq!(saved.data()[0], averaged[1], "epoch 2's average");
+    assert_eq!(
+        (meta["epoch"].as_str(), meta["ema_val_accuracy"].as_str()),
+        ("2", "0.7")
+    );
+    let summary = train::fit::FitSummary {
+        reason: EndReason::Completed,
+        at: Progress::default(),
+        history: Vec::new(),
+        last_test: None,
+        last_ema_test: None,
+        train_images_per_s: 0.0,
+    };
+    es.on_train_end(&mut t, &summary).unwrap();
+    assert_eq!(t.store.get(id).value.data()[0], averaged[1]);
+
+    let err = EarlyStopping::new(monitor, 2)
+        .on_train_begin(&mut trainer(1e-3), &begin(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ema_val_accuracy") && err.contains("--ema-decay"),
+        "{err}"
+    );
+    assert_eq!("ema_val_loss".parse::<Metric>(), Ok(Metric::EmaValLoss));
 }
 
 #[test]

@@ -148,8 +148,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub val_split: Option<usize>,
     /// Metric for --save-best, --early-stopping-patience and
-    /// --reduce-lr-patience: val_loss | val_accuracy | loss | accuracy
-    /// (losses are minimized, accuracies maximized).
+    /// --reduce-lr-patience: val_loss | val_accuracy | loss | accuracy |
+    /// ema_val_loss | ema_val_accuracy (those of the EMA of the weights,
+    /// whose weights --save-best then saves and --restore-best-weights
+    /// restores); losses are minimized, accuracies maximized.
     #[arg(long, default_value = "val_loss")]
     pub monitor: String,
     /// Write the weights of the best epoch (by --monitor) to best.safetensors

@@ -10,6 +10,7 @@ use super::{Callback, EndReason, EpochLogs, FitSummary, Monitor, TrainBegin};
 use crate::report::EpochRecord;
 use crate::trainer::Trainer;
 use anyhow::Result;
+use autograd::ParamStore;
 use tensor::Tensor;
 
 pub struct EarlyStopping {
@@ -77,8 +78,10 @@ impl EarlyStopping {
     }
 }
 
-fn snapshot(trainer: &Trainer) -> Vec<Tensor> {
-    trainer.store.iter().map(|(_, p)| p.value.clone()).collect()
+/// The weights the monitored metric measured (the moving average's, for
+/// an `ema_` metric), to be restored into the trained ones at the end.
+fn snapshot(store: &ParamStore) -> Vec<Tensor> {
+    store.iter().map(|(_, p)| p.value.clone()).collect()
 }
 
 impl Callback for EarlyStopping {
@@ -96,7 +99,7 @@ impl Callback for EarlyStopping {
 
     fn on_epoch_end(&mut self, trainer: &mut Trainer, logs: &EpochLogs) -> Result<()> {
         if self.observe(&logs.record)? && self.restore_best_weights {
-            self.best_weights = Some(snapshot(trainer));
+            self.best_weights = Some(snapshot(self.monitor.metric.weights(trainer)));
         }
         if let Some(epoch) = self.stopped_epoch {
             println!(

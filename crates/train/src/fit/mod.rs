@@ -163,6 +163,8 @@ pub struct TrainBegin<'a> {
     pub history: &'a [EpochRecord],
     pub has_validation: bool,
     pub has_test: bool,
+    /// Whether the trainer keeps a moving average of the weights.
+    pub has_ema: bool,
 }
 
 /// What [`Callback::on_epoch_begin`] receives.
@@ -277,6 +279,7 @@ pub fn fit(
         history: &history,
         has_validation: data.val.is_some(),
         has_test: data.test.is_some(),
+        has_ema: trainer.ema.is_some(),
     };
     for c in callbacks.iter_mut() {
         c.on_train_begin(trainer, &begin)?;

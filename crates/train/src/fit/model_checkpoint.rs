@@ -80,7 +80,7 @@ impl Callback for ModelCheckpoint {
                 trainer.model.bn_epsilon().to_string(),
             ),
         ]);
-        nn::checkpoint::save(&trainer.store, &self.path, &meta)
+        nn::checkpoint::save(self.monitor.metric.weights(trainer), &self.path, &meta)
             .with_context(|| format!("writing the best weights to {}", self.path.display()))?;
         println!(
             "epoch {}: {} {value:.4} is the best so far; weights saved to {}",

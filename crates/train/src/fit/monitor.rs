@@ -4,11 +4,15 @@
 //! [`super::ModelCheckpoint`], as Keras's `monitor`, `mode` and `min_delta`
 //! arguments are. Only training and validation metrics can be monitored:
 //! choosing epochs or weights by the test set would make the test score
-//! an optimistic one.
+//! an optimistic one. The validation metrics of the moving average of the
+//! weights (`ema_val_loss`, `ema_val_accuracy`) can be: a callback that
+//! keeps weights then keeps the average's, the weights that were measured.
 
 use super::TrainBegin;
 use crate::report::EpochRecord;
+use crate::trainer::Trainer;
 use anyhow::{bail, Result};
+use autograd::ParamStore;
 use std::fmt;
 use std::str::FromStr;
 
@@ -23,6 +27,10 @@ pub enum Metric {
     ValLoss,
     /// `val_accuracy`: the accuracy on the validation split.
     ValAccuracy,
+    /// `ema_val_loss`: the validation loss of the moving average of the weights.
+    EmaValLoss,
+    /// `ema_val_accuracy`: its validation accuracy.
+    EmaValAccuracy,
 }
 
 impl Metric {
@@ -33,19 +41,35 @@ impl Metric {
             Metric::Accuracy => Some(r.train_acc),
             Metric::ValLoss => r.val_loss,
             Metric::ValAccuracy => r.val_acc,
+            Metric::EmaValLoss => r.ema_val_loss,
+            Metric::EmaValAccuracy => r.ema_val_acc,
         }
     }
 
     /// Keras's `mode="auto"`: losses go down, accuracies up.
     pub fn auto_mode(self) -> Mode {
         match self {
-            Metric::Loss | Metric::ValLoss => Mode::Min,
-            Metric::Accuracy | Metric::ValAccuracy => Mode::Max,
+            Metric::Loss | Metric::ValLoss | Metric::EmaValLoss => Mode::Min,
+            Metric::Accuracy | Metric::ValAccuracy | Metric::EmaValAccuracy => Mode::Max,
         }
     }
 
     pub fn needs_validation(self) -> bool {
-        matches!(self, Metric::ValLoss | Metric::ValAccuracy)
+        !matches!(self, Metric::Loss | Metric::Accuracy)
+    }
+
+    /// Whether the metric measures the moving average of the weights.
+    pub fn of_average(self) -> bool {
+        matches!(self, Metric::EmaValLoss | Metric::EmaValAccuracy)
+    }
+
+    /// The weights the metric measures: the trained ones, or their moving
+    /// average (a run that monitors an average keeps one: [`Monitor::check`]).
+    pub fn weights(self, trainer: &Trainer) -> &ParamStore {
+        match (&trainer.ema, self.of_average()) {
+            (Some(ema), true) => ema.store(),
+            _ => &trainer.store,
+        }
     }
 }
 
@@ -57,9 +81,12 @@ impl FromStr for Metric {
             "accuracy" => Metric::Accuracy,
             "val_loss" => Metric::ValLoss,
             "val_accuracy" => Metric::ValAccuracy,
+            "ema_val_loss" => Metric::EmaValLoss,
+            "ema_val_accuracy" => Metric::EmaValAccuracy,
             _ => {
                 return Err(format!(
-                    "unknown metric '{s}': use loss, accuracy, val_loss or val_accuracy"
+                    "unknown metric '{s}': use loss, accuracy, val_loss, val_accuracy, \
+                     ema_val_loss or ema_val_accuracy"
                 ))
             }
         })
@@ -73,6 +100,8 @@ impl fmt::Display for Metric {
             Metric::Accuracy => "accuracy",
             Metric::ValLoss => "val_loss",
             Metric::ValAccuracy => "val_accuracy",
+            Metric::EmaValLoss => "ema_val_loss",
+            Metric::EmaValAccuracy => "ema_val_accuracy",
         })
     }
 }
@@ -143,6 +172,13 @@ impl Monitor {
             bail!(
                 "{who} monitors {}, but the run has no validation split \
                  (hold images out with --val-split N, or monitor loss or accuracy)",
+                self.metric
+            );
+        }
+        if self.metric.of_average() && !begin.has_ema {
+            bail!(
+                "{who} monitors {}, but the run keeps no moving average of the weights \
+                 (--ema-decay D, or monitor val_loss or val_accuracy)",
                 self.metric
             );
         }
