@@ -71,13 +71,14 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- the model
 
 
-def build_model(classes):
+def build_model(classes, keras_bn_momentum=0.99):
     import torch
     from torch import nn
 
     def bn(c):
-        # Keras BatchNormalization(epsilon=1.001e-5), momentum 0.99 -> torch 0.01
-        return nn.BatchNorm2d(c, eps=1.001e-5, momentum=0.01)
+        # Keras BatchNormalization(epsilon=1.001e-5, momentum=M) is torch's
+        # momentum 1 - M (0.99 -> 0.01).
+        return nn.BatchNorm2d(c, eps=1.001e-5, momentum=1.0 - keras_bn_momentum)
 
     class Block(nn.Module):
         """Keras resnet.block1: 1x1 (stride) -> 3x3 same -> 1x1 (x4), with a
