@@ -790,7 +790,7 @@ unsafe fn block(
         },
         #[cfg(target_arch = "x86_64")]
         Kernel::AmxBf16 => unsafe {
-            crate::microkernel_amx::sgemm(
+            drive::<crate::microkernel_amx::Amx>(
                 m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, row, c, rsc,
             )
         },

@@ -1,6 +1,7 @@
 //! The BLIS-style blocking shared by the packed GEMM kernels: one driver,
 //! [`drive`], for every [`PackedKernel`] (the fp32 AVX2 and AVX-512 tiles
-//! of `microkernel.rs`, the `vdpbf16ps` tile of `microkernel_bf16.rs`).
+//! of `microkernel.rs`, the `vdpbf16ps` tile of `microkernel_bf16.rs`, the
+//! AMX `tdpbf16ps` block of `microkernel_amx.rs`).
 //! A kernel family brings its block sizes, its packing and its register
 //! tiles; the order in which C is computed is decided here, once.
 //!
@@ -24,8 +25,8 @@
 //! # Why even blocks
 //! Each dimension is cut into equal blocks no bigger than the maximum
 //! (k = 650 with KC = 320 runs as 2 x 217 + 216, not 320 + 320 + 10),
-//! rounded up to whole tiles (and whole depth units: a k-pair for bf16),
-//! so no block is a thin remainder that pays the packing, the tile
+//! rounded up to whole tiles (and whole depth units: a k-pair for bf16,
+//! 32 k for an AMX tile), so no block is a thin remainder that pays the packing, the tile
 //! start-up and C's reads and writes for little work.
 //!
 //! # Why beta on the first depth block only
@@ -35,11 +36,6 @@
 //! what the earlier ones wrote (beta 1, no row). So no separate pass
 //! scales C or writes the bias, beta 0 ignores C's old contents (even
 //! NaN), and each element's sum runs over k in order, block after block.
-//!
-//! The AMX kernel (`microkernel_amx.rs`) keeps its own copy of this loop
-//! nest: its 32x32 block step, tile configuration and padded B panels do
-//! not fit [`PackedKernel`] as it stands, and it cannot be tested on a CPU
-//! without AMX, so it was left as it is.
 //!
 //! Everything here is single-threaded (the callers split C across
 //! threads).
@@ -98,9 +94,10 @@ pub(crate) type TileFn<W> = unsafe fn(
 /// directly.
 ///
 /// Depth is counted in the family's unit (`K_UNIT` consecutive k: 1 for
-/// fp32, a k-pair for `vdpbf16ps`): a block of `kc` k is `kd =
-/// kc.div_ceil(K_UNIT)` units deep, and a packed micro-panel holds `MR`
-/// (A) or `NR` (B) words per unit, panels stored back to back.
+/// fp32, a k-pair for bf16): a block of `kc` k is packed [`depth`] units
+/// deep (`kc.div_ceil(K_UNIT)` rounded up to a multiple of `KD_ALIGN`,
+/// the padding zero), and a packed micro-panel holds `MR` (A) or `NR` (B)
+/// words per unit, panels stored back to back.
 pub(crate) trait PackedKernel {
     /// The packed buffers' element.
     type Word: PackWord;
@@ -112,6 +109,9 @@ pub(crate) trait PackedKernel {
     const PANELS: usize;
     /// k per depth unit; depth blocks are whole units.
     const K_UNIT: usize;
+    /// Packed micro-panels are a multiple of this many units deep (AMX
+    /// tiles: 16 pairs), and depth blocks a multiple of as many k.
+    const KD_ALIGN: usize = 1;
     /// Maximum depth of a block, in k: sized so the tile's B micro-panels
     /// stay in L1.
     const KC: usize;
@@ -119,10 +119,10 @@ pub(crate) trait PackedKernel {
     const MC: usize;
     /// Maximum columns of a packed B block: sized for L3.
     const NC: usize;
-    /// Packs an `mc x kc` block of A into `MR`-row panels of `kd` units
+    /// Packs an `mc x kc` block of A into `MR`-row panels of [`depth`] units
     /// each, the last one padded with zero rows.
     const PACK_A: PackFn<Self::Word>;
-    /// Packs a `kc x nc` block of B into `NR`-column panels of `kd` units
+    /// Packs a `kc x nc` block of B into `NR`-column panels of [`depth`] units
     /// each, the last one padded with zero columns.
     const PACK_B: PackFn<Self::Word>;
     /// The tile of `MR` rows by `PANELS` B panels.
@@ -130,6 +130,24 @@ pub(crate) trait PackedKernel {
     /// The tile for a block's last, single B panel (`nr <= NR`) when
     /// `PANELS` is 2; with one panel per tile, `TILE` itself.
     const TILE_LAST_PANEL: TileFn<Self::Word> = Self::TILE;
+
+    /// Called on the calling thread before a product's first tile (AMX:
+    /// configures the tile registers).
+    ///
+    /// # Safety
+    /// The CPU must support the kernel family.
+    unsafe fn begin() {}
+
+    /// Called after the product's last tile (AMX: releases the tiles).
+    ///
+    /// # Safety
+    /// [`PackedKernel::begin`] must have been called on this thread.
+    unsafe fn end() {}
+}
+
+/// How many depth units deep kernel `K` packs a block of `kc` k.
+pub(crate) fn depth<K: PackedKernel>(kc: usize) -> usize {
+    kc.div_ceil(K::K_UNIT).next_multiple_of(K::KD_ALIGN)
 }
 
 /// `C = alpha * A * B + beta * C` for strided A (`m x k`) and B (`k x n`)
@@ -163,12 +181,12 @@ pub(crate) unsafe fn drive<K: PackedKernel>(
     let even = |len: usize, max: usize, align: usize| {
         len.div_ceil(len.div_ceil(max)).next_multiple_of(align)
     };
-    let kcb = even(k, K::KC, K::K_UNIT);
+    let kcb = even(k, K::KC, K::K_UNIT * K::KD_ALIGN);
     let mcb = even(m, K::MC, mr_tile);
     let ncb = even(n, K::NC, nr_panel);
     let mc_max = mcb.min(m.next_multiple_of(mr_tile));
     let nc_max = ncb.min(n.next_multiple_of(nr_panel));
-    let kd_max = kcb.min(k).div_ceil(K::K_UNIT);
+    let kd_max = depth::<K>(kcb.min(k));
     // One scratch buffer holds both packed blocks, plus 64 bytes of slack
     // each (16 words) to align them.
     let a_len = mc_max * kd_max + 16;
@@ -183,11 +201,13 @@ pub(crate) unsafe fn drive<K: PackedKernel>(
         let (abuf, bbuf) = buf.split_at_mut(a_len);
         let apack = align64(abuf);
         let bpack = align64(bbuf);
+        // SAFETY: the caller guarantees the CPU supports `K`.
+        unsafe { K::begin() };
         for jc in (0..n).step_by(ncb) {
             let nc = ncb.min(n - jc);
             for pc in (0..k).step_by(kcb) {
                 let kc = kcb.min(k - pc);
-                let kd = kc.div_ceil(K::K_UNIT);
+                let kd = depth::<K>(kc);
                 // The first depth block applies beta (or adds the row);
                 // later ones add onto C.
                 let (beta, row) = if pc == 0 {
@@ -230,6 +250,8 @@ pub(crate) unsafe fn drive<K: PackedKernel>(
                 }
             }
         }
+        // SAFETY: `begin` was called above, on this thread.
+        unsafe { K::end() };
     });
 }
 

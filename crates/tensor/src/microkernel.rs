@@ -394,12 +394,7 @@ unsafe fn kernel_6x16(
         for (i, t) in tile.iter().enumerate().take(mr) {
             let cp = c.offset(i as isize * rsc);
             for (j, &v) in t.iter().enumerate().take(nr) {
-                let old = match row {
-                    Some(r) => *r.add(j),
-                    None if beta == 0.0 => 0.0,
-                    None => beta * *cp.add(j),
-                };
-                *cp.add(j) = alpha * v + old;
+                *cp.add(j) = finish(v, alpha, beta, cp.add(j), row.map(|r| *r.add(j)));
             }
         }
     }
@@ -467,9 +462,10 @@ unsafe fn kernel_avx512<const P: usize>(
 /// on every row instead of `beta * C` (C's old contents unread; with beta
 /// 0 they are unread too, so NaN there is ignored). Full tiles go straight
 /// from the registers, fusing `beta * C + alpha * acc` into one FMA; edge
-/// tiles are spilled and only the valid part written. Shared by the fp32
-/// kernel `kernel_avx512` and the bf16 kernel (`microkernel_bf16.rs`), so
-/// both follow the same rules for C.
+/// tiles are spilled and only the valid part written, by [`finish`] (the
+/// same arithmetic). Shared by the fp32 kernel `kernel_avx512`, the bf16
+/// kernel (`microkernel_bf16.rs`) and the AMX one (`microkernel_amx.rs`),
+/// so all follow the same rules for C.
 ///
 /// Always inlined, and so without a `target_feature` of its own (the two
 /// cannot be combined): it takes its callers' AVX-512 features, and the
@@ -518,13 +514,26 @@ pub(crate) unsafe fn store_tile_avx512<const P: usize>(
         for (i, t) in tile.iter().enumerate().take(mr) {
             let cp = c.offset(i as isize * rsc);
             for (j, &v) in t.as_flattened().iter().enumerate().take(nr) {
-                let old = match row {
-                    Some(r) => *r.add(j),
-                    None if beta == 0.0 => 0.0,
-                    None => beta * *cp.add(j),
-                };
-                *cp.add(j) = alpha * v + old;
+                *cp.add(j) = finish(v, alpha, beta, cp.add(j), row.map(|r| *r.add(j)));
             }
         }
+    }
+}
+
+/// One element of an edge tile, in scalar code, exactly as a full tile's
+/// vector code computes it: `alpha * acc`, then the row added, or `beta *
+/// C` fused onto it in one rounding (C unread when beta is 0). So an
+/// element's bits do not depend on whether its tile is full or an edge
+/// one, which is where the threads' split of C and the block sizes put it.
+///
+/// # Safety
+/// `c` must be readable when `row` is None and beta is not 0.
+#[inline(always)]
+unsafe fn finish(acc: f32, alpha: f32, beta: f32, c: *const f32, row: Option<f32>) -> f32 {
+    let scaled = alpha * acc;
+    match row {
+        Some(r) => r + scaled,
+        None if beta == 0.0 => scaled,
+        None => unsafe { *c }.mul_add(beta, scaled),
     }
 }

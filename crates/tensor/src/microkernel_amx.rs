@@ -1,7 +1,9 @@
 //! The bf16 GEMM on AMX tiles (`tdpbf16ps`), for CPUs with AMX-BF16: the
 //! same numbers as `microkernel_bf16.rs` (operands rounded to bf16 while
 //! packed, f32 accumulation, C written by `store_tile_avx512`), a 32x32 C
-//! block per step in four f32 tiles.
+//! block per step in four f32 tiles (32x16 in two for a block's odd last
+//! B panel), in the loop nest of `gemm_blocking::drive` shared with the
+//! other kernels.
 //!
 //! # The tiles
 //! A tile is up to 16 rows of 64 bytes. `tdpbf16ps c, a, b` adds to the
@@ -22,7 +24,7 @@
 //! The tile registers hold 8 KiB of state that Linux saves only for
 //! processes that ask: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`
 //! once per process (made here, by a raw syscall, the first time support
-//! is checked), else the first tile instruction kills the process. A block
+//! is checked), else the first tile instruction kills the process. Each
 //! product configures the tiles (`ldtilecfg`: palette 1, all eight 16 rows x
 //! 64 bytes) and releases them at the end (`tilerelease`), so a thread
 //! holds tile state only while it multiplies. Rust has no stable AMX
@@ -32,10 +34,9 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::gemm_blocking::align64;
-use crate::microkernel::{store_tile_avx512, MR};
+use crate::gemm_blocking::{depth, PackFn, PackedKernel, TileFn};
+use crate::microkernel::{store_tile_avx512, MR, NR};
 use crate::microkernel_bf16::{pack_b, pair_at, INTERLEAVE_512};
-use crate::scratch::{with_scratch, Slot};
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -102,122 +103,79 @@ struct TileConfig {
 }
 
 /// `C = alpha * bf16(A) * bf16(B) + beta * C` (or `+ row`), as
-/// `Kernel::Avx512Bf16` (`microkernel_bf16.rs`), on AMX tiles. Its loop
-/// nest is its own copy of `gemm_blocking::drive`'s, kept as it is (32x32
-/// steps, tile configuration, padded panels; untestable without AMX).
+/// `Kernel::Avx512Bf16` (`microkernel_bf16.rs`), on AMX tiles, driven by
+/// `gemm_blocking::drive`: 32-row A panels, 16-column B panels two at a
+/// time (a block's odd last panel by the 32 x 16 block), panels padded to
+/// whole tiles (16 pairs) in depth, the tile registers configured once per
+/// product on the thread that computes it.
+///
+/// Its callers must have seen [`is_available`] return true.
+pub(crate) struct Amx;
+
+/// The tile configuration of every product: palette 1, tiles 0-7 of 16
+/// rows x 64 bytes.
+static CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+impl PackedKernel for Amx {
+    type Word = u32;
+    const MR: usize = 32;
+    const NR: usize = NR;
+    const PANELS: usize = 2;
+    const K_UNIT: usize = 2;
+    const KD_ALIGN: usize = 16;
+    const KC: usize = KC;
+    const MC: usize = MC;
+    const NC: usize = NC;
+    const PACK_A: PackFn<u32> = pack_a;
+    const PACK_B: PackFn<u32> = pack_b_tiled;
+    const TILE: TileFn<u32> = block::<2>;
+    const TILE_LAST_PANEL: TileFn<u32> = block::<1>;
+
+    unsafe fn begin() {
+        // SAFETY: a valid palette-1 configuration; the caller guarantees
+        // AMX (and the OS's permission, asked for by `is_available`).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+    }
+
+    unsafe fn end() {
+        // SAFETY: ends this thread's use of the tiles.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// Pairs per packed row or column of a `kc`-deep block: whole tiles.
+fn tile_pairs(kc: usize) -> usize {
+    depth::<Amx>(kc)
+}
+
+/// [`pack_b`] with each panel padded to whole tiles in depth.
 ///
 /// # Safety
-/// [`is_available`] must have returned true and the CPU must support what
-/// `microkernel_bf16` needs; the operands must be valid for their strides,
-/// and nobody else may access C meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
+/// As [`pack_b`].
+unsafe fn pack_b_tiled(
+    kc: usize,
+    nc: usize,
     b: *const f32,
     rsb: isize,
     csb: isize,
-    beta: f32,
-    row: Option<&[f32]>,
-    c: *mut f32,
-    rsc: isize,
+    out: &mut [u32],
 ) {
-    let even = |len: usize, max: usize, align: usize| {
-        len.div_ceil(len.div_ceil(max)).next_multiple_of(align)
-    };
-    let (kcb, mcb, ncb) = (even(k, KC, 32), even(m, MC, 32), even(n, NC, 32));
-    let mc_max = mcb.min(m.next_multiple_of(32));
-    let nc_max = ncb.min(n.next_multiple_of(32));
-    let kps_max = kcb.min(k).next_multiple_of(32) / 2;
-    let a_len = mc_max * kps_max + 16;
-    let b_len = nc_max * kps_max + 16;
-    let config = TileConfig {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-        rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-    };
-    with_scratch(Slot::Pack, a_len + b_len, |buf| {
-        // SAFETY: as in `gemm_blocking::drive`.
-        let buf =
-            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u32, buf.len()) };
-        let (abuf, bbuf) = buf.split_at_mut(a_len);
-        let apack = align64(abuf);
-        let bpack = align64(bbuf);
-        // SAFETY: a valid palette-1 configuration (8 tiles of 16 x 64 B).
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
-        for jc in (0..n).step_by(ncb) {
-            let nc = ncb.min(n - jc);
-            for pc in (0..k).step_by(kcb) {
-                let kc = kcb.min(k - pc);
-                let kps = kc.next_multiple_of(32) / 2;
-                let (beta, row) = if pc == 0 {
-                    (beta, row.map(|r| r[jc..].as_ptr()))
-                } else {
-                    (1.0, None)
-                };
-                unsafe {
-                    pack_b(
-                        kc,
-                        nc,
-                        b.offset(pc as isize * rsb + jc as isize * csb),
-                        rsb,
-                        csb,
-                        bpack,
-                        kps,
-                    );
-                }
-                // A zero panel when the block has an odd number of them,
-                // so every 32-column step has two.
-                let panels = nc.div_ceil(16);
-                if panels % 2 == 1 {
-                    bpack[panels * 16 * kps..(panels + 1) * 16 * kps].fill(0);
-                }
-                for ic in (0..m).step_by(mcb) {
-                    let mc = mcb.min(m - ic);
-                    let a_block = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
-                    unsafe { pack_a(mc, kc, a_block, rsa, csa, apack, kps) };
-                    for jr in (0..nc).step_by(32) {
-                        let nr = 32.min(nc - jr);
-                        for ir in (0..mc).step_by(32) {
-                            let mr = 32.min(mc - ir);
-                            unsafe {
-                                let ap = apack.as_ptr().add(ir * kps);
-                                let bp = bpack.as_ptr().add(jr * kps);
-                                let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
-                                let rp = row.map(|r| r.add(jr));
-                                block_32x32(kps, ap, bp, cp, rsc, alpha, beta, rp, mr, nr);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        // SAFETY: ends this thread's use of the tiles.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
-    });
+    unsafe { pack_b(kc, nc, b, rsb, csb, out, tile_pairs(kc)) }
 }
 
 /// Packs the `mc x kc` block of A row-major in bf16 pairs: word `i * kps +
-/// t` = (A[i][2t], A[i][2t + 1]), zero for pairs past `kc` and for rows
-/// `mc..` up to a multiple of 32.
+/// t` = (A[i][2t], A[i][2t + 1]) with `kps` = [`tile_pairs`], zero for
+/// pairs past `kc` and for rows `mc..` up to a multiple of 32.
 #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn pack_a(
-    mc: usize,
-    kc: usize,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    out: &mut [u32],
-    kps: usize,
-) {
+unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, out: &mut [u32]) {
     let kp = kc.div_ceil(2);
+    let kps = tile_pairs(kc);
     let rows = mc.next_multiple_of(32);
     assert!(out.len() >= rows * kps);
     if rsa == 1 && csa != 1 {
@@ -309,12 +267,14 @@ unsafe fn pack_a_transposed(
     }
 }
 
-/// One 32 x 32 block of C over `kps` pairs (a multiple of 16): four C tiles
-/// accumulated on AMX, spilled to the stack, then written by
-/// `store_tile_avx512` six rows at a time (`mr` rows, `nr` columns valid).
+/// One block of C, 32 rows by `P` 16-column B panels, over `kps` pairs (a
+/// multiple of 16): `2 P` C tiles accumulated on AMX, spilled to the
+/// stack, then written by `store_tile_avx512` six rows at a time (`mr`
+/// rows, `nr` columns valid). The tiles must have been configured
+/// (`Amx::begin`).
 #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block_32x32(
+unsafe fn block<const P: usize>(
     kps: usize,
     a: *const u32,
     b: *const u32,
@@ -327,10 +287,15 @@ unsafe fn block_32x32(
     nr: usize,
 ) {
     #[repr(C, align(64))]
-    struct Spill([[f32; 32]; 32]);
-    let mut spill = Spill([[0.0; 32]; 32]);
+    struct Spill<const P: usize>([[[f32; NR]; P]; 32]);
+    let mut spill = Spill::<P>([[[0.0; NR]; P]; 32]);
     let a_stride = kps * 4;
+    let s = spill.0.as_mut_ptr() as *mut f32;
+    // Bytes from one row of the spill to the next.
+    let spill_stride = P * NR * 4;
     unsafe {
+        // Tiles 0 and 2: rows 0-15 and 16-31 of panel 0; 1 and 3 the same
+        // of panel 1.
         asm!(
             "tilezero tmm0",
             "tilezero tmm1",
@@ -343,45 +308,63 @@ unsafe fn block_32x32(
             let a1 = a.add(16 * kps + t);
             // Panel p's pairs t.. start at word (p * kps + t) * 16.
             let b0 = b.add(t * 16);
-            let b1 = b.add((kps + t) * 16);
-            asm!(
-                "tileloadd tmm4, [{a0} + {sa} * 1]",
-                "tileloadd tmm5, [{a1} + {sa} * 1]",
-                "tileloadd tmm6, [{b0} + {sb} * 1]",
-                "tileloadd tmm7, [{b1} + {sb} * 1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0,
-                a1 = in(reg) a1,
-                b0 = in(reg) b0,
-                b1 = in(reg) b1,
-                sa = in(reg) a_stride,
-                sb = in(reg) 64usize,
-                options(nostack, readonly)
-            );
+            if P == 2 {
+                let b1 = b.add((kps + t) * 16);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa} * 1]",
+                    "tileloadd tmm5, [{a1} + {sa} * 1]",
+                    "tileloadd tmm6, [{b0} + {sb} * 1]",
+                    "tileloadd tmm7, [{b1} + {sb} * 1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a1,
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b1,
+                    sa = in(reg) a_stride,
+                    sb = in(reg) 64usize,
+                    options(nostack, readonly)
+                );
+            } else {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa} * 1]",
+                    "tileloadd tmm5, [{a1} + {sa} * 1]",
+                    "tileloadd tmm6, [{b0} + {sb} * 1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a1,
+                    b0 = in(reg) b0,
+                    sa = in(reg) a_stride,
+                    sb = in(reg) 64usize,
+                    options(nostack, readonly)
+                );
+            }
         }
-        let s = spill.0.as_mut_ptr() as *mut f32;
         asm!(
             "tilestored [{c00} + {st} * 1], tmm0",
-            "tilestored [{c01} + {st} * 1], tmm1",
             "tilestored [{c10} + {st} * 1], tmm2",
-            "tilestored [{c11} + {st} * 1], tmm3",
             c00 = in(reg) s,
-            c01 = in(reg) s.add(16),
-            c10 = in(reg) s.add(16 * 32),
-            c11 = in(reg) s.add(16 * 32 + 16),
-            st = in(reg) 128usize,
+            c10 = in(reg) s.add(16 * P * NR),
+            st = in(reg) spill_stride,
             options(nostack)
         );
+        if P == 2 {
+            asm!(
+                "tilestored [{c01} + {st} * 1], tmm1",
+                "tilestored [{c11} + {st} * 1], tmm3",
+                c01 = in(reg) s.add(NR),
+                c11 = in(reg) s.add(16 * P * NR + NR),
+                st = in(reg) spill_stride,
+                options(nostack)
+            );
+        }
         for g in (0..mr).step_by(MR) {
-            let acc: [[__m512; 2]; MR] = std::array::from_fn(|i| {
+            let acc: [[__m512; P]; MR] = std::array::from_fn(|i| {
                 let r = (g + i).min(31);
-                [
-                    _mm512_loadu_ps(spill.0[r].as_ptr()),
-                    _mm512_loadu_ps(spill.0[r].as_ptr().add(16)),
-                ]
+                std::array::from_fn(|p| _mm512_loadu_ps(spill.0[r][p].as_ptr()))
             });
             let rows = MR.min(mr - g);
             store_tile_avx512(

@@ -190,11 +190,10 @@ fn avx512_kernel_matches_reference() {
 }
 
 /// The AVX-512 and AVX2 kernels share the packing and the blocking, and
-/// each element of C is the same chain of FMAs over k in both, so with
-/// beta 0 or 1 and with a bias row they agree bit for bit. (With another
-/// beta they may differ in the last bit: full tiles fuse `beta * C +
-/// alpha * acc` into one FMA, edge tiles round `beta * C` first, and the two
-/// tile widths put the edges in different columns.)
+/// each element of C is the same chain of FMAs over k in both, finished by
+/// the same arithmetic in full and edge tiles, so they agree bit for bit
+/// for any beta and with a bias row, although the two tile widths put the
+/// edges in different columns.
 #[test]
 fn avx512_and_avx2_kernels_agree_exactly() {
     if !Kernel::Avx512.is_supported() {
@@ -213,7 +212,7 @@ fn avx512_and_avx2_kernels_agree_exactly() {
             let bias = data(n, 4);
             let mut wide = c0.clone();
             let mut narrow = c0.clone();
-            for beta in [0.0, 1.0] {
+            for beta in [0.0, 1.0, 0.3] {
                 sgemm_with(
                     Kernel::Avx512,
                     m,
@@ -269,6 +268,89 @@ fn avx512_and_avx2_kernels_agree_exactly() {
                 &mut narrow,
             );
             assert_eq!(wide, narrow, "bias {m}x{n}x{k} {ta:?}{tb:?}");
+        }
+    }
+}
+
+/// Where an element of C falls (a full tile or an edge one, which the
+/// threads' split of C and the block sizes decide) must not change its
+/// bits: every packed kernel this CPU runs, fp32 and bf16, computes the
+/// product and the same product less its first row and column (so every
+/// tile boundary moves by one), with a general beta and with a bias row,
+/// and the shared elements must agree bit for bit.
+#[test]
+fn an_element_has_the_same_bits_in_a_full_or_an_edge_tile() {
+    let mut kernels = Vec::new();
+    for kernel in [
+        Kernel::Avx2Fma,
+        Kernel::Avx512,
+        Kernel::Avx512Bf16,
+        Kernel::AmxBf16,
+    ] {
+        if kernel.is_supported() {
+            kernels.push(kernel);
+        } else {
+            println!("SKIPPED an_element_has_the_same_bits_in_a_full_or_an_edge_tile for {kernel:?}: not supported by this CPU");
+        }
+    }
+    for kernel in kernels {
+        for (m, n, k) in [(13, 37, 50), (40, 70, 600), (97, 130, 33)] {
+            let a = data(m * k, 1);
+            let b = data(k * n, 2);
+            let c0 = data(m * n, 3);
+            let bias = data(n, 4);
+            // The same operands less row 0 of A and column 0 of B (and C).
+            let a_sub = &a[k..];
+            let b_sub: Vec<f32> = b.chunks(n).flat_map(|r| r[1..].to_vec()).collect();
+            let c_sub: Vec<f32> = c0.chunks(n).skip(1).flat_map(|r| r[1..].to_vec()).collect();
+            let shared = |c: &[f32]| -> Vec<u32> {
+                c.chunks(n)
+                    .skip(1)
+                    .flat_map(|r| r[1..].iter().map(|v| v.to_bits()))
+                    .collect()
+            };
+            let bits = |c: &[f32]| -> Vec<u32> { c.iter().map(|v| v.to_bits()).collect() };
+            let (ta, tb) = (Trans::N, Trans::N);
+            let mut full = c0.clone();
+            let mut sub = c_sub.clone();
+            sgemm_with(kernel, m, n, k, 0.7, &a, ta, &b, tb, 0.3, &mut full);
+            sgemm_with(
+                kernel,
+                m - 1,
+                n - 1,
+                k,
+                0.7,
+                a_sub,
+                ta,
+                &b_sub,
+                tb,
+                0.3,
+                &mut sub,
+            );
+            assert!(
+                shared(&full) == bits(&sub),
+                "{kernel:?} {m}x{n}x{k} beta 0.3: an element's bits depend on its tile"
+            );
+            let mut full = c0.clone();
+            let mut sub = c_sub.clone();
+            sgemm_bias_with(kernel, m, n, k, 0.7, &a, ta, &b, tb, &bias, &mut full);
+            sgemm_bias_with(
+                kernel,
+                m - 1,
+                n - 1,
+                k,
+                0.7,
+                a_sub,
+                ta,
+                &b_sub,
+                tb,
+                &bias[1..],
+                &mut sub,
+            );
+            assert!(
+                shared(&full) == bits(&sub),
+                "{kernel:?} {m}x{n}x{k} bias: an element's bits depend on its tile"
+            );
         }
     }
 }
