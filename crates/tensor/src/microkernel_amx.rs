@@ -268,10 +268,17 @@ unsafe fn pack_a_transposed(
 }
 
 /// One block of C, 32 rows by `P` 16-column B panels, over `kps` pairs (a
-/// multiple of 16): `2 P` C tiles accumulated on AMX, spilled to the
-/// stack, then written by `store_tile_avx512` six rows at a time (`mr`
-/// rows, `nr` columns valid). The tiles must have been configured
-/// (`Amx::begin`).
+/// multiple of 16), `mr` rows and `nr` columns valid. The tiles must have
+/// been configured (`Amx::begin`).
+///
+/// With alpha 1 and C set to the bias row, kept (beta 1) or ignored (beta
+/// 0), which is every product of the convolutions and of every later
+/// depth block, the C tiles start from the row, C or zero and are stored
+/// back as they are ([`block_in_place`]): no spill, no second pass over
+/// the block. Any other alpha or beta scales a zero-started sum on the way
+/// out ([`block_scaled`]). Which of the two runs depends only on the
+/// product's alpha, beta and row, never on where the block lies, so an
+/// element's bits do not either.
 #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn block<const P: usize>(
@@ -286,23 +293,222 @@ unsafe fn block<const P: usize>(
     mr: usize,
     nr: usize,
 ) {
-    #[repr(C, align(64))]
-    struct Spill<const P: usize>([[[f32; NR]; P]; 32]);
-    let mut spill = Spill::<P>([[[0.0; NR]; P]; 32]);
-    let a_stride = kps * 4;
-    let s = spill.0.as_mut_ptr() as *mut f32;
-    // Bytes from one row of the spill to the next.
-    let spill_stride = P * NR * 4;
     unsafe {
-        // Tiles 0 and 2: rows 0-15 and 16-31 of panel 0; 1 and 3 the same
-        // of panel 1.
+        if alpha == 1.0 && (row.is_some() || beta == 0.0 || beta == 1.0) {
+            let init = match row {
+                Some(r) => Start::Row(r),
+                None if beta == 1.0 => Start::C,
+                None => Start::Zero,
+            };
+            block_in_place::<P>(kps, a, b, c, rsc, init, mr, nr);
+        } else {
+            block_scaled::<P>(kps, a, b, c, rsc, alpha, beta, row, mr, nr);
+        }
+    }
+}
+
+/// What the C tiles of [`block_in_place`] start from.
+#[derive(Clone, Copy)]
+enum Start {
+    Zero,
+    /// C's old contents.
+    C,
+    /// The bias row, on every row.
+    Row(*const f32),
+}
+
+/// A 32-row block of `P` 16-column panels of f32, laid out as the C tiles
+/// are stored: 64-byte aligned, rows `P * 64` bytes apart.
+#[repr(C, align(64))]
+struct Staging<const P: usize>([[[f32; NR]; P]; 32]);
+
+/// `C = C0 + bf16(A) * bf16(B)` on one block, C0 the row, C or zero (see
+/// [`block`]). A full block loads and stores its tiles straight from and to
+/// C (a row by a zero stride: every tile row reads it); an edge block goes
+/// through a staging copy of its valid part, so its elements see the same
+/// arithmetic.
+#[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_in_place<const P: usize>(
+    kps: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    rsc: isize,
+    start: Start,
+    mr: usize,
+    nr: usize,
+) {
+    unsafe {
+        if mr == 32 && nr == P * NR {
+            let c_stride = rsc as usize * 4;
+            match start {
+                Start::Zero => zero_c::<P>(),
+                Start::C => load_c::<P>(c, c.offset(16 * rsc), c_stride),
+                Start::Row(r) => load_c::<P>(r, r, 0),
+            }
+            accumulate::<P>(kps, a, b);
+            store_c::<P>(c, c.offset(16 * rsc), c_stride);
+            return;
+        }
+        let mut stage = Staging::<P>([[[0.0; NR]; P]; 32]);
+        for (i, stage_row) in stage.0.iter_mut().enumerate().take(mr) {
+            let values = stage_row.as_flattened_mut();
+            match start {
+                Start::Zero => {}
+                Start::C => {
+                    let ci = c.offset(i as isize * rsc);
+                    for (j, v) in values.iter_mut().enumerate().take(nr) {
+                        *v = *ci.add(j);
+                    }
+                }
+                Start::Row(r) => {
+                    for (j, v) in values.iter_mut().enumerate().take(nr) {
+                        *v = *r.add(j);
+                    }
+                }
+            }
+        }
+        let s = stage.0.as_mut_ptr() as *mut f32;
+        let stride = P * NR * 4;
+        load_c::<P>(s, s.add(16 * P * NR), stride);
+        accumulate::<P>(kps, a, b);
+        store_c::<P>(s, s.add(16 * P * NR), stride);
+        for (i, stage_row) in stage.0.iter().enumerate().take(mr) {
+            let ci = c.offset(i as isize * rsc);
+            for (j, &v) in stage_row.as_flattened().iter().enumerate().take(nr) {
+                *ci.add(j) = v;
+            }
+        }
+    }
+}
+
+/// `C = alpha * bf16(A) * bf16(B) + beta * C` (or `+ row`) on one block:
+/// the sum started from zero, spilled to the stack, then written by
+/// `store_tile_avx512` six rows at a time.
+#[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_scaled<const P: usize>(
+    kps: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    rsc: isize,
+    alpha: f32,
+    beta: f32,
+    row: Option<*const f32>,
+    mr: usize,
+    nr: usize,
+) {
+    let mut spill = Staging::<P>([[[0.0; NR]; P]; 32]);
+    let s = spill.0.as_mut_ptr() as *mut f32;
+    unsafe {
+        zero_c::<P>();
+        accumulate::<P>(kps, a, b);
+        store_c::<P>(s, s.add(16 * P * NR), P * NR * 4);
+        for g in (0..mr).step_by(MR) {
+            let acc: [[__m512; P]; MR] = std::array::from_fn(|i| {
+                let r = (g + i).min(31);
+                std::array::from_fn(|p| _mm512_loadu_ps(spill.0[r][p].as_ptr()))
+            });
+            let rows = MR.min(mr - g);
+            store_tile_avx512(
+                &acc,
+                c.offset(g as isize * rsc),
+                rsc,
+                alpha,
+                beta,
+                row,
+                rows,
+                nr,
+            );
+        }
+    }
+}
+
+// The C tiles: tmm0 and tmm2 hold rows 0-15 and 16-31 of panel 0, tmm1
+// and tmm3 the same of panel 1 (P = 2 only). tmm4-5 take the two A tiles,
+// tmm6-7 the B tiles.
+
+/// Zeroes the C tiles.
+#[inline(always)]
+unsafe fn zero_c<const P: usize>() {
+    unsafe {
+        asm!("tilezero tmm0", "tilezero tmm2", options(nostack, nomem));
+        if P == 2 {
+            asm!("tilezero tmm1", "tilezero tmm3", options(nostack, nomem));
+        }
+    }
+}
+
+/// Loads the C tiles: rows 0-15 from `top`, rows 16-31 from `bottom`,
+/// each `stride` bytes apart (0: every row the same), panel 1 16 floats on.
+///
+/// # Safety
+/// The 16 rows at each of the two pointers must be readable, `P * 16`
+/// floats each.
+#[inline(always)]
+unsafe fn load_c<const P: usize>(top: *const f32, bottom: *const f32, stride: usize) {
+    unsafe {
         asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
+            "tileloadd tmm0, [{t} + {st} * 1]",
+            "tileloadd tmm2, [{b} + {st} * 1]",
+            t = in(reg) top,
+            b = in(reg) bottom,
+            st = in(reg) stride,
+            options(nostack, readonly)
         );
+        if P == 2 {
+            asm!(
+                "tileloadd tmm1, [{t} + {st} * 1]",
+                "tileloadd tmm3, [{b} + {st} * 1]",
+                t = in(reg) top.add(NR),
+                b = in(reg) bottom.add(NR),
+                st = in(reg) stride,
+                options(nostack, readonly)
+            );
+        }
+    }
+}
+
+/// Stores the C tiles as [`load_c`] loads them.
+///
+/// # Safety
+/// The 16 rows at each pointer must be writable, `P * 16` floats each.
+#[inline(always)]
+unsafe fn store_c<const P: usize>(top: *mut f32, bottom: *mut f32, stride: usize) {
+    unsafe {
+        asm!(
+            "tilestored [{t} + {st} * 1], tmm0",
+            "tilestored [{b} + {st} * 1], tmm2",
+            t = in(reg) top,
+            b = in(reg) bottom,
+            st = in(reg) stride,
+            options(nostack)
+        );
+        if P == 2 {
+            asm!(
+                "tilestored [{t} + {st} * 1], tmm1",
+                "tilestored [{b} + {st} * 1], tmm3",
+                t = in(reg) top.add(NR),
+                b = in(reg) bottom.add(NR),
+                st = in(reg) stride,
+                options(nostack)
+            );
+        }
+    }
+}
+
+/// Adds `A * B` over `kps` pairs to the C tiles: per 16 pairs, two A tiles
+/// (rows 0-15, 16-31) and `P` B tiles, each loaded once and used twice
+/// (`P` = 2) or once.
+///
+/// # Safety
+/// `a` must hold 32 packed rows of `kps` pairs, `b` `P` panels of `kps`.
+#[inline(always)]
+unsafe fn accumulate<const P: usize>(kps: usize, a: *const u32, b: *const u32) {
+    let a_stride = kps * 4;
+    unsafe {
         for t in (0..kps).step_by(16) {
             let a0 = a.add(t);
             let a1 = a.add(16 * kps + t);
@@ -342,41 +548,6 @@ unsafe fn block<const P: usize>(
                     options(nostack, readonly)
                 );
             }
-        }
-        asm!(
-            "tilestored [{c00} + {st} * 1], tmm0",
-            "tilestored [{c10} + {st} * 1], tmm2",
-            c00 = in(reg) s,
-            c10 = in(reg) s.add(16 * P * NR),
-            st = in(reg) spill_stride,
-            options(nostack)
-        );
-        if P == 2 {
-            asm!(
-                "tilestored [{c01} + {st} * 1], tmm1",
-                "tilestored [{c11} + {st} * 1], tmm3",
-                c01 = in(reg) s.add(NR),
-                c11 = in(reg) s.add(16 * P * NR + NR),
-                st = in(reg) spill_stride,
-                options(nostack)
-            );
-        }
-        for g in (0..mr).step_by(MR) {
-            let acc: [[__m512; P]; MR] = std::array::from_fn(|i| {
-                let r = (g + i).min(31);
-                std::array::from_fn(|p| _mm512_loadu_ps(spill.0[r][p].as_ptr()))
-            });
-            let rows = MR.min(mr - g);
-            store_tile_avx512(
-                &acc,
-                c.offset(g as isize * rsc),
-                rsc,
-                alpha,
-                beta,
-                row,
-                rows,
-                nr,
-            );
         }
     }
 }

@@ -310,47 +310,58 @@ fn an_element_has_the_same_bits_in_a_full_or_an_edge_tile() {
                     .collect()
             };
             let bits = |c: &[f32]| -> Vec<u32> { c.iter().map(|v| v.to_bits()).collect() };
-            let (ta, tb) = (Trans::N, Trans::N);
-            let mut full = c0.clone();
-            let mut sub = c_sub.clone();
-            sgemm_with(kernel, m, n, k, 0.7, &a, ta, &b, tb, 0.3, &mut full);
-            sgemm_with(
-                kernel,
-                m - 1,
-                n - 1,
-                k,
-                0.7,
-                a_sub,
-                ta,
-                &b_sub,
-                tb,
-                0.3,
-                &mut sub,
-            );
-            assert!(
-                shared(&full) == bits(&sub),
-                "{kernel:?} {m}x{n}x{k} beta 0.3: an element's bits depend on its tile"
-            );
-            let mut full = c0.clone();
-            let mut sub = c_sub.clone();
-            sgemm_bias_with(kernel, m, n, k, 0.7, &a, ta, &b, tb, &bias, &mut full);
-            sgemm_bias_with(
-                kernel,
-                m - 1,
-                n - 1,
-                k,
-                0.7,
-                a_sub,
-                ta,
-                &b_sub,
-                tb,
-                &bias[1..],
-                &mut sub,
-            );
-            assert!(
-                shared(&full) == bits(&sub),
-                "{kernel:?} {m}x{n}x{k} bias: an element's bits depend on its tile"
-            );
+            // C = alpha A B + beta C, or + the row when given: the full
+            // product, then the one less row 0 and column 0.
+            let product = |alpha: f32, beta: f32, with_row: bool| {
+                let (mut full, mut sub) = (c0.clone(), c_sub.clone());
+                let n_ = Trans::N;
+                if with_row {
+                    sgemm_bias_with(kernel, m, n, k, alpha, &a, n_, &b, n_, &bias, &mut full);
+                    sgemm_bias_with(
+                        kernel,
+                        m - 1,
+                        n - 1,
+                        k,
+                        alpha,
+                        a_sub,
+                        n_,
+                        &b_sub,
+                        n_,
+                        &bias[1..],
+                        &mut sub,
+                    );
+                } else {
+                    sgemm_with(kernel, m, n, k, alpha, &a, n_, &b, n_, beta, &mut full);
+                    sgemm_with(
+                        kernel,
+                        m - 1,
+                        n - 1,
+                        k,
+                        alpha,
+                        a_sub,
+                        n_,
+                        &b_sub,
+                        n_,
+                        beta,
+                        &mut sub,
+                    );
+                }
+                (full, sub)
+            };
+            for (alpha, beta, with_row) in [
+                (0.7, 0.3, false),
+                (1.0, 1.0, false),
+                (1.0, 0.0, false),
+                (0.7, 0.0, true),
+                (1.0, 0.0, true),
+            ] {
+                let (full, sub) = product(alpha, beta, with_row);
+                assert!(
+                    shared(&full) == bits(&sub),
+                    "{kernel:?} {m}x{n}x{k} alpha {alpha} beta {beta} row {with_row}: \
+                     an element's bits depend on its tile"
+                );
+            }
         }
     }
 }

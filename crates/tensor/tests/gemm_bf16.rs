@@ -133,7 +133,9 @@ fn assert_within(what: &str, k: usize, got: &[f32], want: &[f64], sum: &[f64]) {
 /// rows), one and several depth blocks (KC = 384: k 700 and 1001 take two
 /// and three), odd k (a zero-padded last pair), shapes that take the serial
 /// path and both threaded splits; every transpose; beta 0 over a NaN-filled
-/// C, 1 and -0.75; alpha 1, -0.5 and 2; and the bias row.
+/// C, 1 and -0.75; alpha 1, -0.5 and 2; and the bias row with alpha 0.5
+/// and 1. (Alpha 1 with beta 0 or 1 or the row is the AMX kernel's
+/// in-place path, any other its scaled one.)
 #[test]
 fn bf16_kernel_matches_f64_reference_on_rounded_inputs() {
     for kernel in kernels("bf16_kernel_matches_f64_reference_on_rounded_inputs") {
@@ -163,7 +165,7 @@ fn bf16_kernel_matches_f64_reference_on_rounded_inputs_on(kernel: Kernel) {
         let b = data(k * n, seed + 1);
         for ta in [Trans::N, Trans::T] {
             for tb in [Trans::N, Trans::T] {
-                for (alpha, beta) in [(1.0f32, 0.0f32), (-0.5, 1.0), (2.0, -0.75)] {
+                for (alpha, beta) in [(1.0f32, 0.0f32), (1.0, 1.0), (-0.5, 1.0), (2.0, -0.75)] {
                     let c0 = if beta == 0.0 {
                         vec![f32::NAN; m * n]
                     } else {
@@ -184,11 +186,14 @@ fn bf16_kernel_matches_f64_reference_on_rounded_inputs_on(kernel: Kernel) {
                     assert_within(&what, k, &c, &want, &sum);
                 }
                 let bias = data(n, seed + 3);
-                let (want, sum) = reference(m, n, k, 0.5, &a, ta, &b, tb, |_, j| bias[j] as f64);
-                let mut c = vec![f32::NAN; m * n];
-                sgemm_bias_with(kernel, m, n, k, 0.5, &a, ta, &b, tb, &bias, &mut c);
-                let what = format!("{kernel:?} bias {m}x{n}x{k} {ta:?}{tb:?}");
-                assert_within(&what, k, &c, &want, &sum);
+                for alpha in [0.5, 1.0] {
+                    let (want, sum) =
+                        reference(m, n, k, alpha, &a, ta, &b, tb, |_, j| bias[j] as f64);
+                    let mut c = vec![f32::NAN; m * n];
+                    sgemm_bias_with(kernel, m, n, k, alpha, &a, ta, &b, tb, &bias, &mut c);
+                    let what = format!("{kernel:?} bias alpha {alpha} {m}x{n}x{k} {ta:?}{tb:?}");
+                    assert_within(&what, k, &c, &want, &sum);
+                }
             }
         }
     }
