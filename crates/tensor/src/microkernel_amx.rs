@@ -514,36 +514,27 @@ unsafe fn accumulate<const P: usize>(kps: usize, a: *const u32, b: *const u32) {
             let a1 = a.add(16 * kps + t);
             // Panel p's pairs t.. start at word (p * kps + t) * 16.
             let b0 = b.add(t * 16);
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa} * 1]",
+                "tileloadd tmm5, [{a1} + {sa} * 1]",
+                "tileloadd tmm6, [{b0} + {sb} * 1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                a0 = in(reg) a0,
+                a1 = in(reg) a1,
+                b0 = in(reg) b0,
+                sa = in(reg) a_stride,
+                sb = in(reg) 64usize,
+                options(nostack, readonly)
+            );
             if P == 2 {
-                let b1 = b.add((kps + t) * 16);
+                // The A tiles are still in tmm4-5: the second panel's
+                // products reuse them.
                 asm!(
-                    "tileloadd tmm4, [{a0} + {sa} * 1]",
-                    "tileloadd tmm5, [{a1} + {sa} * 1]",
-                    "tileloadd tmm6, [{b0} + {sb} * 1]",
                     "tileloadd tmm7, [{b1} + {sb} * 1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
                     "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a1,
-                    b0 = in(reg) b0,
-                    b1 = in(reg) b1,
-                    sa = in(reg) a_stride,
-                    sb = in(reg) 64usize,
-                    options(nostack, readonly)
-                );
-            } else {
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa} * 1]",
-                    "tileloadd tmm5, [{a1} + {sa} * 1]",
-                    "tileloadd tmm6, [{b0} + {sb} * 1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a1,
-                    b0 = in(reg) b0,
-                    sa = in(reg) a_stride,
+                    b1 = in(reg) b.add((kps + t) * 16),
                     sb = in(reg) 64usize,
                     options(nostack, readonly)
                 );
