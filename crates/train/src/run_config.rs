@@ -31,11 +31,14 @@ pub struct RunConfig {
     pub batch_size: usize,
     pub eval_batch_size: usize,
     pub lr: f32,
-    /// "adam" or "sgd".
+    /// "adam", "sgd" or "lars" (SGD with LARS's per-layer trust ratio).
     pub optimizer: String,
     pub momentum: f32,
     pub nesterov: bool,
     pub weight_decay: f32,
+    /// LARS's trust coefficient `eta` (`--optimizer lars` only).
+    #[serde(default = "lars_eta")]
+    pub trust_coefficient: f32,
     /// "constant", "cosine" or "step:E1,E2,..".
     pub lr_schedule: String,
     pub warmup_epochs: f32,
@@ -103,6 +106,11 @@ fn zero_padding() -> String {
 
 fn one() -> f32 {
     1.0
+}
+
+/// TF's and SimCLR's default `eeta`.
+fn lars_eta() -> f32 {
+    1e-3
 }
 
 fn every_epoch() -> String {
@@ -185,12 +193,13 @@ impl RunConfig {
                 weight_decay: self.weight_decay,
                 ..AdamConfig::default()
             })),
-            "sgd" => Box::new(Sgd::new(SgdConfig {
+            "sgd" | "lars" => Box::new(Sgd::new(SgdConfig {
                 momentum: self.momentum,
                 nesterov: self.nesterov,
                 weight_decay: self.weight_decay,
+                trust_coefficient: (self.optimizer == "lars").then_some(self.trust_coefficient),
             })),
-            other => bail!("--optimizer {other}: expected adam or sgd"),
+            other => bail!("--optimizer {other}: expected adam, sgd or lars"),
         })
     }
 

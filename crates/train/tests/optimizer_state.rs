@@ -31,6 +31,7 @@ fn spec() -> ModelSpec {
 enum Opt {
     Adam,
     Sgd,
+    Lars,
 }
 
 fn optimizer(opt: Opt) -> Box<dyn Optimizer> {
@@ -39,10 +40,11 @@ fn optimizer(opt: Opt) -> Box<dyn Optimizer> {
             weight_decay: 1e-2,
             ..AdamConfig::default()
         })),
-        Opt::Sgd => Box::new(Sgd::new(SgdConfig {
+        Opt::Sgd | Opt::Lars => Box::new(Sgd::new(SgdConfig {
             momentum: 0.9,
             nesterov: true,
             weight_decay: 1e-3,
+            trust_coefficient: matches!(opt, Opt::Lars).then_some(1e-3),
         })),
     }
 }
@@ -129,9 +131,13 @@ fn resume_round_trip(opt: Opt, dir: &Path) -> (Bits, Bits) {
 }
 
 #[test]
-fn adam_and_sgd_state_by_name_resume_bit_exactly() {
-    for (opt, slots) in [(Opt::Adam, vec!["m", "v"]), (Opt::Sgd, vec!["velocity"])] {
-        let dir = tmp_dir(&format!("by_name_{}", slots[0]));
+fn adam_sgd_and_lars_state_by_name_resume_bit_exactly() {
+    for (name, opt, slots) in [
+        ("adam", Opt::Adam, vec!["m", "v"]),
+        ("sgd", Opt::Sgd, vec!["velocity"]),
+        ("lars", Opt::Lars, vec!["velocity"]),
+    ] {
+        let dir = tmp_dir(&format!("by_name_{name}"));
         let (straight, resumed) = resume_round_trip(opt, &dir);
         assert_eq!(straight, resumed, "{slots:?}");
 

@@ -89,6 +89,15 @@ fn invalid_numbers_are_refused_by_name_before_a_run_directory_exists() {
         (&["--lr", "NaN"], "--lr NaN"),
         (&["--momentum", "2"], "--momentum 2: must be in [0, 1)"),
         (&["--weight-decay=-0.5"], "--weight-decay -0.5"),
+        (
+            &["--optimizer", "lars", "--trust-coefficient", "0"],
+            "--trust-coefficient 0: must be a finite number > 0",
+        ),
+        (&["--trust-coefficient=-1"], "--trust-coefficient -1"),
+        (
+            &["--optimizer", "lamb"],
+            "--optimizer lamb: expected adam, sgd or lars",
+        ),
         (&["--epochs", "0"], "--epochs 0: must be at least 1"),
         (&["--train-limit", "0"], "--train-limit 0"),
         (&["--test-limit", "0"], "--test-limit 0"),

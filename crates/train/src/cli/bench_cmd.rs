@@ -82,6 +82,7 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
                 momentum: 0.9,
                 nesterov: true,
                 weight_decay: 5e-4,
+                trust_coefficient: None,
             })),
             0.05,
         ),

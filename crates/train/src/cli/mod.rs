@@ -75,9 +75,14 @@ pub struct TrainArgs {
     /// linearly with --batch-size under the scratch recipe].
     #[arg(long)]
     pub lr: Option<f32>,
-    /// adam | sgd [default: the recipe's]
+    /// adam | sgd | lars (SGD whose every kernel's rate is multiplied by
+    /// --trust-coefficient x |w| / |g + wd w|) [default: the recipe's]
     #[arg(long)]
     pub optimizer: Option<String>,
+    /// LARS's eta, for --optimizer lars [default: the recipe's: 0.04 under
+    /// scratch, else 0.001, TF's and SimCLR's].
+    #[arg(long)]
+    pub trust_coefficient: Option<f32>,
     /// SGD momentum [default: the recipe's].
     #[arg(long)]
     pub momentum: Option<f32>,
@@ -205,7 +210,7 @@ pub struct TrainArgs {
     /// be given with it (any other run option is an error, not ignored).
     #[arg(long, conflicts_with_all = [
         "data", "weights", "batch_size", "eval_batch_size", "lr", "optimizer", "momentum",
-        "nesterov", "weight_decay", "lr_schedule", "warmup_epochs", "augment", "freeze",
+        "nesterov", "weight_decay", "trust_coefficient", "lr_schedule", "warmup_epochs", "augment", "freeze",
         "train_limit", "test_limit", "seed", "preprocess", "out", "depths", "widths",
         "stem_filters", "unbiased_moving_variance", "model", "val_split", "monitor", "save_best",
         "early_stopping_patience", "early_stopping_min_delta", "restore_best_weights",

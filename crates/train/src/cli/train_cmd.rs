@@ -44,6 +44,11 @@ fn config_from_args(a: &TrainArgs) -> Result<(RunConfig, WeightsChoice)> {
     o.set("momentum", |c| &mut c.momentum, a.momentum);
     o.set("nesterov", |c| &mut c.nesterov, a.nesterov);
     o.set("weight_decay", |c| &mut c.weight_decay, a.weight_decay);
+    o.set(
+        "trust_coefficient",
+        |c| &mut c.trust_coefficient,
+        a.trust_coefficient,
+    );
     o.set("lr_schedule", |c| &mut c.lr_schedule, a.lr_schedule.clone());
     o.set("warmup_epochs", |c| &mut c.warmup_epochs, a.warmup_epochs);
     o.set("augment", |c| &mut c.augment, a.augment);

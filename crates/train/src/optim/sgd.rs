@@ -12,6 +12,19 @@
 //! learning rate and accumulates in the velocity). Note this differs from
 //! Keras 3's `weight_decay` argument, which is decoupled; for plain SGD
 //! without momentum the two coincide.
+//!
+//! With a trust coefficient `eta` the optimizer is LARS (You, Gitman and
+//! Ginsburg 2017, "Large Batch Training of Convolutional Networks"), as
+//! google-research/simclr's `LARSOptimizer` computes it: each decayed
+//! parameter's rate is multiplied by its trust ratio
+//! `eta * |w| / |g + wd * w|` (1 when either norm is 0), norms over the whole
+//! tensor, and the momentum update above runs at that rate. Parameters
+//! exempt from weight decay (biases, batchnorm) are exempt from the ratio
+//! too. Why it is here: every kernel of a ResNet is followed by a batchnorm,
+//! so only its direction matters, and plain SGD turns it by about
+//! `lr |g| / |w|`, a rate that grows as weight decay shrinks `|w|` until
+//! training destabilizes (docs/recipes.md); LARS turns every kernel by about
+//! `lr * eta` per step whatever its norm.
 
 use super::state::{BufferKey, OptimError, OptimizerState};
 use super::{check_lengths, slot_mut, Optimizer, ParamOptions, PAR_CHUNK};
@@ -25,6 +38,8 @@ pub struct SgdConfig {
     pub nesterov: bool,
     /// L2 coefficient added to the gradient (0 = none).
     pub weight_decay: f32,
+    /// LARS's `eta` (see the module docs); `None` for plain SGD.
+    pub trust_coefficient: Option<f32>,
 }
 
 /// The constants of one parameter's update in one step.
@@ -66,6 +81,30 @@ impl SgdStep {
     }
 }
 
+/// LARS's trust ratio `eta * |w| / |g + wd * w|`, 1 when either norm is 0.
+/// The squared norms are summed in f64 per chunk and the chunks in order, so
+/// the ratio does not depend on how many threads there are.
+fn trust_ratio(eta: f32, wd: f32, param: &[f32], grad: &[f32]) -> f32 {
+    let partial: Vec<(f64, f64)> = param
+        .par_chunks(PAR_CHUNK)
+        .zip(grad.par_chunks(PAR_CHUNK))
+        .map(|(w, g)| {
+            w.iter().zip(g).fold((0.0, 0.0), |(ww, uu), (&w, &g)| {
+                let u = (g + wd * w) as f64;
+                (ww + w as f64 * w as f64, uu + u * u)
+            })
+        })
+        .collect();
+    let (ww, uu) = partial
+        .iter()
+        .fold((0.0, 0.0), |(a, b), &(ww, uu)| (a + ww, b + uu));
+    if ww > 0.0 && uu > 0.0 {
+        (eta as f64 * (ww / uu).sqrt()) as f32
+    } else {
+        1.0
+    }
+}
+
 /// SGD optimizer; see the module docs for the exact update.
 pub struct Sgd {
     cfg: SgdConfig,
@@ -93,7 +132,11 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn name(&self) -> &'static str {
-        "sgd"
+        if self.cfg.trust_coefficient.is_some() {
+            "lars"
+        } else {
+            "sgd"
+        }
     }
 
     fn begin_step(&mut self, lr: f32) {
@@ -103,12 +146,13 @@ impl Optimizer for Sgd {
 
     fn update(&mut self, index: usize, param: &mut [f32], grad: &[f32]) {
         assert!(self.t > 0, "sgd: update() called before begin_step()");
-        let lr = self.lr * self.options.lr_scale(index);
-        let wd = if self.options.is_exempt(index) {
-            0.0
-        } else {
-            self.cfg.weight_decay
-        };
+        let exempt = self.options.is_exempt(index);
+        let wd = if exempt { 0.0 } else { self.cfg.weight_decay };
+        let mut lr = self.lr * self.options.lr_scale(index);
+        if let (Some(eta), false) = (self.cfg.trust_coefficient, exempt) {
+            check_lengths(self.name(), index, param, grad, param.len());
+            lr *= trust_ratio(eta, wd, param, grad);
+        }
         let step = SgdStep {
             lr,
             wd,
@@ -116,16 +160,16 @@ impl Optimizer for Sgd {
             nesterov: self.cfg.nesterov,
         };
         if step.mom == 0.0 {
-            check_lengths("sgd", index, param, grad, param.len());
+            check_lengths(self.name(), index, param, grad, param.len());
             param
                 .par_chunks_mut(PAR_CHUNK)
                 .zip(grad.par_chunks(PAR_CHUNK))
                 .for_each(|(w, g)| step.plain(w, g));
             return;
         }
-        let n = param.len();
+        let (n, name) = (param.len(), self.name());
         let vel = slot_mut(&mut self.velocity, index).get_or_insert_with(|| vec![0.0; n]);
-        check_lengths("sgd", index, param, grad, vel.len());
+        check_lengths(name, index, param, grad, vel.len());
         // Every element is independent: large parameters are split across
         // the rayon threads (same result for any split).
         param
@@ -243,6 +287,7 @@ mod tests {
                 momentum: mom as f32,
                 nesterov,
                 weight_decay: wd as f32,
+                trust_coefficient: None,
             };
             let got = run(cfg, &lrs, &w0);
             let want = reference(&lrs, mom, nesterov, wd, &w0, &grads());
@@ -286,6 +331,7 @@ mod tests {
                 momentum,
                 nesterov: momentum > 0.0,
                 weight_decay: 5e-4,
+                trust_coefficient: None,
             };
             let mut opt = Sgd::new(cfg);
             let mut w: Vec<f32> = w0.iter().map(|&x| x as f32).collect();
@@ -313,6 +359,7 @@ mod tests {
             momentum: 0.9,
             nesterov: true,
             weight_decay: 0.01,
+            trust_coefficient: None,
         };
         let mut scaled = Sgd::new(cfg);
         scaled.scale_lr(0, 0.25);
@@ -337,6 +384,7 @@ mod tests {
             momentum: 0.9,
             nesterov: true,
             weight_decay: 0.0,
+            trust_coefficient: None,
         };
         let mut a = Sgd::new(cfg);
         let mut w = vec![1.0f32, 2.0];
@@ -360,5 +408,153 @@ mod tests {
         let mut adam_state = s.clone();
         adam_state.kind = "adam".into();
         assert!(b.load_state(&adam_state).is_err());
+    }
+
+    /// Independent f64 reference of LARS as google-research/simclr computes
+    /// it (its velocity has the opposite sign of Keras's; the weights agree).
+    fn lars_reference(
+        lr: &[f64],
+        (mom, nesterov, wd, eta): (f64, bool, f64, f64),
+        w0: &[f64],
+        grads: &[Vec<f64>],
+    ) -> Vec<f64> {
+        let mut w = w0.to_vec();
+        let mut v = vec![0.0; w.len()];
+        for (step, g) in grads.iter().enumerate() {
+            let u: Vec<f64> = g.iter().zip(&w).map(|(g, w)| g + wd * w).collect();
+            let norm = |x: &[f64]| x.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let (wn, un) = (norm(&w), norm(&u));
+            let trust = if wn > 0.0 && un > 0.0 {
+                eta * wn / un
+            } else {
+                1.0
+            };
+            let scaled = lr[step] * trust;
+            for i in 0..w.len() {
+                v[i] = mom * v[i] + scaled * u[i];
+                w[i] -= if nesterov {
+                    mom * v[i] + scaled * u[i]
+                } else {
+                    v[i]
+                };
+            }
+        }
+        w
+    }
+
+    fn lars(momentum: f32, nesterov: bool, weight_decay: f32, eta: f32) -> SgdConfig {
+        SgdConfig {
+            momentum,
+            nesterov,
+            weight_decay,
+            trust_coefficient: Some(eta),
+        }
+    }
+
+    #[test]
+    fn lars_matches_the_reference_and_a_hand_computed_step() {
+        let w0 = [1.0, -0.5, 0.25, 2.0];
+        let lrs = [2.0, 1.0, 4.0, 0.5];
+        for (mom, nesterov, wd, eta) in [
+            (0.0, false, 0.0, 0.01),
+            (0.9, false, 0.0, 0.001),
+            (0.9, true, 5e-4, 0.001),
+            (0.5, false, 0.1, 0.02),
+        ] {
+            let cfg = lars(mom as f32, nesterov, wd as f32, eta as f32);
+            let got = run(cfg, &lrs, &w0);
+            let want = lars_reference(&lrs, (mom, nesterov, wd, eta), &w0, &grads());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() < 1e-6, "{cfg:?}: {got:?} vs {want:?}");
+            }
+        }
+        // |w| = 5, |g| = 1, eta 0.01, lr 1: ratio 0.05, w - 0.05 g.
+        let mut opt = Sgd::new(lars(0.0, false, 0.0, 0.01));
+        let mut w = [3.0f32, 4.0];
+        opt.begin_step(1.0);
+        opt.update(0, &mut w, &[0.6, 0.8]);
+        assert!(
+            (w[0] - 2.97).abs() < 1e-6 && (w[1] - 3.96).abs() < 1e-6,
+            "{w:?}"
+        );
+        // A zero weight (or gradient) has ratio 1: the plain SGD step.
+        let mut w = [0.0f32, 0.0];
+        opt.begin_step(0.1);
+        opt.update(1, &mut w, &[1.0, 2.0]);
+        assert_eq!(w, [-0.1, -0.2]);
+        assert_eq!(opt.name(), "lars");
+    }
+
+    #[test]
+    fn lars_turns_a_scaled_kernel_by_the_same_angle() {
+        // A kernel a batchnorm follows: scaling it by c scales its gradient
+        // by 1 / c. Plain SGD's step then shrinks by 1 / c (relative: 1 /
+        // c^2); LARS's grows by c, the same relative step. c = 4 keeps every
+        // product exact.
+        let (w0, g0) = ([1.0f32, -0.5, 0.25, 2.0], [0.3f32, 0.1, -0.2, 0.05]);
+        let step = |c: f32| {
+            let mut opt = Sgd::new(lars(0.0, false, 0.0, 0.01));
+            let mut w = w0.map(|x| x * c);
+            opt.begin_step(1.0);
+            opt.update(0, &mut w, &g0.map(|g| g / c));
+            w.iter()
+                .zip(w0)
+                .map(|(w, w0)| w - w0 * c)
+                .collect::<Vec<_>>()
+        };
+        let (small, large) = (step(1.0), step(4.0));
+        for (s, l) in small.iter().zip(&large) {
+            assert!(
+                (l - 4.0 * s).abs() <= 1e-6 * l.abs().max(1e-3),
+                "{small:?} {large:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lars_leaves_exempt_parameters_to_plain_sgd() {
+        let sgd = SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            trust_coefficient: None,
+        };
+        let mut a = Sgd::new(lars(0.9, true, 5e-4, 0.001));
+        a.exclude_from_weight_decay(3);
+        let mut b = Sgd::new(sgd);
+        b.exclude_from_weight_decay(3);
+        let (mut wa, mut wb) = (vec![1.0f32, -2.0, 0.5], vec![1.0f32, -2.0, 0.5]);
+        for g in [[0.5f32, -1.0, 0.1], [2.0, 0.25, -0.3]] {
+            a.begin_step(0.1);
+            a.update(3, &mut wa, &g);
+            b.begin_step(0.1);
+            b.update(3, &mut wb, &g);
+        }
+        assert_eq!(wa, wb);
+    }
+
+    #[test]
+    fn lars_gives_the_same_bits_on_any_number_of_threads() {
+        let n = PAR_CHUNK * 5 / 2 + 3;
+        let w0: Vec<f32> = (0..n).map(|i| ((i % 97) as f32 - 48.0) / 16.0).collect();
+        let g: Vec<f32> = (0..n).map(|i| ((i * 7) % 61) as f32 / 30.0 - 1.0).collect();
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut opt = Sgd::new(lars(0.9, true, 5e-4, 0.001));
+                let mut w = w0.clone();
+                for _ in 0..2 {
+                    opt.begin_step(1.0);
+                    opt.update(0, &mut w, &g);
+                }
+                w
+            })
+        };
+        let one = on(1);
+        assert_eq!(one, on(3));
+        assert_ne!(one, w0);
     }
 }

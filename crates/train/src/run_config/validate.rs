@@ -28,6 +28,7 @@ impl RunConfig {
             bail!("--momentum {}: must be in [0, 1)", self.momentum);
         }
         non_negative_finite("--weight-decay", self.weight_decay)?;
+        positive_finite("--trust-coefficient", self.trust_coefficient)?;
         at_least_one("--epochs", self.epochs)?;
         at_least_one("--batch-size", self.batch_size)?;
         at_least_one("--eval-batch-size", self.eval_batch_size)?;
