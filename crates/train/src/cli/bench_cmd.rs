@@ -77,12 +77,12 @@ fn run_in_pool(a: BenchArgs) -> Result<()> {
     };
     let (model, store) = spec.build(32, 0)?;
     let (optimizer, lr): (Box<dyn Optimizer>, f32) = match a.optimizer.as_str() {
-        "sgd" => (
+        name @ ("sgd" | "lars") => (
             Box::new(Sgd::new(SgdConfig {
                 momentum: 0.9,
                 nesterov: true,
                 weight_decay: 5e-4,
-                trust_coefficient: None,
+                trust_coefficient: (name == "lars").then_some(0.04),
             })),
             0.05,
         ),

@@ -339,9 +339,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "fp32")]
     pub precision: String,
     /// The optimizer whose update the training steps include: adam (the
-    /// tutorial's) | sgd (the scratch recipe's: Nesterov momentum 0.9 and
-    /// weight decay 5e-4).
-    #[arg(long, default_value = "adam", value_parser = ["adam", "sgd"])]
+    /// tutorial's) | sgd (Nesterov momentum 0.9, weight decay 5e-4) | lars
+    /// (the scratch recipe's: that SGD with trust coefficient 0.04).
+    #[arg(long, default_value = "adam", value_parser = ["adam", "sgd", "lars"])]
     pub optimizer: String,
     /// Also keep an EMA of the weights, updated after every k-th step (the
     /// decay is 0.999^k, the horizon of the scratch recipe's); its updates
