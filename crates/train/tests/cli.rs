@@ -225,3 +225,53 @@ fn missing_data_and_bad_options_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model.safetensors"));
 }
+
+/// The line of `out` that starts with `prefix`.
+fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no '{prefix}' line in: {out}"))
+}
+
+#[test]
+fn eval_repeats_the_runs_final_test_time_augmented_evaluation() {
+    let data = image_folder("cli_tta_data");
+    let dir = tmp_dir("cli_tta_run");
+    let limits = ["--test-limit", "48"];
+    let out = run_ok(
+        train()
+            .args(NARROW)
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "--epochs",
+                "1",
+                "--train-limit",
+                "64",
+                "--tta",
+                "flip-translate",
+            ])
+            .args(limits)
+            .args(["--quiet", "--out"])
+            .arg(&dir),
+    );
+    let trained = line(&out, "Test loss:");
+    assert!(
+        trained.ends_with("(flip-translate test-time augmentation)"),
+        "{out}"
+    );
+    let eval = |tta: &str| {
+        run_ok(
+            train()
+                .args(["eval", "--tta", tta, "--data"])
+                .arg(&data)
+                .args(limits)
+                .arg("--checkpoint")
+                .arg(&dir),
+        )
+    };
+    assert_eq!(line(&eval("flip-translate"), "Test loss:"), trained);
+    let plain = eval("none");
+    let plain = line(&plain, "Test loss:");
+    assert!(!plain.contains("augmentation"), "{plain}");
+}

@@ -4,8 +4,9 @@
 use super::setup::{check_batch_fits, in_pool, load_model, parse_preprocess, subset};
 use super::EvalArgs;
 use anyhow::{anyhow, bail, Result};
+use std::sync::atomic::AtomicBool;
 use train::data::{self, IMAGE_SIDE};
-use train::evaluate::evaluate;
+use train::evaluate::{evaluate_tta, Tta};
 use train::run_state;
 
 /// The preprocessing a checkpoint was trained with: the flag, else the run's
@@ -82,7 +83,17 @@ fn run_in_pool(a: EvalArgs) -> Result<()> {
         &model_file,
         &format!("--batch-size {}", a.batch_size),
     )?;
-    let eval = evaluate(model.as_ref(), &store, &test, a.batch_size, preprocess);
+    let never = AtomicBool::new(false);
+    let eval = evaluate_tta(
+        model.as_ref(),
+        &store,
+        &test,
+        a.batch_size,
+        preprocess,
+        a.tta,
+        &never,
+    )
+    .expect("never stopped");
     if !eval.loss.is_finite() {
         bail!(
             "{}: the test loss is {}: the model's outputs are not finite",
@@ -96,7 +107,11 @@ fn run_in_pool(a: EvalArgs) -> Result<()> {
         eval.images,
         eval.images as f64 / eval.seconds.max(1e-9)
     );
-    println!("Test loss: {:.4}", eval.loss);
-    println!("Test accuracy: {:.4}", eval.accuracy);
+    let with = match a.tta {
+        Tta::None => String::new(),
+        tta => format!(" ({tta} test-time augmentation)"),
+    };
+    println!("Test loss: {:.4}{with}", eval.loss);
+    println!("Test accuracy: {:.4}{with}", eval.accuracy);
     Ok(())
 }

@@ -258,6 +258,10 @@ pub struct EvalArgs {
     /// unit | caffe [default: the run's, else unit]
     #[arg(long)]
     pub preprocess: Option<String>,
+    /// Test-time augmentation: none | flip (image and mirror) |
+    /// flip-translate (airbench's 6 views), as for `train --tta`.
+    #[arg(long, default_value = "none")]
+    pub tta: train::evaluate::Tta,
     #[arg(long)]
     pub threads: Option<usize>,
 }
