@@ -222,7 +222,10 @@ fn the_command_line_overrides_a_recipe_field_by_field() {
         text.contains("lr 0.0125 at batch 32 = 0.025 per 64 images"),
         "{text}"
     );
-    assert!(text.contains("(flip test-time augmentation)"), "{text}");
+    assert!(
+        text.contains("(flip-translate test-time augmentation)"),
+        "{text}"
+    );
     assert!(
         text.contains("EMA weights (ema.safetensors): test loss"),
         "{text}"
@@ -254,7 +257,7 @@ fn the_command_line_overrides_a_recipe_field_by_field() {
     assert!(text.contains("; --precision auto)"), "{text}");
     assert_eq!(
         (saved.nesterov, saved.cutout, saved.tta.as_str()),
-        (false, 4, "flip")
+        (false, 4, "flip-translate")
     );
     assert_eq!(
         saved.weights, None,
